@@ -1,0 +1,76 @@
+"""The `rokt-edge` command (also `python -m edge`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from edge import __version__
+from edge.rokt.mapping import MappingConfigError, load_mappings
+from edge.rokt.pipeline import Pipeline
+from edge.settings import Settings, SettingsError, documented_settings, load_settings
+
+# Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked.
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+        result: int = args.run(args, settings)
+    except (SettingsError, MappingConfigError) as error:
+        print(f"rokt-edge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings_help = "\n".join(
+        f"  {name:<30} {doc} (default: {default})" for name, default, doc in documented_settings()
+    )
+    parser = argparse.ArgumentParser(
+        prog="rokt-edge",
+        description="Capture Rokt click ids first-party and deliver conversions to Rokt.",
+        epilog="settings (environment variables, or the same names in lower case without the "
+        f"prefix in a TOML file given with --config):\n{settings_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rokt-edge {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    preview = commands.add_parser(
+        "preview",
+        help="print the exact upstream request bodies some events would produce; sends nothing",
+    )
+    preview.add_argument(
+        "file", nargs="?", default="-", help="events: a JSON object, array or JSON lines (- stdin)"
+    )
+    preview.set_defaults(run=_preview)
+    for command in commands.choices.values():
+        command.add_argument("--config", metavar="FILE", help="a TOML settings file")
+    return parser
+
+
+def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.preview import UnreadableInput, preview, read_events
+
+    pipeline = Pipeline(settings, load_mappings(settings.mappings))
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as file:
+                text = file.read()
+        raw_events = read_events(text)
+    except (OSError, UnicodeDecodeError, UnreadableInput) as error:
+        print(f"rokt-edge preview: {args.file}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    document, understood = preview(raw_events, pipeline)
+    json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0 if understood else EXIT_INVALID

@@ -1,0 +1,158 @@
+"""The canonical event: the Segment spec shape that every source produces and one pipeline reads.
+
+`parse_event` checks an incoming object and returns an `Event` whose body is safe for the mapping
+to read: the known fields have the right kinds, a `messageId` exists (generated when absent, then
+stored, so it stays stable across retries and replays) and so does a `timestamp`. Everything else
+in the body is kept as it came, because mappings may read any path.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+EVENT_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
+OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+CONTEXT_OBJECTS: Final = ("page", "traits", "device", "personas", "consent")
+ID_FIELDS: Final = ("messageId", "userId", "anonymousId", "groupId", "previousId")
+
+# Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, while
+# 1e11 milliseconds is 1973, well before any event this service will see.
+EPOCH_MS_THRESHOLD: Final = 100_000_000_000
+
+
+class EventError(ValueError):
+    """An event that cannot be used; the message says which event and which field."""
+
+    def __init__(self, field: str, problem: str, index: int | None = None) -> None:
+        where = "event" if index is None else f"event {index}"
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    body: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.body["type"])
+
+    @property
+    def message_id(self) -> str:
+        return str(self.body["messageId"])
+
+    @property
+    def timestamp_ms(self) -> int:
+        stamp = parse_timestamp(self.body["timestamp"])
+        assert stamp is not None, "parse_event guarantees a readable timestamp"
+        return stamp
+
+
+def parse_event(
+    raw: Any,
+    index: int | None = None,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> Event:
+    """Validate one incoming event; raise EventError naming the field that is wrong."""
+    if not isinstance(raw, dict):
+        raise EventError("", f"must be a JSON object, got {_kind(raw)}", index)
+    body = dict(raw)
+    kind = body.get("type")
+    if kind not in EVENT_TYPES:
+        expected = ", ".join(EVENT_TYPES)
+        found = "missing" if kind is None else repr(kind)
+        raise EventError("type", f"must be one of {expected}; found {found}", index)
+    if kind == "track":
+        name = body.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise EventError("event", "a track call needs a non-empty event name", index)
+    for name in ID_FIELDS:
+        body[name] = _identifier(body.get(name), name, index)
+        if body[name] is None:
+            del body[name]
+    for name in OBJECT_FIELDS:
+        _require_object(body, name, name, index)
+    context = body.get("context")
+    if isinstance(context, dict):
+        # A copy, so that dropping null sub-objects never touches the caller's data.
+        context = body["context"] = dict(context)
+        for name in CONTEXT_OBJECTS:
+            _require_object(context, name, f"context.{name}", index)
+    if "messageId" not in body:
+        body["messageId"] = new_id()
+    if body.get("timestamp") is None:
+        body["timestamp"] = now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    elif parse_timestamp(body["timestamp"]) is None:
+        raise EventError(
+            "timestamp",
+            f"{body['timestamp']!r} is neither an ISO 8601 time nor epoch seconds or milliseconds",
+            index,
+        )
+    return Event(body)
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """Milliseconds since the epoch from ISO 8601 text or epoch seconds/milliseconds; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return _iso_ms(text)
+        value = number
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return int(value) if value >= EPOCH_MS_THRESHOLD else round(value * 1000)
+    return None
+
+
+def _iso_ms(text: str) -> int | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
+
+
+def _identifier(value: Any, name: str, index: int | None) -> str | None:
+    """Ids may arrive as numbers from some libraries; they are kept as text. Blank means absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise EventError(name, f"must be a string, got {_kind(value)}", index)
+    text = value.strip() if isinstance(value, str) else str(value)
+    return text or None
+
+
+def _require_object(container: dict[str, Any], key: str, field: str, index: int | None) -> None:
+    value = container.get(key)
+    if value is None:
+        container.pop(key, None)
+    elif not isinstance(value, dict):
+        raise EventError(field, f"must be an object, got {_kind(value)}", index)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,228 @@
+"""Contract A: Rokt's Conversions API, in mParticle's batch format (`spec/capi-wire.md`).
+
+`build_batch` turns one `Mapped` into one batch (one user, its audience event first, then its
+conversion) and enforces locally what the upstream would reject for the whole batch: advertising
+ids that are not UUIDs, non-scalar or over-long attributes, too many attributes, an over-sized
+batch, no identifier at all. `pack` groups batches into requests within the upstream's limits.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edge.rokt.fields import Mapped, Scalar
+
+REQUIRED_IDENTIFIER: Final = (
+    "At least one of the following is required: iOS Advertising ID, Android Advertising ID, "
+    "iOS ID for Vendor, Android UUID, Email, Customer ID, RTID."
+)
+ROKT_MODULE_ID: Final = "1277"  # Rokt's integration id in mParticle
+MAX_ATTRIBUTES: Final = 100
+MAX_NAME_CHARS: Final = 256
+MAX_VALUE_CHARS: Final = 4096
+MAX_BATCH_BYTES: Final = 128 * 1024
+MAX_BODY_BYTES: Final = 256 * 1024
+MAX_BATCHES_PER_REQUEST: Final = 100
+# The upstream parses these as System.Guid: one bad value gets the whole batch rejected.
+UUID_DEVICE_FIELDS: Final = ("ios_advertising_id", "android_advertising_id", "ios_idfv")
+# What counts for the required-identifier rule (IP and user agent alone do not).
+IDENTIFYING_IDENTITIES: Final = frozenset({"email", "other", "customerid"})
+IDENTIFYING_DEVICE: Final = frozenset(
+    {"ios_advertising_id", "android_advertising_id", "ios_idfv", "android_uuid"}
+)
+SOURCE_REQUEST_NAMESPACE: Final = uuid.UUID("6f1d0c1e-4b1a-4f3e-9a43-2c6a0f0e7d11")
+
+
+class Refused(Exception):
+    """The event cannot be sent as it is; `reason` says why, in words for the merchant."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def encode(body: Any) -> bytes:
+    """The exact bytes sent upstream (and measured against the size limits)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def source_request_id(mapping: str, message_id: str) -> str:
+    """Deterministic per (mapping, event), so a retried batch is de-duplicated upstream."""
+    return str(uuid.uuid5(SOURCE_REQUEST_NAMESPACE, f"{mapping}\n{message_id}"))
+
+
+def build_batch(mapped: Mapped, *, click_id_in_other2: bool = True) -> dict[str, Any]:
+    """One contract A batch; raises Refused when nothing can or may be sent."""
+    events: list[dict[str, Any]] = []
+    user_attributes = _limited(mapped, "user attribute", mapped.user_attributes)
+    if mapped.audience_name is not None and mapped.audience_member is not None:
+        audience_key = f"segment_{mapped.audience_name}"
+        if len(audience_key) <= MAX_NAME_CHARS:
+            user_attributes[audience_key] = mapped.audience_member
+        else:
+            mapped.warnings.append(f"user attribute {audience_key[:40]!r}…: name over 256 chars")
+        audience: dict[str, Scalar] = {
+            "audience_name": mapped.audience_name,
+            "status": _status(mapped),
+        }
+        events.append(
+            _event(
+                mapped, "other", "audiencemembershipupdate", f"aud_{mapped.message_id}", audience
+            )
+        )
+    conversion = _conversion_attributes(mapped)
+    if "conversiontype" in conversion:
+        events.append(_event(mapped, "transaction", "conversion", mapped.message_id, conversion))
+    if not events:
+        raise Refused("nothing to send: no conversion type and no audience membership")
+    if len(user_attributes) > MAX_ATTRIBUTES:
+        dropped = list(user_attributes)[MAX_ATTRIBUTES:]
+        mapped.warnings.append(f"more than {MAX_ATTRIBUTES} user attributes; left out: {dropped}")
+        user_attributes = dict(list(user_attributes.items())[:MAX_ATTRIBUTES])
+    device_info = _device_info(mapped)
+    identities = _user_identities(mapped, click_id_in_other2)
+    identified = mapped.click_id or identities.keys() & IDENTIFYING_IDENTITIES
+    if not (identified or device_info.keys() & IDENTIFYING_DEVICE):
+        raise Refused(REQUIRED_IDENTIFIER)
+    batch: dict[str, Any] = {
+        "environment": "production",
+        "source_request_id": source_request_id(mapped.mapping, mapped.message_id),
+        "user_identities": identities,
+    }
+    if user_attributes:
+        batch["user_attributes"] = user_attributes
+    if device_info:
+        batch["device_info"] = device_info
+    if mapped.ip:
+        batch["ip"] = mapped.ip
+    if mapped.click_id:
+        batch["integration_attributes"] = {
+            ROKT_MODULE_ID: {"passbackconversiontrackingid": mapped.click_id}
+        }
+    batch["events"] = events
+    size = len(encode(batch))
+    if size > MAX_BATCH_BYTES:
+        raise Refused(f"the batch is {size:,} bytes, over the {MAX_BATCH_BYTES:,}-byte limit")
+    return batch
+
+
+def _status(mapped: Mapped) -> str:
+    return "add" if mapped.audience_member else "drop"
+
+
+def _event(
+    mapped: Mapped, kind: str, name: str, message_id: str, attributes: dict[str, Scalar]
+) -> dict[str, Any]:
+    return {
+        "event_type": "custom_event",
+        "data": {
+            "custom_event_type": kind,
+            "event_name": name,
+            "source_message_id": message_id,
+            "timestamp_unixtime_ms": mapped.timestamp_ms,
+            "custom_attributes": attributes,
+        },
+    }
+
+
+def _conversion_attributes(mapped: Mapped) -> dict[str, Scalar]:
+    standard: dict[str, Scalar | None] = {
+        "conversiontype": mapped.conversion_type,
+        "confirmationref": mapped.confirmation_ref,
+        "amount": mapped.amount,
+        "currency": mapped.currency,
+    }
+    attributes = {key: value for key, value in standard.items() if value is not None}
+    attributes.update(mapped.custom_attributes)
+    attributes = _limited(mapped, "custom attribute", attributes)
+    if len(attributes) > MAX_ATTRIBUTES:
+        dropped = list(attributes)[MAX_ATTRIBUTES:]
+        mapped.warnings.append(f"more than {MAX_ATTRIBUTES} custom attributes; left out: {dropped}")
+        attributes = dict(list(attributes.items())[:MAX_ATTRIBUTES])
+    return attributes
+
+
+def _limited(mapped: Mapped, label: str, attributes: dict[str, Scalar]) -> dict[str, Scalar]:
+    """Attributes within the name and value limits; the others dropped with a warning."""
+    kept: dict[str, Scalar] = {}
+    for name, value in attributes.items():
+        if len(name) > MAX_NAME_CHARS:
+            mapped.warnings.append(f"{label} {name[:40]!r}…: name over {MAX_NAME_CHARS} chars")
+        elif isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            mapped.warnings.append(f"{label} {name!r}: value over {MAX_VALUE_CHARS} chars")
+        else:
+            kept[name] = value
+    return kept
+
+
+def _user_identities(mapped: Mapped, click_id_in_other2: bool) -> dict[str, str]:
+    identities: dict[str, str] = {}
+    if mapped.email_sha256:
+        identities["other"] = mapped.email_sha256
+    elif mapped.email:
+        identities["email"] = mapped.email
+    if mapped.customer_id:
+        identities["customerid"] = mapped.customer_id
+    if mapped.click_id and click_id_in_other2:
+        identities["other2"] = mapped.click_id
+    return identities
+
+
+def _device_info(mapped: Mapped) -> dict[str, str]:
+    candidates = {
+        "http_header_user_agent": mapped.user_agent,
+        "ios_advertising_id": mapped.idfa,
+        "android_advertising_id": mapped.gaid,
+        "ios_idfv": mapped.idfv,
+        "android_uuid": mapped.android_uuid,
+    }
+    info: dict[str, str] = {}
+    for key, value in candidates.items():
+        if value is None:
+            continue
+        if key in UUID_DEVICE_FIELDS and not _is_uuid(value):
+            mapped.warnings.append(f"device_info.{key}: {value!r} is not a UUID; left out")
+            continue
+        info[key] = value
+    return info
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    path: str  # "/events" or "/bulkevents", below the upstream base URL
+    body: Any  # one batch object, or a list of them
+    batches: int
+
+
+def pack(batches: list[dict[str, Any]]) -> list[UpstreamRequest]:
+    """Requests of at most 100 batches and 256 KB each, in order; one batch goes to /events."""
+    groups: list[list[dict[str, Any]]] = []
+    size = 0
+    for batch in batches:
+        batch_size = len(encode(batch)) + 1  # the comma or bracket that joins it
+        if (
+            not groups
+            or len(groups[-1]) >= MAX_BATCHES_PER_REQUEST
+            or (size + batch_size + 1 > MAX_BODY_BYTES)
+        ):
+            groups.append([])
+            size = 0
+        groups[-1].append(batch)
+        size += batch_size
+    return [
+        UpstreamRequest("/events", group[0], 1)
+        if len(group) == 1
+        else UpstreamRequest("/bulkevents", group, len(group))
+        for group in groups
+    ]

@@ -1,0 +1,240 @@
+"""Settings: built once, by `load_settings`, from the environment and an optional TOML file.
+
+Every setting is a field of `Settings` with a default, a parser and a line of documentation
+(the README's configuration table lists them all; a test keeps the two in step). A TOML file
+(`--config FILE` or `ROKT_EDGE_CONFIG`) uses the same names without the prefix, in lower case
+(`upstream = "capi"`); the environment wins over the file. A bad value stops start-up with a
+`SettingsError` that names the setting, where it came from and the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import phonenumbers
+
+ENV_PREFIX: Final = "ROKT_EDGE_"
+CONFIG_ENV: Final = "ROKT_EDGE_CONFIG"
+
+Upstream = Literal["capi", "event-api"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_URLS: Final[Mapping[str, str]] = {
+    "capi": "https://inbound.mparticle.com/s2s/v2",
+    "event-api": "https://api.rokt.com",
+}
+
+
+class SettingsError(ValueError):
+    """A setting with a value that cannot be used; the message names the setting and the value."""
+
+
+Parser = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value.strip() or None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+    raise ValueError("must be true or false")
+
+
+def _items(value: Any) -> tuple[str, ...]:
+    """A list from TOML, or a comma-separated string from the environment."""
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, list) and all(isinstance(part, str) for part in value):
+        parts = value
+    else:
+        raise ValueError("must be a comma-separated string or a list of strings")
+    return tuple(part.strip() for part in parts if part.strip())
+
+
+def _upstream(value: Any) -> Upstream:
+    if value == "capi":
+        return "capi"
+    if value == "event-api":
+        return "event-api"
+    raise ValueError("must be capi or event-api")
+
+
+def _url(value: Any) -> str | None:
+    text = _text(value)
+    if text is not None and not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return text.rstrip("/") if text else None
+
+
+def _database_url(value: Any) -> str:
+    text = _text(value)
+    if text is None or not text.startswith("sqlite:///") or text == "sqlite:///":
+        raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return text
+
+
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    networks = []
+    for item in _items(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR such as 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    origins = _items(value)
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin such as https://shop.example")
+    return tuple(origin.rstrip("/") for origin in origins)
+
+
+def _region(value: Any) -> str:
+    text = _text(value)
+    region = (text or "").upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be a two-letter region code such as US, GB or AU")
+    return region
+
+
+def _path(value: Any) -> Path | None:
+    text = _text(value)
+    return Path(text) if text else None
+
+
+def _setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    api_key: str | None = _setting(
+        None, _text, "Rokt API key (contract A key, or contract B rpub-…). Unset: dry run."
+    )
+    api_secret: str | None = _setting(
+        None, _text, "Rokt API secret (contract A secret, or contract B rsec-…).", secret=True
+    )
+    upstream: Upstream = _setting(
+        "capi", _upstream, "`capi` (contract A, mParticle batch format) or `event-api` (B)."
+    )
+    rokt_url: str | None = _setting(
+        None, _url, "Upstream base URL. Default: by upstream (see `upstream_url`)."
+    )
+    account_id: str | None = _setting(None, _text, "Rokt account id (event-api only).")
+    database_url: str = _setting(
+        "sqlite:///rokt-edge.db", _database_url, "The store: `sqlite:///file.db` (relative)."
+    )
+    secret_key: str | None = _setting(
+        None, _text, "Signs cookies. Unset: generated once, kept in the store.", secret=True
+    )
+    write_keys: tuple[str, ...] = _setting(
+        (), _items, "Comma-separated write keys the server-side tracking API accepts."
+    )
+    mappings: Path | None = _setting(
+        None, _path, "TOML file of mappings. Unset: the built-in presets (Send, Sync Audience)."
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = _setting(
+        (), _networks, "Comma-separated CIDRs whose forwarding headers are believed."
+    )
+    allowed_origins: tuple[str, ...] = _setting(
+        (), _origins, "Origins allowed to call the beacon cross-origin (default: same origin)."
+    )
+    phone_region: str = _setting(
+        "US", _region, "Region assumed for phone numbers written without a country code."
+    )
+    click_id_in_other2: bool = _setting(
+        True, _flag, "Also copy the click id into `user_identities.other2` (contract A)."
+    )
+
+    @property
+    def dry_run(self) -> bool:
+        """Without both credentials nothing is sent upstream: bodies are recorded instead."""
+        return not (self.api_key and self.api_secret)
+
+    @property
+    def upstream_url(self) -> str:
+        return self.rokt_url or DEFAULT_URLS[self.upstream]
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | os.PathLike[str] | None = None
+) -> Settings:
+    """Build settings: defaults, then the TOML file (if any), then the environment."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(CONFIG_ENV) or None
+    raw: dict[str, tuple[str, Any]] = {}
+    if config_file is not None:
+        for key, value in _read_config(Path(config_file)).items():
+            raw[key] = (f"{config_file}: {key}", value)
+    known = {spec.name for spec in fields(Settings)}
+    for spec in fields(Settings):
+        variable = env_name(spec.name)
+        if variable in environ:
+            raw[spec.name] = (variable, environ[variable])
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        names = ", ".join(sorted(known))
+        raise SettingsError(f"{config_file}: unknown setting {unknown[0]!r}; known: {names}")
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        if spec.name not in raw:
+            continue
+        where, value = raw[spec.name]
+        try:
+            values[spec.name] = spec.metadata["parse"](value)
+        except ValueError as error:
+            shown = "(hidden)" if spec.metadata["secret"] else repr(value)
+            raise SettingsError(f"{where} = {shown}: {error}") from None
+    settings = Settings(**values)
+    if settings.upstream == "event-api" and not settings.dry_run and not settings.account_id:
+        raise SettingsError(
+            f"{env_name('account_id')} is required when {env_name('upstream')} = 'event-api'"
+        )
+    return settings
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path}: not valid TOML: {error}") from None
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) for every setting, for docs and `--help`."""
+    rows = []
+    for spec in fields(Settings):
+        default = spec.default
+        if isinstance(default, tuple):
+            shown = ",".join(map(str, default)) or "(none)"
+        elif default is None:
+            shown = "(unset)"
+        else:
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((env_name(spec.name), shown, spec.metadata["doc"]))
+    return rows
