@@ -89,7 +89,7 @@ DEFAULT_FIELDS: Final[MappingABC[str, tuple[Source, ...]]] = MappingProxyType(
 class Mapping:
     name: str
     trigger: Trigger
-    fields: MappingABC[str, tuple[Source, ...]] = DEFAULT_FIELDS
+    fields: MappingABC[str, tuple[Source, ...]] = field(default_factory=lambda: DEFAULT_FIELDS)
     hashing: MappingABC[str, bool] = field(default_factory=dict)
     custom_attributes: MappingABC[str, tuple[Source, ...]] = field(default_factory=dict)
     user_attributes: MappingABC[str, tuple[Source, ...]] = field(default_factory=dict)

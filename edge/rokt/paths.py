@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+MAX_INDEX_DIGITS: Final = 9  # no event holds a list of a billion items
 NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -137,10 +138,13 @@ def _scan_bracket(text: str, pos: int) -> tuple[str | int, int]:
         pos = close + 1
     else:
         digits_end = pos
-        while digits_end < len(text) and text[digits_end].isdigit():
+        # ASCII digits only: str.isdigit() also accepts '²', which int() then refuses.
+        while digits_end < len(text) and "0" <= text[digits_end] <= "9":
             digits_end += 1
         if digits_end == pos:
             raise PathError("expected a quoted key or a list index after '['", pos + 1)
+        if digits_end - pos > MAX_INDEX_DIGITS:
+            raise PathError(f"a list index has at most {MAX_INDEX_DIGITS} digits", pos + 1)
         key = int(text[pos:digits_end])
         pos = digits_end
     if pos >= len(text) or text[pos] != "]":

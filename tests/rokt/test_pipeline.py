@@ -1,0 +1,70 @@
+"""The pipeline: every event ends as something to send or a skip with a reason."""
+
+from __future__ import annotations
+
+from edge.events import parse_event
+from edge.rokt.mapping import default_mappings, parse_mappings
+from edge.rokt.pipeline import NOT_TRIGGERED, Outbound, Pipeline, Skipped
+from edge.settings import Settings
+
+ORDER = {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "u-1"}
+
+
+def test_an_event_no_trigger_matches_is_skipped_as_not_triggered() -> None:
+    pipeline = Pipeline(Settings(), default_mappings())
+    assert pipeline.process(parse_event({"type": "page", "messageId": "p"})) == [
+        Skipped("p", NOT_TRIGGERED)
+    ]
+
+
+def test_an_event_may_match_several_mappings_and_each_produces_its_own_output() -> None:
+    mappings = parse_mappings(
+        {
+            "mapping": [
+                {"name": "Send", "preset": "Send"},
+                {
+                    "name": "All tracks",
+                    "trigger": 'type = "track"',
+                    "fields": {"message_id": "$.properties.id"},
+                },
+                {"name": "Never", "trigger": 'event = "x"'},
+            ]
+        },
+        "t",
+    )
+    outcomes = Pipeline(Settings(), mappings).process(
+        parse_event({**ORDER, "properties": {"id": "alt-1"}})
+    )
+    assert [(o.mapping, o.message_id, type(o)) for o in outcomes] == [
+        ("Send", "m-1", Outbound),
+        ("All tracks", "alt-1", Outbound),
+    ]
+    assert outcomes[0].key != outcomes[1].key
+
+
+def test_a_matching_event_without_an_identifier_is_skipped_with_the_reason() -> None:
+    [outcome] = Pipeline(Settings(), default_mappings()).process(
+        parse_event({**ORDER, "userId": None})
+    )
+    assert isinstance(outcome, Skipped)
+    assert outcome.mapping == "Send"
+    assert outcome.reason.startswith("At least one of the following is required")
+
+
+def test_an_identify_without_audience_data_is_skipped_as_nothing_to_send() -> None:
+    [outcome] = Pipeline(Settings(), default_mappings()).process(
+        parse_event({"type": "identify", "userId": "u", "messageId": "i"})
+    )
+    assert outcome == Skipped(
+        "i", "nothing to send: no conversion type and no audience membership", "Sync Audience"
+    )
+
+
+def test_outbound_items_carry_what_the_outbox_needs() -> None:
+    [outcome] = Pipeline(Settings(), default_mappings()).process(
+        parse_event({**ORDER, "timestamp": 1705579200})
+    )
+    assert isinstance(outcome, Outbound)
+    assert outcome.key == "Send\nm-1"
+    assert outcome.timestamp_ms == 1705579200000
+    assert outcome.body["events"][0]["data"]["source_message_id"] == "m-1"

@@ -1,0 +1,126 @@
+"""`rokt-edge preview` as a merchant's engineer uses it: files, stdin, and what goes wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+ORDER = {
+    "type": "track",
+    "event": "Order Completed",
+    "messageId": "m-1",
+    "timestamp": "2024-01-18T12:00:00Z",
+    "userId": "u-1",
+    "properties": {"order_id": "o-1", "revenue": 10},
+}
+
+
+def test_a_file_holding_a_json_array_is_read(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text(json.dumps([ORDER, {**ORDER, "messageId": "m-2"}]))
+
+    result = run_cli("preview", str(events))
+
+    assert result.returncode == 0, result.stderr
+    [request] = json.loads(result.stdout)["requests"]
+    assert [batch["events"][0]["data"]["source_message_id"] for batch in request["body"]] == [
+        "m-1",
+        "m-2",
+    ]
+
+
+def test_one_event_goes_to_the_single_batch_endpoint() -> None:
+    result = run_cli("preview", "-", stdin=json.dumps(ORDER))
+
+    [request] = json.loads(result.stdout)["requests"]
+    assert request["method"] == "POST"
+    assert request["url"] == "https://inbound.mparticle.com/s2s/v2/events"
+    assert request["body"]["events"][0]["data"]["custom_attributes"]["amount"] == 10
+
+
+def test_the_upstream_url_setting_is_used() -> None:
+    env = {"ROKT_EDGE_ROKT_URL": "https://s2s.eu1.mparticle.com/v2/"}
+    result = run_cli("preview", stdin=json.dumps(ORDER), env=env)
+
+    [request] = json.loads(result.stdout)["requests"]
+    assert request["url"] == "https://s2s.eu1.mparticle.com/v2/events"
+
+
+def test_unreadable_input_exits_2_and_says_where() -> None:
+    result = run_cli("preview", stdin='{"type": "track"}\n{"type": oops}\n')
+
+    assert result.returncode == 2
+    assert "line 2" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli("preview", str(tmp_path / "nope.json"))
+
+    assert result.returncode == 2
+    assert "nope.json" in result.stderr
+
+
+def test_an_invalid_event_is_reported_by_index_and_field_and_the_rest_still_previewed() -> None:
+    bad = {"type": "track", "properties": {}}
+    result = run_cli("preview", stdin=json.dumps([ORDER, bad]))
+
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["invalid"] == [
+        {"event": 1, "error": "event 1: event: a track call needs a non-empty event name"}
+    ]
+    assert len(document["requests"]) == 1
+
+
+def test_each_event_that_produces_nothing_says_why() -> None:
+    page = {"type": "page", "name": "Home", "messageId": "p-1"}
+    result = run_cli("preview", stdin=json.dumps(page))
+
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["skipped"] == [
+        {
+            "event": 0,
+            "messageId": "p-1",
+            "mapping": None,
+            "reason": "not triggered: no mapping's trigger matches this event",
+        }
+    ]
+
+
+def test_warnings_name_the_field_left_out() -> None:
+    event = {**ORDER, "properties": {**ORDER["properties"], "gender": "unknown"}}
+    result = run_cli("preview", stdin=json.dumps(event))
+
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert warning["mapping"] == "Send"
+    assert warning["warning"] == "gender: 'unknown' is neither male nor female; left out"
+
+
+def test_a_bad_setting_stops_with_the_setting_and_value_named() -> None:
+    result = run_cli("preview", stdin="{}", env={"ROKT_EDGE_UPSTREAM": "kafka"})
+
+    assert result.returncode == 2
+    assert "ROKT_EDGE_UPSTREAM = 'kafka': must be capi or event-api" in result.stderr
+
+
+def test_a_bad_mappings_file_stops_with_file_mapping_and_key_named(tmp_path: Path) -> None:
+    mappings = tmp_path / "m.toml"
+    mappings.write_text('[[mapping]]\nname = "Buy"\ntrigger = \'event = "x" and\'\n')
+
+    result = run_cli("preview", stdin="{}", env={"ROKT_EDGE_MAPPINGS": str(mappings)})
+
+    assert result.returncode == 2
+    assert f"{mappings}: mapping 1 ('Buy'): trigger: column 16: expected a condition after 'and'" in result.stderr
+
+
+def test_settings_from_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text('rokt_url = "https://s2s.au1.mparticle.com/v2"\n')
+
+    result = run_cli("preview", "--config", str(config), stdin=json.dumps(ORDER))
+
+    [request] = json.loads(result.stdout)["requests"]
+    assert request["url"].startswith("https://s2s.au1.mparticle.com/v2/")
