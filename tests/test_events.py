@@ -43,19 +43,32 @@ def test_the_callers_data_is_not_changed() -> None:
     ("raw", "message"),
     [
         ([], "event 3: must be a JSON object, got an array"),
-        ({}, "event 3: type: must be one of track, identify, page, screen, group, alias; "
-         "found missing"),
-        ({"type": "click"}, "event 3: type: must be one of track, identify, page, screen, "
-         "group, alias; found 'click'"),
+        (
+            {},
+            "event 3: type: must be one of track, identify, page, screen, group, alias; "
+            "found missing",
+        ),
+        (
+            {"type": "click"},
+            "event 3: type: must be one of track, identify, page, screen, "
+            "group, alias; found 'click'",
+        ),
         ({"type": "track"}, "event 3: event: a track call needs a non-empty event name"),
         ({"type": "track", "event": "  "}, "event 3: event: a track call needs a non-empty"),
-        ({"type": "page", "properties": "x"}, "event 3: properties: must be an object, got a "
-         "string"),
-        ({"type": "page", "context": {"page": []}}, "event 3: context.page: must be an object, "
-         "got an array"),
+        (
+            {"type": "page", "properties": "x"},
+            "event 3: properties: must be an object, got a string",
+        ),
+        (
+            {"type": "page", "context": {"page": []}},
+            "event 3: context.page: must be an object, got an array",
+        ),
         ({"type": "page", "userId": {"a": 1}}, "event 3: userId: must be a string, got an object"),
-        ({"type": "page", "timestamp": "yesterday"}, "event 3: timestamp: 'yesterday' is neither "
-         "an ISO 8601 time nor epoch seconds or milliseconds"),
+        (
+            {"type": "page", "timestamp": "yesterday"},
+            "event 3: timestamp: 'yesterday' is neither "
+            "an ISO 8601 time nor epoch seconds or milliseconds",
+        ),
     ],
 )
 def test_a_bad_event_names_the_event_and_the_field(raw: Any, message: str) -> None:

@@ -95,6 +95,7 @@ def test_source_request_id_is_stable_across_runs() -> None:
     event = json.dumps(CASES[0]["input"])
     first = json.loads(run_cli("preview", stdin=event).stdout)
     second = json.loads(run_cli("preview", stdin=event).stdout)
-    assert first["requests"][0]["body"]["source_request_id"] == (
-        second["requests"][0]["body"]["source_request_id"]
+    assert (
+        first["requests"][0]["body"]["source_request_id"]
+        == (second["requests"][0]["body"]["source_request_id"])
     )

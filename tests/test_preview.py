@@ -113,7 +113,10 @@ def test_a_bad_mappings_file_stops_with_file_mapping_and_key_named(tmp_path: Pat
     result = run_cli("preview", stdin="{}", env={"ROKT_EDGE_MAPPINGS": str(mappings)})
 
     assert result.returncode == 2
-    assert f"{mappings}: mapping 1 ('Buy'): trigger: column 16: expected a condition after 'and'" in result.stderr
+    assert (
+        f"{mappings}: mapping 1 ('Buy'): trigger: column 16: expected a condition after 'and'"
+        in result.stderr
+    )
 
 
 def test_settings_from_a_config_file(tmp_path: Path) -> None:

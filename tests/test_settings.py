@@ -140,7 +140,7 @@ def test_event_api_with_credentials_needs_an_account_id() -> None:
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    for variable, default, doc in documented_settings():
+    for variable, _default, doc in documented_settings():
         assert variable in readme, f"{variable} is missing from the README"
         assert doc
     assert len(documented_settings()) == len(fields(Settings))

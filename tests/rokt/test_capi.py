@@ -144,7 +144,9 @@ def test_the_click_id_counts_even_when_the_other2_copy_is_off() -> None:
     ("field", "key"),
     [("idfa", "ios_advertising_id"), ("gaid", "android_advertising_id"), ("idfv", "ios_idfv")],
 )
-def test_advertising_ids_that_are_not_uuids_are_dropped_with_a_warning(field: str, key: str) -> None:
+def test_advertising_ids_that_are_not_uuids_are_dropped_with_a_warning(
+    field: str, key: str
+) -> None:
     mapped = conversion(**{field: "not-a-uuid"})
     batch = build_batch(mapped)
     assert "device_info" not in batch

@@ -23,7 +23,10 @@ from edge.rokt.paths import parse_path
 def test_without_a_file_the_presets_apply() -> None:
     assert load_mappings(None) == default_mappings()
     send, audience = default_mappings()
-    assert (send.name, send.trigger.text) == ("Send", 'type = "track" and event = "Order Completed"')
+    assert (send.name, send.trigger.text) == (
+        "Send",
+        'type = "track" and event = "Order Completed"',
+    )
     assert (audience.name, audience.trigger.text) == ("Sync Audience", 'type = "identify"')
     assert send.fields is DEFAULT_FIELDS
 
