@@ -63,13 +63,13 @@ class Path:
         """
         value = document
         for key in self.keys:
-            if type(key) is str:
+            if isinstance(key, str):
                 if not isinstance(value, dict):
                     return MISSING
                 value = value.get(key, MISSING)
                 if value is MISSING:
                     return MISSING
-            elif isinstance(value, list) and key < len(value):  # type: ignore[operator]
+            elif isinstance(value, list) and key < len(value):
                 value = value[key]
             else:
                 return MISSING
