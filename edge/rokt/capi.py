@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-from edge.rokt.fields import Mapped, Scalar
+from edge.rokt.fields import Mapped, Refused, Scalar
 
 REQUIRED_IDENTIFIER: Final = (
     "At least one of the following is required: iOS Advertising ID, Android Advertising ID, "
@@ -34,14 +34,6 @@ IDENTIFYING_DEVICE: Final = frozenset(
     {"ios_advertising_id", "android_advertising_id", "ios_idfv", "android_uuid"}
 )
 SOURCE_REQUEST_NAMESPACE: Final = uuid.UUID("6f1d0c1e-4b1a-4f3e-9a43-2c6a0f0e7d11")
-
-
-class Refused(Exception):
-    """The event cannot be sent as it is; `reason` says why, in words for the merchant."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def encode(body: Any) -> bytes:
@@ -211,6 +203,21 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class CapiContract:
+    """Contract A as the pipeline and the sender see it: build one body, pack bodies."""
+
+    name = "capi"
+
+    def __init__(self, *, click_id_in_other2: bool = True) -> None:
+        self.click_id_in_other2 = click_id_in_other2
+
+    def build(self, mapped: Mapped) -> dict[str, Any]:
+        return build_batch(mapped, click_id_in_other2=self.click_id_in_other2)
+
+    def pack(self, bodies: list[dict[str, Any]]) -> list[UpstreamRequest]:
+        return pack(bodies)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,14 @@ GENDERS: Final[MappingABC[str, str]] = {
 PERSONAS_AUDIENCE_CLASSES: Final = frozenset({"audience", "journey_step"})
 
 
+class Refused(Exception):
+    """An upstream contract cannot send this event as it is; `reason` says why, for people."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Literal:
     """A fixed value written in the mapping instead of a path."""

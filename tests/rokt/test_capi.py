@@ -11,13 +11,12 @@ from edge.rokt.capi import (
     MAX_BATCH_BYTES,
     MAX_BODY_BYTES,
     REQUIRED_IDENTIFIER,
-    Refused,
     build_batch,
     encode,
     pack,
     source_request_id,
 )
-from edge.rokt.fields import Mapped
+from edge.rokt.fields import Mapped, Refused
 
 IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 
