@@ -93,12 +93,10 @@ def enrich(
     return Enriched(Event(body), click_id, seen_at)
 
 
-def known_click(
-    visitor: Visitor, stored: Known | None, *, now: float, window_seconds: float
-) -> Known | None:
-    """The freshest click id known for the visitor within the attribution window."""
-    candidates = [stored] if stored else []
-    if visitor.click_id and visitor.click_seen_at is not None:
-        candidates.append(Known(visitor.click_id, float(visitor.click_seen_at), "cookie"))
-    fresh = [known for known in candidates if now - known.seen_at <= window_seconds]
-    return max(fresh, key=lambda known: known.seen_at, default=None)
+def cookie_click(visitor: Visitor, *, now: float, window_seconds: float) -> Known | None:
+    """The cookie's click id, when it was first seen within the attribution window."""
+    if visitor.click_id is None or visitor.click_seen_at is None:
+        return None
+    if now - visitor.click_seen_at > window_seconds:
+        return None
+    return Known(visitor.click_id, float(visitor.click_seen_at), "cookie")

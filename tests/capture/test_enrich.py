@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.capture.cookies import Visitor
-from edge.capture.enrich import Enriched, Known, enrich, known_click
+from edge.capture.enrich import Enriched, Known, cookie_click, enrich
 from edge.events import parse_event
 
 DAY = 86400.0
@@ -80,12 +80,10 @@ def test_the_original_event_is_not_changed() -> None:
     assert result.event.body["integrations"]["Rokt Conversions API"] == {"rtid": "X"}
 
 
-def test_known_click_picks_the_freshest_within_the_window() -> None:
+def test_the_cookies_click_counts_within_the_attribution_window() -> None:
     cookie = Visitor("a", "from-cookie", 900)
-    stored = Known("from-store", 950.0, "identity")
-    assert known_click(cookie, stored, now=1000.0, window_seconds=DAY) == stored
-    assert known_click(cookie, None, now=1000.0, window_seconds=DAY) == Known(
-        "from-cookie", 900.0, "cookie"
-    )
-    assert known_click(cookie, stored, now=900 + 31 * DAY, window_seconds=30 * DAY) is None
-    assert known_click(Visitor("a", "c", None), None, now=1.0, window_seconds=DAY) is None
+    expected = Known("from-cookie", 900.0, "cookie")
+    assert cookie_click(cookie, now=1000.0, window_seconds=DAY) == expected
+    assert cookie_click(cookie, now=900 + 31 * DAY, window_seconds=30 * DAY) is None
+    assert cookie_click(Visitor("a", "c", None), now=1.0, window_seconds=DAY) is None
+    assert cookie_click(Visitor("a"), now=1.0, window_seconds=DAY) is None
