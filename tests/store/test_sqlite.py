@@ -200,7 +200,8 @@ async def test_delivery_is_recorded_and_old_deliveries_are_pruned(
     await store.ack([claims[1].id], dry_run=True)
 
     stats = await store.stats()
-    assert (stats.delivered, stats.delivered_dry_run, stats.pending, stats.in_flight) == (2, 1, 0, 0)
+    assert (stats.delivered, stats.delivered_dry_run) == (2, 1)
+    assert (stats.pending, stats.in_flight) == (0, 0)
 
     clock.now += 10
     assert await store.prune(before=clock.now) == 3
