@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -35,6 +33,13 @@ from edge.metrics import Metrics
 from edge.rokt import capi
 from edge.rokt.backoff import backoff, retry_after
 from edge.rokt.ratelimit import TokenBucket
+from edge.rokt.responses import (
+    MESSAGE_CHARS,
+    failed_batches,
+    redact,
+    upstream_errors,
+    upstream_message,
+)
 from edge.settings import Settings
 from edge.store.base import EXPIRED, REJECTED, Claim, DeadLetter, Paused, Store, StoreError
 
@@ -43,9 +48,6 @@ log = logging.getLogger("rokt_edge.sender")
 MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # the upstream's data-age limit
 HOUSEKEEPING_SECONDS: Final = 30.0
 PRUNE_SECONDS: Final = 3600.0
-MESSAGE_CHARS: Final = 500
-_PATH_INDEX = re.compile(r"Path '\[(\d+)\]")
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*@[^']*'|\S+@\S+")
 
 
 class Request:
@@ -263,7 +265,7 @@ class Sender:
         elif status == 429:
             await self._rate_limited(request, response)
         else:  # 5xx, and statuses the spec does not name: keep the items, retry
-            await self._trouble(request, status, str(status), _message(response))
+            await self._trouble(request, status, str(status), upstream_message(response))
 
     # -- settling ----------------------------------------------------------------------------
 
@@ -271,11 +273,11 @@ class Sender:
         self._failures = 0
         if self.paused is not None:
             await self._resume()
-        errors = _errors(response)
+        errors = upstream_errors(response)
         if not errors:
             await self._delivered(request.ids)
             return
-        failed = _failed_batches(errors, len(request.batches))
+        failed = failed_batches(errors, len(request.batches))
         if failed is None:  # errors that name no batch: find the culprits by splitting
             await self._rejected(request, response)
             return
@@ -288,7 +290,7 @@ class Sender:
             for half in request.split():
                 await self._send(half)
             return
-        message = "; ".join(_errors(response)) or _message(response)
+        message = "; ".join(upstream_errors(response)) or upstream_message(response)
         await self._dead([DeadLetter(request.claims[0].id, REJECTED, message)])
         await self._upstream_error(response.status_code, message)
 
@@ -306,7 +308,7 @@ class Sender:
                 (self.settings.api_key or "")[:4],
                 self.settings.pause_retry,
             )
-        await self._upstream_error(status, _message(response))
+        await self._upstream_error(status, upstream_message(response))
 
     async def _resume(self) -> None:
         log.warning("delivery resumed: the upstream accepts the credentials again")
@@ -377,50 +379,3 @@ class Sender:
             except StoreError as error:
                 log.error("store unavailable for housekeeping: %s", error)
             await self._sleep(every)
-
-
-def _errors(response: httpx.Response) -> list[str]:
-    """The messages of a `{"errors": [{"message": …}]}` body, HTML entities unescaped."""
-    try:
-        document = response.json() if response.content else None
-    except ValueError:
-        return []
-    errors = document.get("errors") if isinstance(document, dict) else None
-    if not isinstance(errors, list):
-        return []
-    messages = []
-    for error in errors:
-        if isinstance(error, dict):
-            text = str(error.get("message") or error.get("code") or error)
-        else:
-            text = str(error)
-        messages.append(html.unescape(text))
-    return messages
-
-
-def _failed_batches(errors: list[str], count: int) -> dict[int, str] | None:
-    """Which batches (by index) the errors name; None when some error names none."""
-    failed: dict[int, str] = {}
-    for message in errors:
-        match = _PATH_INDEX.search(message)
-        if match is None and count == 1:
-            failed[0] = message  # a single batch: the error can only be about it
-            continue
-        if match is None or int(match.group(1)) >= count:
-            return None
-        index = int(match.group(1))
-        failed[index] = f"{failed[index]}; {message}" if index in failed else message
-    return failed
-
-
-def _message(response: httpx.Response) -> str:
-    errors = _errors(response)
-    if errors:
-        return "; ".join(errors)[:MESSAGE_CHARS]
-    text = response.text.strip()
-    return (text or response.reason_phrase or f"HTTP {response.status_code}")[:MESSAGE_CHARS]
-
-
-def redact(message: str) -> str:
-    """An upstream message fit for a log: quoted values and anything like an email hidden."""
-    return _QUOTED.sub("…", message)

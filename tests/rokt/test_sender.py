@@ -16,7 +16,8 @@ import pytest
 
 from edge.metrics import Metrics
 from edge.rokt import capi
-from edge.rokt.sender import Sender, redact
+from edge.rokt.responses import redact
+from edge.rokt.sender import Sender
 from edge.settings import Settings, load_settings
 from edge.store.base import EXPIRED, REJECTED, Intake
 from edge.store.sqlite import SQLiteStore
