@@ -30,7 +30,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
 def delivery_process(
     fake: FakeCapi, database: Path, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m edge.rokt.deliver` against the fake, with short leases and one request at a time."""
+    """`python -m edge.rokt.deliver` against the fake: short leases, one request at a time."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ROKT_EDGE_")}
     env.update(
         PYTHONPATH=str(ROOT),
