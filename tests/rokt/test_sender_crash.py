@@ -1,5 +1,4 @@
-"""A delivery process killed mid-request (SIGKILL): after a restart, nothing acknowledged is
-lost."""
+"""Crash test: a delivery process killed (SIGKILL) mid-request loses nothing acknowledged."""
 
 from __future__ import annotations
 
