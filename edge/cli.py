@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 from edge import __version__
-from edge.rokt.mapping import MappingConfigError, load_mappings
-from edge.rokt.pipeline import Pipeline
 from edge.settings import Settings, SettingsError, documented_settings, load_settings
+from edge.store.base import StoreError
 
 # Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked.
 EXIT_INVALID = 1
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(config_file=args.config)
         result: int = args.run(args, settings)
-    except (SettingsError, MappingConfigError) as error:
+    except (SettingsError, StoreError) as error:
         print(f"rokt-edge: {error}", file=sys.stderr)
         return EXIT_USAGE
     return result
@@ -51,15 +51,41 @@ def _parser() -> argparse.ArgumentParser:
         "file", nargs="?", default="-", help="events: a JSON object, array or JSON lines (- stdin)"
     )
     preview.set_defaults(run=_preview)
+
+    status = commands.add_parser(
+        "status",
+        help="queue depth, oldest pending event, dead letters, recent upstream errors",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(run=_status)
+
+    replay = commands.add_parser("replay", help="put dead letters back in the queue")
+    replay.add_argument(
+        "--dead", action="store_true", help="replay dead letters (the default, and the only kind)"
+    )
+    replay.add_argument(
+        "--since",
+        metavar="T",
+        type=_since,
+        help="only those dead-lettered since T: a duration ago (30m, 2h, 7d) or ISO 8601 time",
+    )
+    replay.set_defaults(run=_replay)
     for command in commands.choices.values():
         command.add_argument("--config", metavar="FILE", help="a TOML settings file")
     return parser
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the mapping modules are only needed by the commands that map events.
     from edge.preview import UnreadableInput, preview, read_events
+    from edge.rokt.mapping import MappingConfigError, load_mappings
+    from edge.rokt.pipeline import Pipeline
 
-    pipeline = Pipeline(settings, load_mappings(settings.mappings))
+    try:
+        pipeline = Pipeline(settings, load_mappings(settings.mappings))
+    except MappingConfigError as error:
+        print(f"rokt-edge: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.file == "-":
             text = sys.stdin.read()
@@ -74,3 +100,44 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
     json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0 if understood else EXIT_INVALID
+
+
+def _since(text: str) -> float:
+    from edge.status import parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from edge import status
+    from edge.store import open_store
+
+    store = open_store(settings)
+    try:
+        stats = store.stats_sync()
+    finally:
+        store.close()
+    document = status.document(stats, settings, time.time())
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(status.text(document))
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from edge.status import iso
+    from edge.store import open_store
+
+    store = open_store(settings)
+    try:
+        count = store.replay_sync(since=args.since)
+    finally:
+        store.close()
+    since = f" dead-lettered since {iso(args.since)}" if args.since is not None else ""
+    print(f"replayed {count:,} dead letter(s){since}: back in the queue")
+    return 0

@@ -120,6 +120,46 @@ def _path(value: Any) -> Path | None:
     return Path(text) if text else None
 
 
+def _seconds(value: Any) -> float:
+    """A positive duration in seconds (a number, or a string of one from the environment)."""
+    number = _number(value)
+    if number <= 0:
+        raise ValueError("must be a number of seconds above 0")
+    return number
+
+
+def _rate(value: Any) -> float:
+    """Batches per second; 0 turns the limit off (benchmarks, or an account with no limit)."""
+    number = _number(value)
+    if number < 0:
+        raise ValueError("must be 0 (off) or a number of batches per second above 0")
+    return number
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number above 0")
+    try:
+        number = int(value.strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number above 0") from None
+    if number < 1 or (not isinstance(value, str) and number != value):
+        raise ValueError("must be a whole number above 0")
+    return number
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("must be a finite number")
+    return number
+
+
 def _setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
@@ -162,6 +202,30 @@ class Settings:
     )
     click_id_in_other2: bool = _setting(
         True, _flag, "Also copy the click id into `user_identities.other2` (contract A)."
+    )
+    rate_limit: float = _setting(
+        270.0, _rate, "Upstream rate limit in batches per second (Rokt's default); 0: no limit."
+    )
+    max_in_flight: int = _setting(4, _count, "Upstream requests in flight at once, at most.")
+    request_timeout: float = _setting(
+        30.0, _seconds, "Seconds an upstream request may take (connect: at most 10) before retry."
+    )
+    lease_seconds: float = _setting(
+        120.0, _seconds, "Seconds a claimed item is leased before it goes back to the queue."
+    )
+    claim_size: int = _setting(1000, _count, "Items the sender claims from the outbox at a time.")
+    poll_interval: float = _setting(
+        0.5, _seconds, "Seconds the sender waits before looking again at an empty outbox."
+    )
+    backoff_base: float = _setting(
+        1.0, _seconds, "First retry delay in seconds after an upstream failure (doubles, jittered)."
+    )
+    backoff_cap: float = _setting(300.0, _seconds, "Longest retry delay in seconds.")
+    pause_retry: float = _setting(
+        60.0, _seconds, "Seconds between tries while paused on rejected credentials (401/403)."
+    )
+    dry_run_keep: int = _setting(
+        1000, _count, "Dry run: how many of the last request bodies the store keeps."
     )
 
     @property
@@ -211,6 +275,12 @@ def load_settings(
     if settings.upstream == "event-api" and not settings.dry_run and not settings.account_id:
         raise SettingsError(
             f"{env_name('account_id')} is required when {env_name('upstream')} = 'event-api'"
+        )
+    if settings.lease_seconds <= settings.request_timeout:
+        # A lease that can end while its request is still in flight sends the items twice.
+        raise SettingsError(
+            f"{env_name('lease_seconds')} = {settings.lease_seconds:g} must be more than "
+            f"{env_name('request_timeout')} = {settings.request_timeout:g}"
         )
     return settings
 

@@ -1,0 +1,117 @@
+"""Prometheus metrics, in a registry of their own that the service exposes at `/metrics`.
+
+Counters count what this process did (delivered, dead-lettered, skipped, upstream responses);
+gauges describe the store as it is when scraped (queue depth, oldest pending age, dead letters
+waiting for a replay), read by a collector so that every process sharing the store agrees.
+A scrape reads the store synchronously: serve `/metrics` from a thread (a sync endpoint).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge.store.base import Store, StoreError
+
+PREFIX: Final = "rokt_edge"
+_NUMBERS = re.compile(r"\d[\d,.]*")
+
+
+def reason_label(reason: str) -> str:
+    """A bounded label for a free-text reason: its words before any ':' detail, numbers as N."""
+    head = reason.split(":", 1)[0].strip()
+    return _NUMBERS.sub("N", head)[:60] or "unknown"
+
+
+class Metrics:
+    def __init__(self, store: Store | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.delivered = Counter(
+            f"{PREFIX}_delivered",
+            "Items delivered upstream (dry_run=true: recorded instead of sent).",
+            ["dry_run"],
+            registry=self.registry,
+        )
+        self.dead = Counter(
+            f"{PREFIX}_dead_lettered",
+            "Items dead-lettered, by reason (rejected upstream, expired).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.skipped = Counter(
+            f"{PREFIX}_skipped",
+            "Events that produced nothing to send, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.upstream_responses = Counter(
+            f"{PREFIX}_upstream_responses",
+            "Upstream responses by HTTP status ('timeout' or 'connection' when none came).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.paused = Gauge(
+            f"{PREFIX}_delivery_paused",
+            "1 while delivery is paused because the upstream rejects the credentials.",
+            registry=self.registry,
+        )
+        if store is not None:
+            self.registry.register(StoreCollector(store, clock))
+
+    def count_skipped(self, reasons: Iterable[str]) -> None:
+        for reason in reasons:
+            self.skipped.labels(reason=reason_label(reason)).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class StoreCollector(Collector):
+    """Gauges read from the store at each scrape."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # described at collect time only: describing must not touch the store
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(f"{PREFIX}_store_up", "1 when the store answered this scrape.")
+        try:
+            stats = self.store.stats_sync()
+        except StoreError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        items = GaugeMetricFamily(
+            f"{PREFIX}_outbox_items", "Outbox items by state.", labels=["state"]
+        )
+        items.add_metric(["pending"], stats.pending - stats.retrying)
+        items.add_metric(["retrying"], stats.retrying)
+        items.add_metric(["in_flight"], stats.in_flight)
+        yield items
+        age = GaugeMetricFamily(
+            f"{PREFIX}_outbox_oldest_pending_age_seconds",
+            "Age of the oldest item not yet delivered (0 when the outbox is empty).",
+        )
+        oldest = stats.oldest_pending
+        age.add_metric([], 0.0 if oldest is None else max(self.clock() - oldest, 0.0))
+        yield age
+        dead = GaugeMetricFamily(
+            f"{PREFIX}_dead_letters",
+            "Dead letters waiting for a replay, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.dead.items()):
+            dead.add_metric([reason], count)
+        yield dead

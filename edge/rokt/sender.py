@@ -1,0 +1,381 @@
+"""The delivery loop for contract A: claim from the outbox, pack, POST, settle every item.
+
+One feeder claims due items, dead-letters the expired ones, packs the rest into requests
+(`capi.pack`: ≤ 100 batches, ≤ 256 KB) and queues them; `max_in_flight` workers send them under
+a token bucket of `rate_limit` batches/s. Each response settles its items (spec/capi-wire.md):
+
+    202              delivered; batches named in `errors[]` (Path '[i]…') dead-lettered
+    400, 413         split the request in halves until each bad batch is alone; dead-lettered
+    401, 403         claims released untouched; delivery paused, probed every `pause_retry` s
+    429              all sending held for Retry-After (else backoff); items retried then
+    5xx, other,      all sending held for backoff(consecutive failures); items retried then,
+    timeout, no      forever, until they pass the 30-day data-age limit (dead-lettered as
+    connection       expired instead of sent)
+
+Nothing here raises to the caller: every outcome is a state in the store. Secrets and upstream
+messages (which can quote the data sent) never reach the log unredacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import httpx
+
+from edge import __version__
+from edge.metrics import Metrics
+from edge.rokt import capi
+from edge.rokt.backoff import backoff, retry_after
+from edge.rokt.ratelimit import TokenBucket
+from edge.rokt.responses import (
+    MESSAGE_CHARS,
+    failed_batches,
+    redact,
+    upstream_errors,
+    upstream_message,
+)
+from edge.settings import Settings
+from edge.store.base import EXPIRED, REJECTED, Claim, DeadLetter, Paused, Store, StoreError
+
+log = logging.getLogger("rokt_edge.sender")
+
+MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # the upstream's data-age limit
+HOUSEKEEPING_SECONDS: Final = 30.0
+PRUNE_SECONDS: Final = 3600.0
+
+
+class Request:
+    """Claimed items and their batches, in the same order, sent as one upstream request."""
+
+    __slots__ = ("batches", "claims")
+
+    def __init__(self, claims: list[Claim], batches: list[dict[str, Any]]) -> None:
+        self.claims = claims
+        self.batches = batches
+
+    @property
+    def ids(self) -> list[int]:
+        return [claim.id for claim in self.claims]
+
+    def split(self) -> tuple[Request, Request]:
+        half = len(self.claims) // 2
+        return (
+            Request(self.claims[:half], self.batches[:half]),
+            Request(self.claims[half:], self.batches[half:]),
+        )
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        metrics: Metrics | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.delivered = 0  # items settled as delivered by this sender (tests, benchmarks)
+        self.paused: Paused | None = None
+        self.running = False
+        self._transport = transport
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[Request | None] = asyncio.Queue(settings.max_in_flight)
+        self._bucket = TokenBucket(settings.rate_limit)
+        self._hold_until = 0.0  # no request starts before (429, upstream trouble)
+        self._failures = 0  # in a row, for the backoff
+        self._client: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until `stop()`; the web app's lifespan (or `python -m`) owns this task."""
+        self._stopping.clear()
+        await self.store.set_paused(None)  # a pause left by an earlier run; a 401 says it again
+        async with self._make_client() as client:
+            self._client = client
+            self.running = True
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._housekeeping())
+                    for _ in range(self.settings.max_in_flight):
+                        tasks.create_task(self._worker())
+                    await self._feed()
+                    for _ in range(self.settings.max_in_flight):
+                        await self._queue.put(None)
+            finally:
+                self.running = False
+                self._client = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """New items were put: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _make_client(self) -> httpx.AsyncClient:
+        settings = self.settings
+        return httpx.AsyncClient(
+            base_url=settings.upstream_url,
+            auth=(settings.api_key or "", settings.api_secret or ""),
+            headers={"Content-Type": "application/json", "User-Agent": f"rokt-edge/{__version__}"},
+            timeout=httpx.Timeout(
+                settings.request_timeout, connect=min(10.0, settings.request_timeout)
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_in_flight,
+                max_keepalive_connections=settings.max_in_flight,
+            ),
+            transport=self._transport,
+        )
+
+    # -- the feeder --------------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self.paused is not None:
+                    await self._probe()
+                    continue
+                await self._wait_for_hold()
+                claims = await self.store.claim(
+                    self.settings.claim_size, self.settings.lease_seconds
+                )
+                if not claims:
+                    await self._idle(self.settings.poll_interval)
+                    continue
+                for request in await self._prepare(claims):
+                    if self.settings.dry_run:
+                        await self._record_dry_run(request)
+                    else:
+                        await self._queue.put(request)
+            except StoreError as error:
+                log.error("store unavailable, delivery waits: %s", error)
+                await self._sleep(self.settings.poll_interval * 4)
+
+    async def _prepare(self, claims: list[Claim]) -> list[Request]:
+        """Dead-letter what is too old to send; pack the rest into requests, in order."""
+        oldest_ms = (self.clock() - MAX_AGE_SECONDS) * 1000
+        expired = [claim for claim in claims if claim.timestamp_ms < oldest_ms]
+        if expired:
+            await self._dead(
+                [
+                    DeadLetter(
+                        claim.id, EXPIRED, "older than 30 days, the upstream's data-age limit"
+                    )
+                    for claim in expired
+                ]
+            )
+            claims = [claim for claim in claims if claim.timestamp_ms >= oldest_ms]
+        requests = []
+        start = 0
+        # pack keeps the batches in order: each request takes the next `batches` claims.
+        for packed in capi.pack([json.loads(claim.body) for claim in claims]):
+            batches = [packed.body] if packed.batches == 1 else packed.body
+            requests.append(Request(claims[start : start + packed.batches], batches))
+            start += packed.batches
+        return requests
+
+    async def _record_dry_run(self, request: Request) -> None:
+        path, content = self._wire(request)
+        await self.store.record_dry_run(path, content.decode(), self.settings.dry_run_keep)
+        await self.store.ack(request.ids, dry_run=True)
+        self._count_delivered(len(request.claims), dry_run=True)
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _wait_for_hold(self) -> None:
+        while (wait := self._hold_until - self.clock()) > 0 and not self._stopping.is_set():
+            await self._sleep(wait)
+
+    async def _probe(self) -> None:
+        """While paused: every `pause_retry` s, try one item; success resumes delivery."""
+        await self._idle(self.settings.pause_retry)
+        if self._stopping.is_set():
+            return
+        claims = await self.store.claim(1, self.settings.lease_seconds)
+        for request in await self._prepare(claims):
+            await self._send(request)
+        if self.paused is not None:
+            log.warning("delivery still paused: %s", self.paused.reason)
+
+    # -- the workers -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while (request := await self._queue.get()) is not None:
+            try:
+                if self._stopping.is_set() or self.paused is not None:
+                    await self.store.release(request.ids)
+                elif self._hold_until - self.clock() > self.settings.lease_seconds / 2:
+                    # Too long a wait to hold a lease through: back to the queue until then.
+                    await self.store.retry(request.ids, self._hold_until, "held: upstream asked")
+                else:
+                    await self._wait_for_hold()
+                    await self._send(request)
+            except StoreError as error:
+                # The leases run out and a sweep puts the items back: nothing is lost.
+                log.error("store unavailable while settling a request: %s", error)
+
+    def _wire(self, request: Request) -> tuple[str, bytes]:
+        if len(request.batches) == 1:
+            return "/events", capi.encode(request.batches[0])
+        return "/bulkevents", capi.encode(request.batches)
+
+    async def _send(self, request: Request) -> None:
+        assert self._client is not None
+        path, content = self._wire(request)
+        await self._bucket.acquire(len(request.batches))
+        try:
+            response = await self._client.post(path, content=content)
+        except httpx.TimeoutException:
+            await self._trouble(request, None, "timeout", "no response within the timeout")
+            return
+        except httpx.TransportError as error:
+            await self._trouble(request, None, "connection", f"{type(error).__name__}: {error}")
+            return
+        status = response.status_code
+        self.metrics.upstream_responses.labels(status=str(status)).inc()
+        if 200 <= status < 300:
+            await self._accepted(request, response)
+        elif status in (400, 413):
+            await self._rejected(request, response)
+        elif status in (401, 403):
+            await self._credentials_rejected(request, response)
+        elif status == 429:
+            await self._rate_limited(request, response)
+        else:  # 5xx, and statuses the spec does not name: keep the items, retry
+            await self._trouble(request, status, str(status), upstream_message(response))
+
+    # -- settling ----------------------------------------------------------------------------
+
+    async def _accepted(self, request: Request, response: httpx.Response) -> None:
+        self._failures = 0
+        if self.paused is not None:
+            await self._resume()
+        errors = upstream_errors(response)
+        if not errors:
+            await self._delivered(request.ids)
+            return
+        failed = failed_batches(errors, len(request.batches))
+        if failed is None:  # errors that name no batch: find the culprits by splitting
+            await self._rejected(request, response)
+            return
+        await self._delivered([c.id for i, c in enumerate(request.claims) if i not in failed])
+        await self._dead([DeadLetter(request.claims[i].id, REJECTED, m) for i, m in failed.items()])
+        await self._upstream_error(response.status_code, "; ".join(failed.values()))
+
+    async def _rejected(self, request: Request, response: httpx.Response) -> None:
+        if len(request.claims) > 1:
+            for half in request.split():
+                await self._send(half)
+            return
+        message = "; ".join(upstream_errors(response)) or upstream_message(response)
+        await self._dead([DeadLetter(request.claims[0].id, REJECTED, message)])
+        await self._upstream_error(response.status_code, message)
+
+    async def _credentials_rejected(self, request: Request, response: httpx.Response) -> None:
+        await self.store.release(request.ids)
+        status = response.status_code
+        reason = f"{status}: the upstream rejects the API key and secret; nothing is dropped"
+        if self.paused is None:
+            self.paused = Paused(since=self.clock(), reason=reason)
+            self.metrics.paused.set(1)
+            await self.store.set_paused(self.paused)
+            log.warning(
+                "DELIVERY PAUSED: %s (key %s…); trying again every %gs",
+                reason,
+                (self.settings.api_key or "")[:4],
+                self.settings.pause_retry,
+            )
+        await self._upstream_error(status, upstream_message(response))
+
+    async def _resume(self) -> None:
+        log.warning("delivery resumed: the upstream accepts the credentials again")
+        self.paused = None
+        self.metrics.paused.set(0)
+        await self.store.set_paused(None)
+
+    async def _rate_limited(self, request: Request, response: httpx.Response) -> None:
+        wait = retry_after(response.headers.get("Retry-After"), self.clock())
+        if wait is None:
+            self._failures += 1
+            wait = self._backoff()
+        await self._hold_and_retry(request, wait, f"429 rate limited; waiting {wait:.1f}s")
+        await self._upstream_error(429, f"rate limited; waiting {wait:.1f}s")
+
+    async def _trouble(self, request: Request, status: int | None, label: str, text: str) -> None:
+        if status is None:
+            self.metrics.upstream_responses.labels(status=label).inc()
+        self._failures += 1
+        wait = self._backoff()
+        await self._hold_and_retry(request, wait, f"{label}: {text}"[:MESSAGE_CHARS])
+        await self._upstream_error(status, text)
+
+    async def _hold_and_retry(self, request: Request, wait: float, error: str) -> None:
+        until = self.clock() + wait
+        self._hold_until = max(self._hold_until, until)
+        await self.store.retry(request.ids, until, error)
+
+    def _backoff(self) -> float:
+        return backoff(
+            self._failures, base=self.settings.backoff_base, cap=self.settings.backoff_cap
+        )
+
+    async def _delivered(self, ids: list[int]) -> None:
+        if ids:
+            await self.store.ack(ids)
+            self._count_delivered(len(ids), dry_run=False)
+
+    def _count_delivered(self, count: int, *, dry_run: bool) -> None:
+        self.delivered += count
+        self.metrics.delivered.labels(dry_run=str(dry_run).lower()).inc(count)
+
+    async def _dead(self, letters: list[DeadLetter]) -> None:
+        if letters:
+            await self.store.dead(letters)
+            for letter in letters:
+                self.metrics.dead.labels(reason=letter.reason).inc()
+            log.warning("%d item(s) dead-lettered (%s)", len(letters), letters[0].reason)
+
+    async def _upstream_error(self, status: int | None, message: str) -> None:
+        await self.store.record_upstream_error(status, message[:MESSAGE_CHARS])
+        log.warning("upstream %s: %s", status or "unreachable", redact(message)[:200])
+
+    # -- housekeeping ------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Sweep expired leases back (a sender died mid-request) and forget old deliveries."""
+        every = min(HOUSEKEEPING_SECONDS, self.settings.lease_seconds / 2)
+        pruned_at = 0.0
+        while not self._stopping.is_set():
+            try:
+                if swept := await self.store.sweep():
+                    log.warning("%d item(s) whose lease expired are back in the queue", swept)
+                    self._wake.set()
+                if self.clock() - pruned_at > PRUNE_SECONDS:
+                    pruned_at = self.clock()
+                    await self.store.prune(before=pruned_at - MAX_AGE_SECONDS)
+            except StoreError as error:
+                log.error("store unavailable for housekeeping: %s", error)
+            await self._sleep(every)

@@ -1,0 +1,137 @@
+"""`rokt-edge status`: what the store says about delivery, as a document and as text.
+
+The document (`--json`) has the same facts as the text; times are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from edge.settings import Settings
+from edge.store.base import Stats
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float) -> float:
+    """`2h`, `30m`, `7d` (that long ago) or an ISO 8601 time (UTC unless it says) → epoch s."""
+    match = _DURATION.match(text)
+    if match:
+        return now - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
+    oldest = stats.oldest_pending
+    if stats.paused is not None:
+        delivery = "paused"
+    elif settings.dry_run:
+        delivery = "dry run"
+    else:
+        delivery = "sending"
+    return {
+        "store": settings.database_url,
+        "upstream": settings.upstream_url,
+        "delivery": delivery,
+        "paused": None
+        if stats.paused is None
+        else {"since": iso(stats.paused.since), "reason": stats.paused.reason},
+        "queue": {
+            "pending": stats.pending,
+            "retrying": stats.retrying,
+            "in_flight": stats.in_flight,
+            "oldest_pending": iso(oldest),
+            "oldest_pending_age_seconds": None if oldest is None else round(now - oldest, 1),
+        },
+        "delivered": stats.delivered,
+        "delivered_dry_run": stats.delivered_dry_run,
+        "dead_letters": {
+            "total": sum(stats.dead.values()),
+            "by_reason": stats.dead,
+            "messages": [
+                {"reason": reason, "message": message, "count": count}
+                for reason, message, count in stats.dead_messages
+            ],
+        },
+        "skipped": stats.skipped,
+        "upstream_errors": [
+            {"at": iso(error.at), "status": error.status, "message": error.message}
+            for error in stats.upstream_errors
+        ],
+        "dry_run_bodies_kept": stats.dry_run_bodies,
+    }
+
+
+def text(doc: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"rokt-edge status  (store {doc['store']})",
+            _delivery_line(doc),
+            _queue_line(doc["queue"]),
+            f"delivered       {doc['delivered']:,} (dry run: {doc['delivered_dry_run']:,}; "
+            "the last 30 days)",
+            *_dead_lines(doc["dead_letters"]),
+            f"skipped         {sum(doc['skipped'].values()):,}",
+            *(f"  {n:>8,}  {reason}" for reason, n in sorted(doc["skipped"].items())),
+            f"upstream errors {len(doc['upstream_errors'])} recent (newest first)",
+            *(
+                f"  {error['at']}  {error['status'] or 'none':<4}  {error['message'][:120]}"
+                for error in doc["upstream_errors"]
+            ),
+            f"dry-run bodies  {doc['dry_run_bodies_kept']:,} kept",
+        ]
+    )
+
+
+def _delivery_line(doc: dict[str, Any]) -> str:
+    if doc["paused"]:
+        paused = doc["paused"]
+        return f"delivery        PAUSED since {paused['since']}: {paused['reason']}"
+    if doc["delivery"] == "dry run":
+        return "delivery        dry run (no credentials): bodies recorded, nothing sent"
+    return f"delivery        sending to {doc['upstream']}"
+
+
+def _queue_line(queue: dict[str, Any]) -> str:
+    age = queue["oldest_pending_age_seconds"]
+    oldest = "" if age is None else f"; oldest stored {_ago(age)} ago ({queue['oldest_pending']})"
+    return (
+        f"queue           {queue['pending']:,} pending ({queue['retrying']:,} retrying), "
+        f"{queue['in_flight']:,} in flight{oldest}"
+    )
+
+
+def _dead_lines(dead: dict[str, Any]) -> list[str]:
+    hint = " (rokt-edge replay puts them back)" if dead["total"] else ""
+    lines = [f"dead letters    {dead['total']:,}{hint}"]
+    lines.extend(f"  {reason:<14}{n:,}" for reason, n in sorted(dead["by_reason"].items()))
+    lines.extend(
+        f"    {m['count']:>6,}  {m['reason']}: {m['message'][:120]}" for m in dead["messages"]
+    )
+    return lines
+
+
+def _ago(seconds: float) -> str:
+    rounded = timedelta(seconds=int(seconds))
+    days, rest = rounded.days, rounded.seconds
+    hours, minutes, secs = rest // 3600, rest % 3600 // 60, rest % 60
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0s"

@@ -1,0 +1,215 @@
+"""The store interface: what intake, the sender and the commands need from durable storage.
+
+    StoreError                    any failure of the store
+     ├── StoreUnavailable         a write (or read) could not be made durable: disk full, database
+     │                            locked for too long, store closed. Intake answers 503 so the
+     │                            client keeps the event and sends it again.
+     └── StoreConfigError         `ROKT_EDGE_DATABASE_URL` names no store this build can open
+
+The outbox holds upstream-ready items. Each one moves through these states and ends either
+delivered or dead (with a reason); skipped events are recorded beside them at intake, so every
+event is accounted for:
+
+    put ──▶ pending ──claim──▶ claimed ──ack──────▶ delivered
+               ▲                  │ ├──retry(at)──▶ pending (attempts + 1, not before `at`)
+               │                  │ ├──release────▶ pending (credentials paused: no attempt)
+               │                  │ └──dead───────▶ dead (reason, message) ──replay──▶ pending
+               └──────sweep───────┘ (lease expired: the claimer died or hung)
+
+The interface is shaped for a shared server-grade store as well as the embedded SQLite one: a
+claim is a short transaction that marks rows leased (PostgreSQL: `UPDATE … WHERE id IN (SELECT …
+FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`, so several processes claim disjoint rows); every
+other transition names rows by id and is safe to apply twice; time comes from the store's clock.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+ItemId = int
+
+# Dead-letter reasons: a small fixed set (they label metrics); the upstream's words go in `message`.
+REJECTED: Final = "rejected"  # the upstream refused the batch (400, or named in a 202's errors)
+EXPIRED: Final = "expired"  # older than the upstream's data-age limit (30 days) before delivery
+UPSTREAM_ERRORS_KEPT: Final = 20
+
+
+class StoreError(Exception):
+    """Base of the store's errors (see the tree above)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not complete an operation; nothing of it was committed."""
+
+
+class StoreConfigError(StoreError):
+    """The database URL names a store that cannot be opened."""
+
+
+class OutboundItem(Protocol):
+    """What the pipeline hands to the outbox (`edge.rokt.pipeline.Outbound` has this shape)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def mapping(self) -> str: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+
+class SkippedItem(Protocol):
+    """An event that produced nothing to send, and why (`edge.rokt.pipeline.Skipped`)."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def mapping(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """Everything intake records for one request; the store writes it in one transaction."""
+
+    outbound: Sequence[OutboundItem] = ()
+    skipped: Sequence[SkippedItem] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    stored: int  # new outbox items
+    duplicates: int  # items whose key was already stored (a replayed event), not stored again
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A leased outbox item. `body` is the batch as JSON text, exactly as it was put."""
+
+    id: ItemId
+    key: str
+    message_id: str
+    timestamp_ms: int
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: ItemId
+    reason: str  # REJECTED or EXPIRED
+    message: str  # the upstream's message, or why it expired
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamError:
+    at: float  # epoch seconds
+    status: int | None  # None: no response (timeout, connection error)
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    since: float  # epoch seconds
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What `rokt-edge status`, readiness and `/metrics` report."""
+
+    pending: int  # waiting to be sent, including those waiting for a retry
+    retrying: int  # of those, the ones that failed at least once
+    in_flight: int  # claimed by a sender
+    oldest_pending: float | None  # when the oldest pending or claimed item was stored
+    delivered: int  # still remembered (pruned after the data-age limit), dry runs included
+    delivered_dry_run: int
+    dead: dict[str, int] = field(default_factory=dict)  # by reason
+    dead_messages: list[tuple[str, str, int]] = field(default_factory=list)  # reason, text, n
+    skipped: dict[str, int] = field(default_factory=dict)  # by reason
+    upstream_errors: list[UpstreamError] = field(default_factory=list)  # newest first
+    paused: Paused | None = None
+    dry_run_bodies: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunBody:
+    at: float
+    path: str
+    body: str
+
+
+class Store(ABC):
+    """Durable storage. Async methods serve the web service and the sender; `*_sync` the CLI."""
+
+    @abstractmethod
+    async def put(self, intake: Intake) -> PutResult:
+        """Store an intake in one transaction; returns once it is durable. Idempotent by key."""
+
+    @abstractmethod
+    def put_sync(self, intake: Intake) -> PutResult: ...
+
+    @abstractmethod
+    async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
+        """Lease up to `limit` pending items that are due, oldest first."""
+
+    @abstractmethod
+    async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
+        """Mark items delivered (or delivered in a dry run: recorded, never sent)."""
+
+    @abstractmethod
+    async def retry(self, ids: Sequence[ItemId], at: float, error: str) -> None:
+        """Return claimed items to the queue, due at `at`, counting a failed attempt."""
+
+    @abstractmethod
+    async def release(self, ids: Sequence[ItemId]) -> None:
+        """Return claimed items to the queue as they were (no attempt counted)."""
+
+    @abstractmethod
+    async def dead(self, letters: Sequence[DeadLetter]) -> None: ...
+
+    @abstractmethod
+    async def sweep(self) -> int:
+        """Return items whose lease expired to the queue; how many."""
+
+    @abstractmethod
+    async def replay(self, since: float | None = None) -> int:
+        """Dead letters (dead-lettered at or after `since`, if given) back to the queue."""
+
+    @abstractmethod
+    def replay_sync(self, since: float | None = None) -> int: ...
+
+    @abstractmethod
+    async def prune(self, before: float) -> int:
+        """Forget delivered items and skipped records older than `before`; how many."""
+
+    @abstractmethod
+    async def record_dry_run(self, path: str, body: str, keep: int) -> None:
+        """Keep a request body that a dry run would have sent (the last `keep` of them)."""
+
+    @abstractmethod
+    async def dry_run_bodies(self, limit: int) -> list[DryRunBody]:
+        """The newest kept dry-run bodies, newest first."""
+
+    @abstractmethod
+    async def record_upstream_error(self, status: int | None, message: str) -> None: ...
+
+    @abstractmethod
+    async def set_paused(self, paused: Paused | None) -> None: ...
+
+    @abstractmethod
+    async def stats(self) -> Stats: ...
+
+    @abstractmethod
+    def stats_sync(self) -> Stats: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish what was submitted, then release the database."""

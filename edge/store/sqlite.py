@@ -1,0 +1,244 @@
+"""The embedded store: one SQLite file in WAL mode, written by one thread with group commit.
+
+Every operation is a job run by the writer thread. The thread takes whatever jobs are waiting
+(up to `max_group`), runs each inside a savepoint of one transaction, commits once, and only then
+resolves their futures. While one commit waits for the disk, the next puts queue up and share
+the next commit: durability costs one fsync per group, not one per put, and a job that fails
+rolls back its savepoint without failing the others.
+
+`synchronous=FULL`: in WAL mode NORMAL already survives a crash of the process, but a power
+loss or kernel crash can take back the last commits, and "nothing acknowledged is ever lost"
+covers the machine too. Group commit is what makes FULL affordable (see `bench/outbox.py`).
+
+Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any failed write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from edge.rokt.capi import encode
+from edge.store import sqlite_schema as schema
+from edge.store.base import (
+    UPSTREAM_ERRORS_KEPT,
+    Claim,
+    DeadLetter,
+    DryRunBody,
+    Intake,
+    ItemId,
+    Paused,
+    PutResult,
+    Stats,
+    Store,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second sender) holding the lock
+MAX_GROUP: Final = 1024
+
+
+class SQLiteStore(Store):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        group_commit: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self.transactions = 0  # commits made, for tests and benchmarks
+        self._max_group = MAX_GROUP if group_commit else 1
+        self._jobs: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(ready,), name="rokt-edge-store", daemon=True
+        )
+        self._thread.start()
+        ready.result()  # raises here if the file cannot be opened
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _write_loop(self, ready: Future[None]) -> None:
+        try:
+            connection = _connect(self.path)
+        except (sqlite3.Error, OSError) as error:
+            ready.set_exception(StoreUnavailable(f"cannot open {self.path}: {error}"))
+            return
+        ready.set_result(None)
+        try:
+            stopping = False
+            while not stopping:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                group = [first]
+                while len(group) < self._max_group:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    group.append(job)
+                self._commit(connection, group)
+        finally:
+            connection.close()
+
+    def _commit(self, connection: sqlite3.Connection, group: list[tuple[Job, Future[Any]]]) -> None:
+        live = [(job, future) for job, future in group if future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for job, _ in live:
+                connection.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((True, job(connection)))
+                except Exception as error:  # one bad job must not fail the group
+                    connection.execute("ROLLBACK TO job")
+                    outcomes.append((False, error))
+                connection.execute("RELEASE job")
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.rollback()
+            failure = StoreUnavailable(f"{self.path}: {error}")
+            for _, future in live:
+                future.set_exception(failure)
+            return
+        self.transactions += 1
+        for (_, future), (ok, value) in zip(live, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, sqlite3.Error):
+                future.set_exception(StoreUnavailable(f"{self.path}: {value}"))
+            else:
+                future.set_exception(value)
+
+    def _submit(self, job: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._close_lock:
+            if self._closed:
+                raise StoreUnavailable(f"{self.path}: the store is closed")
+            self._jobs.put((job, future))
+        return future
+
+    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self._submit(job))
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jobs.put(None)
+        self._thread.join()
+
+    # -- the interface ----------------------------------------------------------------------
+
+    async def put(self, intake: Intake) -> PutResult:
+        return await self._run(self._put_job(intake))
+
+    def put_sync(self, intake: Intake) -> PutResult:
+        return self._submit(self._put_job(intake)).result()
+
+    def _put_job(self, intake: Intake) -> Callable[[sqlite3.Connection], PutResult]:
+        # Encoding happens in the caller's thread, so the writer thread only writes.
+        now = self.clock()
+        rows = [
+            (item.key, item.mapping, item.message_id, item.timestamp_ms, _text(item.body), now)
+            for item in intake.outbound
+        ]
+        skipped = [
+            (f"{item.mapping or ''}\n{item.message_id}", item.message_id, item.mapping, item.reason)
+            for item in intake.skipped
+        ]
+        return lambda connection: schema.put(connection, rows, skipped, now)
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
+        now = self.clock()
+        return await self._run(lambda c: schema.claim(c, limit, now, now + lease_seconds))
+
+    async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
+        now = self.clock()
+        await self._run(lambda c: schema.ack(c, ids, now, dry_run))
+
+    async def retry(self, ids: Sequence[ItemId], at: float, error: str) -> None:
+        await self._run(lambda c: schema.retry(c, ids, at, error))
+
+    async def release(self, ids: Sequence[ItemId]) -> None:
+        await self._run(lambda c: schema.release(c, ids))
+
+    async def dead(self, letters: Sequence[DeadLetter]) -> None:
+        now = self.clock()
+        await self._run(lambda c: schema.dead(c, letters, now))
+
+    async def sweep(self) -> int:
+        now = self.clock()
+        return await self._run(lambda c: schema.sweep(c, now))
+
+    async def replay(self, since: float | None = None) -> int:
+        now = self.clock()
+        return await self._run(lambda c: schema.replay(c, since, now))
+
+    def replay_sync(self, since: float | None = None) -> int:
+        now = self.clock()
+        return self._submit(lambda c: schema.replay(c, since, now)).result()
+
+    async def prune(self, before: float) -> int:
+        return await self._run(lambda c: schema.prune(c, before))
+
+    async def record_dry_run(self, path: str, body: str, keep: int) -> None:
+        now = self.clock()
+        await self._run(lambda c: schema.record_dry_run(c, now, path, body, keep))
+
+    async def dry_run_bodies(self, limit: int) -> list[DryRunBody]:
+        return await self._run(lambda c: schema.dry_run_bodies(c, limit))
+
+    async def record_upstream_error(self, status: int | None, message: str) -> None:
+        now = self.clock()
+        await self._run(
+            lambda c: schema.record_upstream_error(c, now, status, message, UPSTREAM_ERRORS_KEPT)
+        )
+
+    async def set_paused(self, paused: Paused | None) -> None:
+        await self._run(lambda c: schema.set_paused(c, paused))
+
+    async def stats(self) -> Stats:
+        return await self._run(schema.stats)
+
+    def stats_sync(self) -> Stats:
+        return self._submit(schema.stats).result()
+
+
+def _text(body: dict[str, Any]) -> str:
+    return encode(body).decode("utf-8")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are begun and committed explicitly by the writer.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        connection.close()
+        raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
+    connection.execute("PRAGMA synchronous = FULL")
+    schema.create(connection)
+    return connection

@@ -1,0 +1,45 @@
+"""Upstream-ready items for tests, built the way the pipeline builds them (capi.build_batch)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edge.rokt import capi
+from edge.rokt.fields import Mapped
+from edge.rokt.pipeline import Outbound, Skipped
+
+MAPPING = "Send"
+
+
+def conversion(n: int, *, age_seconds: float = 60.0, **fields: Any) -> Outbound:
+    """Order n: a conversion with an email and a click id, `age_seconds` old."""
+    message_id = f"msg-{n:06d}"
+    timestamp_ms = int((time.time() - age_seconds) * 1000)
+    mapped = Mapped(
+        mapping=MAPPING,
+        message_id=message_id,
+        timestamp_ms=timestamp_ms,
+        conversion_type="Order Completed",
+        confirmation_ref=f"order-{n}",
+        amount=10.0 + n,
+        currency="USD",
+        email=f"buyer{n}@example.com",
+        click_id=f"rtid-{n}",
+        **fields,
+    )
+    body = capi.build_batch(mapped)
+    assert body["source_request_id"]
+    return Outbound(f"{MAPPING}\n{message_id}", MAPPING, message_id, timestamp_ms, body)
+
+
+def skipped(n: int, reason: str = "not triggered") -> Skipped:
+    return Skipped(f"skip-{n:06d}", reason)
+
+
+def conversions(count: int, start: int = 0, **fields: Any) -> list[Outbound]:
+    return [conversion(n, **fields) for n in range(start, start + count)]
+
+
+def message_ids(batches: list[dict[str, Any]]) -> list[str]:
+    return [event["data"]["source_message_id"] for batch in batches for event in batch["events"]]

@@ -1,0 +1,56 @@
+"""Metrics: counters of what this process did, gauges read from the store at each scrape."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from edge.metrics import Metrics, reason_label
+from edge.store.base import Intake
+from edge.store.sqlite import SQLiteStore
+from tests.outbound import conversions
+
+
+def test_the_registry_is_not_the_global_one() -> None:
+    first, second = Metrics(), Metrics()
+    first.delivered.labels(dry_run="false").inc(3)
+    assert b'rokt_edge_delivered_total{dry_run="false"} 3.0' in first.render()
+    assert b'rokt_edge_delivered_total{dry_run="false"}' not in second.render()
+
+
+def test_queue_gauges_come_from_the_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "edge.db", clock=lambda: 1000.0)
+    asyncio.run(store.put(Intake(outbound=conversions(3))))
+    metrics = Metrics(store, clock=lambda: 1060.0)
+
+    text = metrics.render().decode()
+    store.close()
+
+    assert 'rokt_edge_outbox_items{state="pending"} 3.0' in text
+    assert "rokt_edge_outbox_oldest_pending_age_seconds 60.0" in text
+    assert "rokt_edge_store_up 1.0" in text
+
+
+def test_a_store_that_cannot_answer_shows_as_down(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "edge.db")
+    metrics = Metrics(store)
+    store.close()
+
+    assert b"rokt_edge_store_up 0.0" in metrics.render()
+
+
+def test_skipped_reasons_become_bounded_labels() -> None:
+    metrics = Metrics()
+    metrics.count_skipped(
+        [
+            "not triggered: no mapping's trigger matches this event",
+            "the batch is 140,001 bytes, over the 131,072-byte limit",
+            "the batch is 150,000 bytes, over the 131,072-byte limit",
+        ]
+    )
+    text = metrics.render().decode()
+    assert 'rokt_edge_skipped_total{reason="not triggered"} 1.0' in text
+    assert (
+        'rokt_edge_skipped_total{reason="the batch is N bytes, over the N-byte limit"} 2.0' in text
+    )
+    assert reason_label("") == "unknown"
