@@ -106,7 +106,7 @@ class Snippet:
         digest = hashlib.sha256(self.body or b"").hexdigest()[:20]
         self.etag = f'"{digest}"'
 
-    async def __call__(self, request: Request) -> Response:
+    async def respond(self, request: Request) -> Response:
         if self.body is None:
             return JSONResponse(
                 {"error": {"code": "not_found", "message": "the snippet has not been built"}},
@@ -204,7 +204,7 @@ def create_app(
         )
     routes = [
         Route("/e", beacon, methods=["POST"]),
-        Route(f"/{SNIPPET}", Snippet(), methods=["GET", "HEAD"]),
+        Route(f"/{SNIPPET}", Snippet().respond, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),

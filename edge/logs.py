@@ -34,7 +34,9 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from edge.store import sqlite_identity
 from edge.store.base import (
     Claim,
     DeadLetter,
@@ -68,7 +69,8 @@ def create(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > VERSION:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
-    connection.executescript(f"BEGIN; {TABLES} PRAGMA user_version = {VERSION}; COMMIT;")
+    tables = TABLES + sqlite_identity.TABLE
+    connection.executescript(f"BEGIN; {tables} PRAGMA user_version = {VERSION}; COMMIT;")
 
 
 def put(
