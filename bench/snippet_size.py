@@ -25,7 +25,9 @@ def sizes(path: Path = SNIPPET) -> tuple[int, int]:
 def main(argv: list[str]) -> int:
     path = Path(argv[1]) if len(argv) > 1 else SNIPPET
     raw, gz = sizes(path)
-    print(f"{path.name}: {raw:,} bytes raw, {gz:,} bytes gzip -9 (budget {BUDGET:,}, goal {GOAL:,})")
+    print(
+        f"{path.name}: {raw:,} bytes raw, {gz:,} bytes gzip -9 (budget {BUDGET:,}, goal {GOAL:,})"
+    )
     return 0
 
 

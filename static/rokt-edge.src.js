@@ -144,7 +144,11 @@
       // a string body goes as text/plain;charset=UTF-8: CORS-safelisted, so no preflight
       fetch(endpoint, { method: 'POST', body, keepalive: true, credentials: 'include' }).then(
         (r) => done(e, r.ok || /^4(?!08|29)/.test(r.status)),
-        () => done(e),
+        // When the page is left, Chromium rejects every fetch still in flight ("Failed to
+        // fetch") though keepalive delivers it, and the rejection can run before our pagehide
+        // listener. Handled a task later, a rejection counts only if the page is still alive;
+        // else each fast navigation would queue, and re-send, events that did arrive.
+        () => setTimeout(done, 0, e),
       );
     } catch (x) {
       done(e, nav.sendBeacon(endpoint, body));
