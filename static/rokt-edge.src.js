@@ -194,7 +194,7 @@
         userId: uid,
         anonymousId: aid,
         messageId: uuid(),
-        timestamp: new Date().toISOString(),
+        timestamp: new Date().toJSON(),
         context: {
           page: {
             url: loc.href,
@@ -250,7 +250,7 @@
     w.roktEdge = api;
     (calls || []).forEach((args) => api(...args));
     ds.autoPage != 'false' && api('page');
-    w.addEventListener('pagehide', flush);
+    addEventListener('pagehide', flush);
     segment();
   })();
 })(window, document, navigator, location);
