@@ -52,11 +52,12 @@
  *     sees Sec-GPC on any request the page makes to it; the snippet makes none.)
  *
  * Delivery: fetch(endpoint, {keepalive: true}) with JSON as text/plain (a CORS-safelisted content
- * type, so no preflight), navigator.sendBeacon when fetch is missing or throws. An event stays in
- * the queue (q) until a send of it succeeds; network errors and non-2xx answers keep it, except a
- * 4xx other than 408/429 (the event's own fault: retrying cannot help). The queue is flushed on load
- * and on pagehide; an event keeps its messageId across retries, so a retry that duplicates a
- * delivery the page never heard back about carries the same messageId.
+ * type, so no preflight), navigator.sendBeacon when fetch is missing or throws. An event whose
+ * send fails (network error, or a non-2xx answer other than a 4xx that is not 408/429: such an
+ * event is at fault and a retry cannot help) goes into the queue (q); a queued event leaves it
+ * only when a send of it succeeds. The queue is flushed on load and on pagehide. A send made while
+ * the page is left cannot be confirmed, so a queued event may be delivered twice: delivery is at
+ * least once, and an event keeps its messageId across every retry so the edge can tell.
  *
  * Beside Segment: when window.analytics (analytics.js) has addSourceMiddleware, a source middleware
  * adds integrations["Rokt Conversions API"].rtid to its events, as Segment's Rokt browser plugin does.
