@@ -269,7 +269,7 @@ def _serve(app: Starlette) -> tuple[uvicorn.Server, threading.Thread, int]:
     return server, thread, port
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _recorder_servers() -> Iterator[tuple[Recorder, tuple[int, int]]]:
     recorder = Recorder()
     app = build_app(recorder)
@@ -291,7 +291,7 @@ def site(_recorder_servers: tuple[Recorder, tuple[int, int]]) -> Site:
     return Site(recorder, ports)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium to run browser tests")
