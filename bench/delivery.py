@@ -4,7 +4,7 @@ requests in flight, measured in the same run.
 
 Each conversion is one batch, so the rate limit (batches/s, Rokt's default 270) is turned off
 here (ROKT_EDGE_RATE_LIMIT=0); everything else is the default settings. Goal: at least 0.8 of
-the ceiling, and at least 27,000 events/s (Rokt's 270 batches/s × 100 events per batch).
+the ceiling, and at least 27,000 events/s (Rokt's 270 batches/s x 100 events per batch).
 
     python bench/delivery.py [--events N] [--rounds R]
 """
@@ -113,7 +113,8 @@ async def drain(settings: Settings, items: list[Outbound], database: Path) -> fl
     await task
     stats = await store.stats()
     store.close()
-    assert stats.delivered == len(items) and stats.pending == 0, stats
+    assert stats.delivered == len(items), stats
+    assert stats.pending + stats.in_flight == 0, stats
     return len(items) / elapsed
 
 
@@ -132,14 +133,13 @@ async def main(count: int, rounds: int) -> None:
                 settings = settings_for(port, database)
                 best_ceiling = max(best_ceiling, await ceiling(settings, items))
                 best_sender = max(best_sender, await drain(settings, items, database))
-        print(
-            f"events: {count:,} (one conversion per batch), {settings.max_in_flight} requests in flight, best of {rounds}"
-        )
+        met = "met" if best_sender >= 27_000 else "NOT met"
+        print(f"events: {count:,} (one conversion per batch), best of {rounds} rounds")
+        print(f"requests in flight: {settings.max_in_flight} (both), rate limit off")
         print(f"ceiling (bare httpx, pre-built bodies): {best_ceiling:>10,.0f} events/s")
-        print(f"sender (outbox → upstream, acked):      {best_sender:>10,.0f} events/s")
-        print(
-            f"ratio: {best_sender / best_ceiling:.2f} (goal ≥ 0.80); goal ≥ 27,000 events/s: {'met' if best_sender >= 27_000 else 'NOT met'}"
-        )
+        print(f"sender (outbox -> upstream, acked):     {best_sender:>10,.0f} events/s")
+        print(f"ratio: {best_sender / best_ceiling:.2f} (goal >= 0.80)")
+        print(f"goal >= 27,000 events/s: {met}")
     finally:
         upstream.kill()
         upstream.wait()
