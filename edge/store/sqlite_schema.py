@@ -22,7 +22,7 @@ from edge.store.base import (
     UpstreamError,
 )
 
-VERSION: Final = 1
+VERSION: Final = 2  # 2: bodies moved out of the outbox rows
 PAUSED: Final = "paused"
 DEAD_MESSAGES_SHOWN: Final = 10
 
@@ -73,7 +73,15 @@ def create(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > VERSION:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
-    connection.executescript(f"BEGIN; {TABLES} PRAGMA user_version = {VERSION}; COMMIT;")
+    # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`.
+    migrate = MIGRATE_FROM_1 if version == 1 else ""
+    connection.executescript(f"BEGIN; {TABLES} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
+
+
+MIGRATE_FROM_1: Final = """
+INSERT OR IGNORE INTO bodies (id, body) SELECT id, body FROM outbox WHERE state != 'delivered';
+ALTER TABLE outbox DROP COLUMN body;
+"""
 
 
 def put(
