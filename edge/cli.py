@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rokt-edge {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    serve = commands.add_parser(
+        "serve", help="run the edge service (beacon, snippet, delivery) until SIGINT or SIGTERM"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.set_defaults(run=_serve)
+
     preview = commands.add_parser(
         "preview",
         help="print the exact upstream request bodies some events would produce; sends nothing",
@@ -73,6 +80,34 @@ def _parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():
         command.add_argument("--config", metavar="FILE", help="a TOML settings file")
     return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from edge.app import SHUTDOWN_GRACE_SECONDS, create_app
+    from edge.logs import configure_logging
+    from edge.rokt.mapping import MappingConfigError
+    from edge.store import open_store
+
+    configure_logging(settings.log_format)
+    try:
+        app = create_app(settings)
+    except MappingConfigError as error:
+        print(f"rokt-edge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    # Opened here, so a store that cannot be opened stops start-up with a plain message.
+    open_store(settings).close()
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,  # ours: configure_logging
+        proxy_headers=False,  # the edge reads forwarding headers itself, from trusted proxies only
+        server_header=False,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+    )
+    return 0
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:

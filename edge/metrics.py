@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.store.base import Store, StoreError
 
 PREFIX: Final = "rokt_edge"
+INGEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _NUMBERS = re.compile(r"\d[\d,.]*")
 
 
@@ -54,6 +55,24 @@ class Metrics:
             f"{PREFIX}_upstream_responses",
             "Upstream responses by HTTP status ('timeout' or 'connection' when none came).",
             ["status"],
+            registry=self.registry,
+        )
+        self.received = Counter(
+            f"{PREFIX}_received",
+            "Events received, by source (beacon, api, import) and type (track, page, ...).",
+            ["source", "type"],
+            registry=self.registry,
+        )
+        self.queued = Counter(
+            f"{PREFIX}_queued",
+            "Upstream-ready items put in the outbox.",
+            registry=self.registry,
+        )
+        self.ingest_seconds = Histogram(
+            f"{PREFIX}_ingest_seconds",
+            "Time from a request's arrival to its durable write, by source.",
+            ["source"],
+            buckets=INGEST_BUCKETS,
             registry=self.registry,
         )
         self.paused = Gauge(

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from edge.events import EventError, parse_event
-from edge.rokt import capi
 from edge.rokt.pipeline import Outbound, Pipeline
 
 
@@ -47,7 +46,7 @@ def _json_lines(text: str) -> list[Any]:
 
 def preview(raw_events: list[Any], pipeline: Pipeline) -> tuple[dict[str, Any], bool]:
     """The preview document, and whether every event was understood."""
-    batches: list[dict[str, Any]] = []
+    bodies: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     invalid: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
@@ -61,13 +60,13 @@ def preview(raw_events: list[Any], pipeline: Pipeline) -> tuple[dict[str, Any], 
             where = {"event": index, "messageId": outcome.message_id, "mapping": outcome.mapping}
             warnings.extend({**where, "warning": text} for text in outcome.warnings)
             if isinstance(outcome, Outbound):
-                batches.append(outcome.body)
+                bodies.append(outcome.body)
             else:
                 skipped.append({**where, "reason": outcome.reason})
     base = pipeline.settings.upstream_url
     requests = [
         {"method": "POST", "url": base + request.path, "body": request.body}
-        for request in capi.pack(batches)
+        for request in pipeline.contract.pack(bodies)
     ]
     document = {
         "upstream": pipeline.settings.upstream,

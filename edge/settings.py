@@ -160,6 +160,19 @@ def _number(value: Any) -> float:
     return number
 
 
+def _cookie_name(value: Any) -> str:
+    text = _text(value)
+    if text is None or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in text):
+        raise ValueError("must be letters, digits, '-', '_' or '.'")
+    return text
+
+
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ValueError("must be text or json")
+    return str(value)
+
+
 def _setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc, "secret": secret})
 
@@ -227,6 +240,32 @@ class Settings:
     dry_run_keep: int = _setting(
         1000, _count, "Dry run: how many of the last request bodies the store keeps."
     )
+    cookie_name: str = _setting("rokt_edge", _cookie_name, "Name of the edge's visitor cookie.")
+    cookie_domain: str | None = _setting(
+        None, _text, "Domain of the visitor cookie (e.g. shop.example); unset: this host only."
+    )
+    cookie_max_age_days: int = _setting(
+        365, _count, "Days the visitor cookie lives, refreshed on every beacon (browsers cap 400)."
+    )
+    attribution_window_days: int = _setting(
+        30, _count, "Days a click id stays attached to its visitor (cookie and identity store)."
+    )
+    beacon_max_bytes: int = _setting(65536, _count, "Largest beacon body accepted (413 above).")
+    beacon_max_events: int = _setting(100, _count, "Most events in one beacon request (413 above).")
+    client_rate_limit: float = _setting(
+        20.0, _rate, "Beacon requests per second per client IP (429 above); 0: no limit."
+    )
+    client_rate_burst: int = _setting(
+        60, _count, "Beacon requests a client IP may send at once before the rate applies."
+    )
+    skip_bots: bool = _setting(True, _flag, "Skip events from known bots (reason `bot`).")
+    honor_gpc: bool = _setting(
+        True, _flag, "`Sec-GPC: 1` means the event is not forwarded (reason `gpc`)."
+    )
+    honor_consent: bool = _setting(
+        True, _flag, "A denial in `context.consent` means not forwarded (reason `no-consent`)."
+    )
+    log_format: str = _setting("text", _log_format, "`text` for people, `json` for log pipelines.")
 
     @property
     def dry_run(self) -> bool:

@@ -127,3 +127,10 @@ def test_settings_from_a_config_file(tmp_path: Path) -> None:
 
     [request] = json.loads(result.stdout)["requests"]
     assert request["url"].startswith("https://s2s.au1.mparticle.com/v2/")
+
+
+def test_an_upstream_not_supported_yet_is_a_clean_error() -> None:
+    result = run_cli("preview", stdin=json.dumps(ORDER), env={"ROKT_EDGE_UPSTREAM": "event-api"})
+
+    assert result.returncode == 2
+    assert "ROKT_EDGE_UPSTREAM = 'event-api': not supported yet" in result.stderr

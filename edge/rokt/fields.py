@@ -34,8 +34,15 @@ GENDERS: Final[MappingABC[str, str]] = {
     "m": "m", "male": "m", "man": "m",
     "f": "f", "female": "f", "woman": "f",
 }  # fmt: skip
-DOB_FORMATS: Final = ("%Y%m%d", "%Y-%m-%d", "%Y/%m/%d")
 PERSONAS_AUDIENCE_CLASSES: Final = frozenset({"audience", "journey_step"})
+
+
+class Refused(Exception):
+    """An upstream contract cannot send this event as it is; `reason` says why, for people."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +95,18 @@ class Mapped:
 def first_present(sources: tuple[Source, ...], document: MappingABC[str, Any]) -> Any:
     """The first source with a usable value: strings trimmed, blanks and nulls skipped."""
     for source in sources:
-        if isinstance(source, Literal):
-            value: Any = source.value
-        elif isinstance(source, QueryParameter):
-            value = _query_parameter(source.path.get(document), source.names)
+        kind = type(source)
+        if kind is Path:
+            value: Any = source.get(document)  # type: ignore[union-attr]
+        elif kind is Literal:
+            value = source.value  # type: ignore[union-attr]
         else:
-            value = source.get(document)
-        if isinstance(value, str):
+            value = _query_parameter(source.path.get(document), source.names)  # type: ignore[union-attr]
+        if type(value) is str:
             value = value.strip()
-        if value is not MISSING and value is not None and value != "":
+            if value:
+                return value
+        elif value is not MISSING and value is not None:
             return value
     return MISSING
 
@@ -121,13 +131,14 @@ def resolve(event: Event, mapping: Mapping, phone_region: str) -> Mapped:
     def get(name: str) -> Any:
         return first_present(fields_[name], body)
 
-    stamp = parse_timestamp(get("timestamp"))
+    timestamp = get("timestamp")
+    stamp = parse_timestamp(timestamp)
     mapped = Mapped(
         mapping=mapping.name,
         message_id=_text(get("message_id")) or event.message_id,
         timestamp_ms=stamp if stamp is not None else event.timestamp_ms,
     )
-    if stamp is None and get("timestamp") is not MISSING:
+    if stamp is None and timestamp is not MISSING:
         mapped.warnings.append("timestamp: unreadable, the event's own timestamp was used")
     _conversion(mapped, get)
     for name, sources in mapping.custom_attributes.items():
@@ -317,14 +328,12 @@ def _boolean(value: Any) -> bool | None:
 
 
 def _dob(value: Any) -> str | None:
-    """YYYYMMDD from a date, a datetime (ISO 8601), or text already in YYYYMMDD."""
-    text = str(value).strip()
-    for form in DOB_FORMATS:
-        try:
-            return datetime.strptime(text, form).strftime("%Y%m%d")
-        except ValueError:
-            continue
+    """YYYYMMDD from a date or datetime (ISO 8601, also with slashes), or YYYYMMDD text."""
+    text = str(value).strip().replace("/", "-")
+    if len(text) == 8 and text.isascii() and text.isdigit():
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
     try:
-        return datetime.fromisoformat(text).strftime("%Y%m%d")
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"

@@ -76,11 +76,37 @@ class SkippedItem(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityUpdate:
+    """What a browser event taught about a visitor, for each of its ids ("a:<anonymousId>",
+    "u:<userId>"): an identify with both links them. A click id replaces the stored one only
+    when it was seen at the same time or later; IP and user agent replace when given."""
+
+    keys: tuple[str, ...]
+    click_id: str | None
+    click_seen_at: float | None
+    ip: str | None
+    user_agent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the store knows of a visitor: the freshest click id within the window asked for,
+    and the IP address and user agent its browser last showed."""
+
+    click_id: str | None
+    click_seen_at: float | None
+    ip: str | None
+    user_agent: str | None
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Intake:
     """Everything intake records for one request; the store writes it in one transaction."""
 
     outbound: Sequence[OutboundItem] = ()
     skipped: Sequence[SkippedItem] = ()
+    identities: Sequence[IdentityUpdate] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +235,22 @@ class Store(ABC):
 
     @abstractmethod
     def stats_sync(self) -> Stats: ...
+
+    @abstractmethod
+    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+        """The visitor known by any of `keys`, seen (or its click seen) at or after `since`."""
+
+    @abstractmethod
+    async def prune_identities(self, before: float) -> int:
+        """Forget visitors not seen, and clicks not seen, since `before`; how many."""
+
+    @abstractmethod
+    async def secret(self, name: str) -> str:
+        """A random secret generated on first use and kept (e.g. the cookie signing key)."""
+
+    @abstractmethod
+    async def check_writable(self) -> None:
+        """Make a small durable write; raises StoreUnavailable when the store cannot write."""
 
     @abstractmethod
     def close(self) -> None:

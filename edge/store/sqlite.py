@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from edge.rokt.capi import encode
+from edge.store import sqlite_identity
 from edge.store import sqlite_schema as schema
 from edge.store.base import (
     UPSTREAM_ERRORS_KEPT,
     Claim,
     DeadLetter,
     DryRunBody,
+    Identity,
     Intake,
     ItemId,
     Paused,
@@ -168,7 +170,15 @@ class SQLiteStore(Store):
             (f"{item.mapping or ''}\n{item.message_id}", item.message_id, item.mapping, item.reason)
             for item in intake.skipped
         ]
-        return lambda connection: schema.put(connection, rows, skipped, now)
+        identities = list(intake.identities)
+
+        def put(connection: sqlite3.Connection) -> PutResult:
+            result = schema.put(connection, rows, skipped, now)
+            if identities:
+                sqlite_identity.update(connection, identities, now)
+            return result
+
+        return put
 
     async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
         now = self.clock()
@@ -215,6 +225,21 @@ class SQLiteStore(Store):
         await self._run(
             lambda c: schema.record_upstream_error(c, now, status, message, UPSTREAM_ERRORS_KEPT)
         )
+
+    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+        if not keys:
+            return None
+        return await self._run(lambda c: sqlite_identity.lookup(c, keys, since))
+
+    async def prune_identities(self, before: float) -> int:
+        return await self._run(lambda c: sqlite_identity.prune(c, before))
+
+    async def secret(self, name: str) -> str:
+        return await self._run(lambda c: sqlite_identity.secret(c, name))
+
+    async def check_writable(self) -> None:
+        now = self.clock()
+        await self._run(lambda c: sqlite_identity.touch(c, now))
 
     async def set_paused(self, paused: Paused | None) -> None:
         await self._run(lambda c: schema.set_paused(c, paused))

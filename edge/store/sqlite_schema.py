@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from edge.store import sqlite_identity
 from edge.store.base import (
     Claim,
     DeadLetter,
@@ -75,7 +76,8 @@ def create(connection: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
     # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`.
     migrate = MIGRATE_FROM_1 if version == 1 else ""
-    connection.executescript(f"BEGIN; {TABLES} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
+    tables = TABLES + sqlite_identity.TABLE
+    connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
 
 
 MIGRATE_FROM_1: Final = """

@@ -11,13 +11,12 @@ from edge.rokt.capi import (
     MAX_BATCH_BYTES,
     MAX_BODY_BYTES,
     REQUIRED_IDENTIFIER,
-    Refused,
     build_batch,
     encode,
     pack,
     source_request_id,
 )
-from edge.rokt.fields import Mapped
+from edge.rokt.fields import Mapped, Refused
 
 IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 
@@ -222,3 +221,15 @@ def test_pack_at_most_256_kb_per_request() -> None:
         assert len(encode(request.body)) <= MAX_BODY_BYTES
     assert len(encode(batch_of_size(MAX_BATCH_BYTES, 0))) == MAX_BATCH_BYTES
     assert json.loads(encode(requests[0].body))[0]["n"] == 0
+
+
+def test_the_size_bound_never_underestimates() -> None:
+    from edge.rokt.capi import _size_bound
+
+    samples: list[Any] = [
+        {"a": "\x00" * 50, "é": ["\u2028", 1.5e300, True, None, -(10**20), 10**200]},
+        build_batch(conversion(custom_attributes={"k": "🎉" * 1000})),
+        [{"x": ""}, {}, []],
+    ]
+    for sample in samples:
+        assert _size_bound(sample) >= len(encode(sample))

@@ -1,0 +1,212 @@
+"""The edge service: `create_app(settings, transport=None)` builds the Starlette application.
+
+The lifespan owns the long-lived parts: the store, the delivery loop (with its httpx client,
+whose transport tests may replace) and the metrics. Configuration errors (settings, mappings)
+surface when the app is created, before anything listens.
+
+    POST /e              the first-party beacon (edge.capture.beacon)
+    GET  /rokt-edge.js   the browser snippet, with ETag, Cache-Control and gzip
+    GET  /healthz        the process is alive
+    GET  /readyz         store writable, delivery running, not paused on credentials (else 503)
+    GET  /metrics        Prometheus text format
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from importlib import resources
+from typing import Any, Final
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edge.capture.beacon import beacon
+from edge.capture.cookies import CookieJar, CookiePolicy
+from edge.capture.ratelimit import RateLimiter
+from edge.events import Event
+from edge.metrics import Metrics
+from edge.rokt.mapping import load_mappings
+from edge.rokt.pipeline import Pipeline, Skipped
+from edge.rokt.sender import Sender
+from edge.settings import Settings
+from edge.store import open_store
+from edge.store.base import Store, StoreError
+
+log = logging.getLogger("rokt_edge.app")
+
+SNIPPET: Final = "rokt-edge.js"
+SNIPPET_CACHE: Final = "public, max-age=3600, stale-while-revalidate=86400"
+SHUTDOWN_GRACE_SECONDS: Final = 10.0
+
+
+class Edge:
+    """What the endpoints share, built by the lifespan; `request.app.state.edge`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pipeline: Pipeline,
+        cookies: CookieJar,
+        metrics: Metrics,
+        sender: Sender,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pipeline = pipeline
+        self.cookies = cookies
+        self.metrics = metrics
+        self.sender = sender
+        self.clock = clock
+        self.delivery: asyncio.Task[None] | None = None
+        rate = settings.client_rate_limit
+        self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
+
+    def accepted(
+        self,
+        *,
+        source: str,
+        events: Sequence[Event],
+        skipped: Sequence[Skipped],
+        outbound: int,
+        seconds: float,
+    ) -> None:
+        """Count what an intake stored, and wake the sender for it."""
+        for event in events:
+            self.metrics.received.labels(source=source, type=event.type).inc()
+        self.metrics.count_skipped(item.reason for item in skipped)
+        self.metrics.queued.inc(outbound)
+        self.metrics.ingest_seconds.labels(source=source).observe(seconds)
+        if outbound:
+            self.sender.notify()
+
+
+class Snippet:
+    """The served snippet: read once, its gzip form and ETag computed once."""
+
+    def __init__(self) -> None:
+        try:
+            self.body: bytes | None = resources.files("edge.static").joinpath(SNIPPET).read_bytes()
+        except (FileNotFoundError, ModuleNotFoundError):
+            log.warning("static/%s is missing: build it with scripts/build-snippet", SNIPPET)
+            self.body = None
+        self.gzipped = gzip.compress(self.body, 9, mtime=0) if self.body else b""
+        digest = hashlib.sha256(self.body or b"").hexdigest()[:20]
+        self.etag = f'"{digest}"'
+
+    async def respond(self, request: Request) -> Response:
+        if self.body is None:
+            return JSONResponse(
+                {"error": {"code": "not_found", "message": "the snippet has not been built"}},
+                404,
+            )
+        headers = {
+            "ETag": self.etag,
+            "Cache-Control": SNIPPET_CACHE,
+            "Vary": "Accept-Encoding",
+            "Content-Type": "text/javascript; charset=utf-8",
+        }
+        if self.etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(self.gzipped, headers={**headers, "Content-Encoding": "gzip"})
+        return Response(self.body, headers=headers)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    edge: Edge = request.app.state.edge
+    problems: list[str] = []
+    try:
+        await edge.store.check_writable()
+    except StoreError as failure:
+        problems.append(f"store not writable: {failure}")
+    if edge.delivery is None or edge.delivery.done() or not edge.sender.running:
+        problems.append("delivery is not running")
+    if edge.sender.paused is not None:
+        problems.append(f"delivery paused: {edge.sender.paused.reason}")
+    if problems:
+        return JSONResponse({"status": "not ready", "problems": problems}, 503)
+    return JSONResponse({"status": "ready", "dry_run": edge.settings.dry_run})
+
+
+def metrics(request: Request) -> Response:
+    # A plain function: Starlette runs it in a thread, since a scrape reads the store.
+    edge: Edge = request.app.state.edge
+    return Response(edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def create_app(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+) -> Starlette:
+    """The service. `overrides` replace parts for tests: `store`, `clock`."""
+    mappings = load_mappings(settings.mappings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store: Store = overrides.get("store") or open_store(settings)
+        clock: Callable[[], float] = overrides.get("clock", time.time)
+        secret = settings.secret_key or await store.secret("cookie-signing-key")
+        policy = CookiePolicy(
+            settings.cookie_name, settings.cookie_max_age_days * 86400, settings.cookie_domain
+        )
+        metrics_ = Metrics(store)
+        sender = Sender(settings, store, metrics=metrics_, transport=transport, clock=clock)
+        edge = Edge(
+            settings, store, Pipeline(settings, mappings), CookieJar(secret, policy), metrics_,
+            sender, clock,
+        )  # fmt: skip
+        app.state.edge = edge
+        edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
+        log.info(
+            "rokt-edge ready: upstream %s%s", settings.upstream_url,
+            " (dry run: nothing is sent)" if settings.dry_run else "",
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            sender.stop()
+            try:
+                await asyncio.wait_for(edge.delivery, SHUTDOWN_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("delivery did not stop in time; its leases will expire and be swept")
+            except Exception:
+                log.exception("the delivery loop failed")
+            if "store" not in overrides:
+                store.close()
+
+    middleware = []
+    if settings.allowed_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.allowed_origins),
+                allow_methods=["POST"],
+                allow_headers=["content-type"],
+                allow_credentials=True,
+                max_age=86400,
+            )
+        )
+    routes = [
+        Route("/e", beacon, methods=["POST"]),
+        Route(f"/{SNIPPET}", Snippet().respond, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

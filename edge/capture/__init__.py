@@ -1,0 +1,1 @@
+"""The first-party capture side: who the client is, its cookie, consent, and the beacon."""

@@ -1,0 +1,76 @@
+"""The edge's own cookie: signed, HttpOnly, set by the server so Safari does not cap it at 7 days.
+
+It holds the visitor's anonymous id, the last Rokt click id and when that click was first seen,
+signed with itsdangerous (the secret key setting). A cookie that was tampered with, is malformed
+or is older than its max-age is ignored, never an error: the visitor simply starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+SALT: Final = "rokt-edge.cookie.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    anonymous_id: str | None = None
+    click_id: str | None = None
+    click_seen_at: int | None = None  # epoch seconds when this click id was first seen
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePolicy:
+    name: str
+    max_age: int  # seconds
+    domain: str | None = None
+
+
+class CookieJar:
+    """Reads and writes the visitor cookie."""
+
+    def __init__(self, secret_key: str, policy: CookiePolicy) -> None:
+        self.policy = policy
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=SALT)
+
+    def read(self, value: str | None) -> Visitor:
+        """The visitor in a cookie value (from Starlette's lenient `request.cookies`, so that a
+        malformed neighbour cookie cannot hide this one)."""
+        if not value:
+            return Visitor()
+        try:
+            data = self._serializer.loads(value, max_age=self.policy.max_age)
+        except BadSignature:  # includes SignatureExpired
+            return Visitor()
+        if not isinstance(data, dict):
+            return Visitor()
+        seen = data.get("t")
+        return Visitor(
+            anonymous_id=_text(data.get("a")),
+            click_id=_text(data.get("c")),
+            click_seen_at=seen if isinstance(seen, int) and not isinstance(seen, bool) else None,
+        )
+
+    def header(self, visitor: Visitor, *, secure: bool) -> str:
+        """The Set-Cookie header value that stores `visitor` (sliding: a fresh max-age)."""
+        payload = {"a": visitor.anonymous_id, "c": visitor.click_id, "t": visitor.click_seen_at}
+        value = self._serializer.dumps({key: v for key, v in payload.items() if v is not None})
+        parts = [
+            f"{self.policy.name}={value}",
+            "Path=/",
+            f"Max-Age={self.policy.max_age}",
+            "HttpOnly",
+            "SameSite=Lax",
+        ]
+        if self.policy.domain:
+            parts.append(f"Domain={self.policy.domain}")
+        if secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

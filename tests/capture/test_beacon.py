@@ -1,0 +1,358 @@
+"""The beacon, `POST /e`, served by a real uvicorn server, delivering to a fake Rokt on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from edge.settings import Settings
+from edge.store.base import StoreUnavailable
+from edge.store.sqlite import SQLiteStore
+from tests.fake_capi import FakeCapi, Reply
+from tests.live import LiveEdge, wait_for
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+BROWSER = {"content-type": "text/plain", "user-agent": CHROME}
+
+
+def landing(rtid: str = "CLICK-X", anonymous_id: str = "anon-1") -> dict[str, Any]:
+    return {
+        "type": "page",
+        "anonymousId": anonymous_id,
+        "context": {"page": {"url": f"https://shop.example/landing?rtid={rtid}"}},
+    }
+
+
+def order(order_id: str = "o-1", **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "properties": {"order_id": order_id, "revenue": 42},
+        **fields,
+    }
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCapi]:
+    with FakeCapi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fake: FakeCapi) -> Settings:
+    return Settings(
+        api_key=fake.api_key,
+        api_secret=fake.api_secret,
+        rokt_url=fake.url,
+        database_url=f"sqlite:///{tmp_path / 'edge.db'}",
+        poll_interval=0.05,
+        backoff_base=0.05,
+        pause_retry=0.2,
+    )
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[LiveEdge]:
+    with LiveEdge(settings) as live:
+        yield live
+
+
+def post(live: LiveEdge, body: Any, **options: Any) -> httpx.Response:
+    headers = {**BROWSER, **options.pop("headers", {})}
+    content = body if isinstance(body, bytes | str) else json.dumps(body)
+    with httpx.Client(**options) as client:
+        return client.post(live.url + "/e", content=content, headers=headers)
+
+
+def delivered(fake: FakeCapi) -> list[dict[str, Any]]:
+    """The batches the fake Rokt accepted, in order."""
+    return [batch for request in fake.requests() for batch in request.accepted]
+
+
+def database(settings: Settings) -> sqlite3.Connection:
+    return sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
+
+
+def test_a_click_remembered_by_cookie_reaches_rokt_with_the_conversion(
+    live: LiveEdge, fake: FakeCapi
+) -> None:
+    # Given a shopper who lands from a Rokt ad with ?rtid=CLICK-X
+    landed = post(live, landing("CLICK-X"))
+    assert landed.status_code == 200
+    cookie = landed.headers["set-cookie"]
+    assert cookie.startswith("rokt_edge=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain http here
+
+    # When the same browser later completes an order, with no click id in the event itself
+    converted = post(live, order(), cookies={"rokt_edge": landed.cookies["rokt_edge"]})
+    assert converted.status_code == 200
+
+    # Then Rokt receives the conversion with the click id, the client IP and the user agent
+    wait_for(lambda: delivered(fake))
+    [batch] = delivered(fake)
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "CLICK-X"
+    assert batch["user_identities"]["other2"] == "CLICK-X"
+    assert batch["ip"] == "127.0.0.1"
+    assert batch["device_info"]["http_header_user_agent"] == CHROME
+    assert batch["events"][0]["data"]["custom_attributes"]["confirmationref"] == "o-1"
+
+
+def test_the_identity_store_finds_the_click_for_a_user_on_another_device(
+    live: LiveEdge, fake: FakeCapi
+) -> None:
+    # Given a click seen for anonymous visitor A, who then identifies as user U
+    post(live, landing("CLICK-Y", anonymous_id="A"))
+    post(live, {"type": "identify", "anonymousId": "A", "userId": "U"})
+
+    # When user U orders from a browser without the cookie
+    post(live, order(userId="U"))
+
+    # Then the conversion carries the click id that U's identity links to
+    wait_for(lambda: delivered(fake))
+    [batch] = delivered(fake)
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "CLICK-Y"
+    assert batch["user_identities"]["customerid"] == "U"
+
+
+def test_a_tampered_cookie_is_ignored_never_an_error(live: LiveEdge, fake: FakeCapi) -> None:
+    landed = post(live, landing("CLICK-X"))
+    forged = landed.cookies["rokt_edge"][:-4] + "AAAA"
+
+    response = post(live, order(userId="u-1"), cookies={"rokt_edge": forged})
+
+    assert response.status_code == 200
+    assert response.headers["set-cookie"].startswith("rokt_edge=")  # a fresh, valid cookie
+    wait_for(lambda: delivered(fake))
+    assert "integration_attributes" not in delivered(fake)[0]
+
+
+def test_gpc_is_acknowledged_but_not_forwarded_and_nothing_personal_is_stored(
+    live: LiveEdge, fake: FakeCapi, settings: Settings
+) -> None:
+    response = post(live, {"batch": [landing(), order(userId="u-1")]}, headers={"Sec-GPC": "1"})
+
+    assert response.status_code == 200
+    assert "set-cookie" not in response.headers
+    with database(settings) as db:
+        assert db.execute("SELECT reason, count(*) FROM skipped GROUP BY reason").fetchall() == [
+            ("gpc", 2)
+        ]
+        assert db.execute("SELECT count(*) FROM identities").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert fake.requests() == []
+
+
+def test_a_consent_denial_is_skipped_as_no_consent(live: LiveEdge, settings: Settings) -> None:
+    denied = order(
+        userId="u-1", context={"consent": {"categoryPreferences": {"Advertising": False}}}
+    )
+
+    assert post(live, denied).status_code == 200
+
+    with database(settings) as db:
+        assert db.execute("SELECT reason FROM skipped").fetchall() == [("no-consent",)]
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+
+
+def test_bots_are_skipped(live: LiveEdge, settings: Settings) -> None:
+    assert post(live, order(userId="u"), headers={"user-agent": GOOGLEBOT}).status_code == 200
+
+    with database(settings) as db:
+        assert db.execute("SELECT reason FROM skipped").fetchall() == [("bot",)]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "code"),
+    [
+        ("application/x-www-form-urlencoded", "a=b", 415, "unsupported_media_type"),
+        ("text/plain", "{not json", 400, "invalid_json"),
+        ("text/plain", "42", 400, "invalid_body"),
+        ("text/plain", '{"type": "launch"}', 400, "invalid_event"),
+        ("text/plain", "x" * 70_000, 413, "too_large"),
+        ("text/plain", json.dumps({"batch": [{"type": "page"}] * 101}), 413, "too_many_events"),
+    ],
+)
+def test_bad_requests_get_json_errors(
+    live: LiveEdge, content_type: str, body: str, status: int, code: str
+) -> None:
+    response = post(live, body, headers={"content-type": content_type})
+
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+
+
+def test_an_invalid_event_is_named_and_the_valid_ones_are_kept(
+    live: LiveEdge, settings: Settings
+) -> None:
+    response = post(live, {"batch": [landing(), {"type": "track"}]})
+
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    assert response.json()["errors"] == [
+        {"event": 1, "field": "event", "message": "event 1: event: a track call needs a "
+         "non-empty event name"}
+    ]  # fmt: skip
+
+
+def test_application_json_and_a_json_array_are_accepted_too(live: LiveEdge) -> None:
+    response = post(live, [landing()], headers={"content-type": "application/json"})
+    assert response.json() == {"success": True, "accepted": 1}
+
+
+def test_trusted_and_untrusted_proxies(tmp_path: Path, fake: FakeCapi) -> None:
+    settings = Settings(
+        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
+        database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.2/32"),),
+    )  # fmt: skip
+    forwarded = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7", "X-Forwarded-Proto": "https"}
+    with LiveEdge(settings) as live:
+        # Given a request through the trusted proxy (127.0.0.2) and one from elsewhere (.3)
+        via_proxy = post(live, order("o-proxy", userId="u"), headers=forwarded,
+                         transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # fmt: skip
+        spoofed = post(live, order("o-spoof", userId="u"), headers=forwarded,
+                       transport=httpx.HTTPTransport(local_address="127.0.0.3"))  # fmt: skip
+
+        wait_for(lambda: len(delivered(fake)) == 2)
+
+    ips = {b["events"][0]["data"]["custom_attributes"]["confirmationref"]: b["ip"]
+           for b in delivered(fake)}  # fmt: skip
+    assert ips == {"o-proxy": "198.51.100.7", "o-spoof": "127.0.0.3"}
+    assert "Secure" in via_proxy.headers["set-cookie"]
+    assert "Secure" not in spoofed.headers["set-cookie"]
+
+
+def test_ipv6_clients_are_kept_whole(tmp_path: Path, fake: FakeCapi) -> None:
+    settings = Settings(
+        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
+        database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+    )  # fmt: skip
+    with LiveEdge(settings) as live:
+        post(live, order(userId="u"), headers={"Forwarded": 'for="[2001:db8:cafe::17]:4711"'})
+        wait_for(lambda: delivered(fake))
+    assert delivered(fake)[0]["ip"] == "2001:db8:cafe::17"
+
+
+def test_the_per_client_rate_limit(tmp_path: Path, settings: Settings) -> None:
+    limited = replace(settings, client_rate_limit=0.5, client_rate_burst=2)
+    with LiveEdge(limited) as live:
+        statuses = [post(live, landing()).status_code for _ in range(3)]
+        refused = post(live, landing())
+    assert statuses == [200, 200, 429]
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_origins(tmp_path: Path, settings: Settings) -> None:
+    allowed = replace(settings, allowed_origins=("https://shop.example",))
+    with LiveEdge(allowed) as live:
+        other = post(live, landing(), headers={"Origin": "https://evil.example"})
+        shop = post(live, landing(), headers={"Origin": "https://shop.example"})
+        own = post(live, landing(), headers={"Origin": live.url})
+    assert other.status_code == 403
+    assert other.json()["error"]["code"] == "origin_not_allowed"
+    assert shop.status_code == 200
+    assert shop.headers["access-control-allow-origin"] == "https://shop.example"
+    assert shop.headers["access-control-allow-credentials"] == "true"
+    assert own.status_code == 200
+
+
+class FailingStore(SQLiteStore):
+    """A real SQLite store whose writes can be made to fail, as a full disk would."""
+
+    failing = False
+
+    async def put(self, intake: Any) -> Any:
+        if self.failing:
+            raise StoreUnavailable("disk full (injected)")
+        return await super().put(intake)
+
+
+def test_a_failing_store_answers_503_and_loses_nothing_acknowledged(
+    tmp_path: Path, settings: Settings, fake: FakeCapi
+) -> None:
+    store = FailingStore(tmp_path / "failing.db")
+    try:
+        with LiveEdge(settings, store=store) as live:
+            fake.reply(Reply(503), Reply(503), Reply(503))
+            acknowledged = post(live, order("o-before", userId="u"))
+            store.failing = True
+            refused = post(live, order("o-during", userId="u"))
+            store.failing = False
+            wait_for(lambda: len(delivered(fake)) == 1, timeout=15)
+    finally:
+        store.close()
+    assert acknowledged.status_code == 200
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "store_unavailable"
+    assert [b["events"][0]["data"]["custom_attributes"]["confirmationref"]
+            for b in delivered(fake)] == ["o-before"]  # fmt: skip
+
+
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "type",
+                            "event",
+                            "batch",
+                            "context",
+                            "properties",
+                            "userId",
+                            "messageId",
+                            "timestamp",
+                            "integrations",
+                            "traits",
+                            "x",
+                        ]
+                    ),
+                    children,
+                    max_size=5,
+                )
+            ),
+            max_leaves=20,
+        ).map(json.dumps),
+    ),
+    content_type=st.sampled_from(["text/plain", "application/json", "text/plain;charset=UTF-8"]),
+)
+def test_arbitrary_bodies_never_get_a_5xx(
+    unlimited: LiveEdge, body: bytes | str, content_type: str
+) -> None:
+    response = post(unlimited, body, headers={"content-type": content_type})
+    assert response.status_code < 500, response.text
+    assert response.headers["content-type"] == "application/json"
+
+
+@pytest.fixture(scope="module")
+def unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
+    path = tmp_path_factory.mktemp("fuzz") / "edge.db"
+    with LiveEdge(Settings(database_url=f"sqlite:///{path}", client_rate_limit=0)) as live:
+        yield live

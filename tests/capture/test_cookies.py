@@ -1,0 +1,73 @@
+"""The visitor cookie: signed, and ignored (never an error) when tampered with or expired."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from edge.capture.cookies import SALT, CookieJar, CookiePolicy, Visitor
+
+POLICY = CookiePolicy("rokt_edge", 3600)
+
+
+def value_of(header: str) -> str:
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def test_a_visitor_round_trips() -> None:
+    jar = CookieJar("secret", POLICY)
+    visitor = Visitor("anon-1", "click-1", 1700000000)
+    assert jar.read(value_of(jar.header(visitor, secure=False))) == visitor
+
+
+def test_the_cookie_attributes() -> None:
+    jar = CookieJar("secret", CookiePolicy("rt", 86400, domain="shop.example"))
+    header = jar.header(Visitor("a"), secure=True)
+    assert header.startswith("rt=")
+    assert header.split("; ")[1:] == [
+        "Path=/",
+        "Max-Age=86400",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Domain=shop.example",
+        "Secure",
+    ]
+    assert "Secure" not in CookieJar("secret", POLICY).header(Visitor("a"), secure=False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "garbage", "eyJhIjoiYSJ9.AAAAAA.tampered", "a.b.c.d"],
+)
+def test_bad_values_are_ignored(value: str) -> None:
+    assert CookieJar("secret", POLICY).read(value) == Visitor()
+
+
+def test_a_tampered_payload_is_ignored() -> None:
+    jar = CookieJar("secret", POLICY)
+    genuine = value_of(jar.header(Visitor("anon-1", "click-1"), secure=False))
+    forged = URLSafeTimedSerializer("another key", salt=SALT).dumps({"a": "x", "c": "forged"})
+    assert jar.read(forged) == Visitor()
+    payload, rest = genuine.split(".", 1)
+    assert jar.read(payload[:-2] + "AA." + rest) == Visitor()
+
+
+def test_a_cookie_signed_with_another_key_is_ignored() -> None:
+    old = CookieJar("old key", POLICY).header(Visitor("anon-1"), secure=False)
+    assert CookieJar("new key", POLICY).read(value_of(old)) == Visitor()
+
+
+def test_an_expired_cookie_is_ignored() -> None:
+    jar = CookieJar("secret", CookiePolicy("rokt_edge", 1))
+    value = value_of(jar.header(Visitor("anon-1"), secure=False))
+    time.sleep(2.1)  # itsdangerous timestamps have one-second resolution
+    assert jar.read(value) == Visitor()
+
+
+def test_unexpected_payload_shapes_are_ignored() -> None:
+    serializer = URLSafeTimedSerializer("secret", salt=SALT)
+    jar = CookieJar("secret", POLICY)
+    assert jar.read(serializer.dumps(["a"])) == Visitor()
+    assert jar.read(serializer.dumps({"a": 5, "c": "", "t": True})) == Visitor()

@@ -1,0 +1,89 @@
+"""Enrichment: the edge adds the client IP, user agent and the click id it knows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.capture.cookies import Visitor
+from edge.capture.enrich import Enriched, Known, cookie_click, enrich
+from edge.events import parse_event
+
+DAY = 86400.0
+
+
+NOBODY = Visitor()
+
+
+def enriched(
+    body: dict[str, Any], visitor: Visitor = NOBODY, known: Known | None = None
+) -> Enriched:
+    event = parse_event({"type": "track", "event": "Order Completed", "messageId": "m", **body})
+    return enrich(
+        event, ip="203.0.113.5", user_agent="UA/1", visitor=visitor, known=known, now=1000.0
+    )
+
+
+def test_ip_and_user_agent_come_from_the_request_and_override_the_body() -> None:
+    result = enriched({"context": {"ip": "6.6.6.6", "userAgent": "spoofed"}})
+    assert result.event.body["context"]["ip"] == "203.0.113.5"
+    assert result.event.body["context"]["userAgent"] == "UA/1"
+
+
+def test_the_events_own_click_id_is_kept_and_dated_now() -> None:
+    result = enriched({"context": {"page": {"search": "?rtid=X"}}})
+    assert (result.click_id, result.click_seen_at) == ("X", 1000.0)
+    assert result.event.body["context"]["rokt_edge"]["clickId"] == "event"
+
+
+def test_a_known_click_fills_an_event_without_one() -> None:
+    result = enriched({}, known=Known("X", 500.0, "cookie"))
+    assert result.event.body["integrations"]["Rokt Conversions API"]["rtid"] == "X"
+    assert (result.click_id, result.click_seen_at) == ("X", 500.0)
+    assert result.event.body["context"]["rokt_edge"] == {
+        "ip": "request",
+        "userAgent": "request",
+        "clickId": "cookie",
+    }
+
+
+def test_the_same_click_seen_again_keeps_its_first_sighting() -> None:
+    result = enriched(
+        {"context": {"page": {"search": "?rtid=X"}}}, known=Known("X", 500.0, "cookie")
+    )
+    assert result.click_seen_at == 500.0
+
+
+def test_a_newer_click_replaces_the_known_one() -> None:
+    result = enriched(
+        {"context": {"page": {"search": "?rtid=NEW"}}}, known=Known("OLD", 5.0, "cookie")
+    )
+    assert (result.click_id, result.click_seen_at) == ("NEW", 1000.0)
+
+
+def test_the_cookies_anonymous_id_fills_an_event_without_one() -> None:
+    result = enriched({}, visitor=Visitor(anonymous_id="anon-c"))
+    assert result.event.body["anonymousId"] == "anon-c"
+    assert enriched({"anonymousId": "mine"}, Visitor("anon-c")).event.body["anonymousId"] == "mine"
+
+
+def test_the_original_event_is_not_changed() -> None:
+    event = parse_event({"type": "page", "integrations": {"Rokt Conversions API": True}})
+    result = enrich(
+        event,
+        ip="1.2.3.4",
+        user_agent=None,
+        visitor=Visitor(),
+        known=Known("X", 1, "identity"),
+        now=2,
+    )
+    assert event.body["integrations"] == {"Rokt Conversions API": True}
+    assert result.event.body["integrations"]["Rokt Conversions API"] == {"rtid": "X"}
+
+
+def test_the_cookies_click_counts_within_the_attribution_window() -> None:
+    cookie = Visitor("a", "from-cookie", 900)
+    expected = Known("from-cookie", 900.0, "cookie")
+    assert cookie_click(cookie, now=1000.0, window_seconds=DAY) == expected
+    assert cookie_click(cookie, now=900 + 31 * DAY, window_seconds=30 * DAY) is None
+    assert cookie_click(Visitor("a", "c", None), now=1.0, window_seconds=DAY) is None
+    assert cookie_click(Visitor("a"), now=1.0, window_seconds=DAY) is None

@@ -1,0 +1,68 @@
+"""The edge served by a real uvicorn server on loopback, in a background thread.
+
+    with LiveEdge(settings) as edge:
+        httpx.post(edge.url + "/e", ...)
+
+The server listens on a port the OS picks, runs the app's lifespan (store, delivery loop), and
+stops gracefully on exit, as `rokt-edge serve` does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from edge.app import create_app
+from edge.settings import Settings
+
+
+class LiveEdge:
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self.settings = settings
+        self.app = create_app(settings, **overrides)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=0,
+            http="h11",
+            ws="none",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as `rokt-edge serve`: the edge reads forwarding headers itself
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="live-edge", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> LiveEdge:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the edge did not start")
+            time.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+    @property
+    def edge(self) -> Any:
+        """The app's shared state (store, sender, metrics), for assertions."""
+        return self.app.state.edge
+
+
+def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `condition()` until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
+        time.sleep(interval)
