@@ -1,7 +1,8 @@
 """The delivery loop for contract A: claim from the outbox, pack, POST, settle every item.
 
 One feeder claims due items, dead-letters the expired ones, packs the rest into requests
-(`capi.pack`: ≤ 100 batches, ≤ 256 KB) and queues them; `max_in_flight` workers send them under
+(by `capi.pack`'s rules, ≤ 100 batches, ≤ 256 KB, from the stored texts: `edge.rokt.packing`)
+and queues them; `max_in_flight` workers send them under
 a token bucket of `rate_limit` batches/s. Each response settles its items (spec/capi-wire.md):
 
     202              delivered; batches named in `errors[]` (Path '[i]…') dead-lettered
@@ -20,17 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
 from edge import __version__
 from edge.metrics import Metrics
-from edge.rokt import capi
+from edge.rokt import packing
 from edge.rokt.backoff import backoff, retry_after
 from edge.rokt.ratelimit import TokenBucket
 from edge.rokt.responses import (
@@ -51,13 +51,13 @@ PRUNE_SECONDS: Final = 3600.0
 
 
 class Request:
-    """Claimed items and their batches, in the same order, sent as one upstream request."""
+    """Claimed items, sent as one upstream request: their batches, in the same order."""
 
-    __slots__ = ("batches", "claims")
+    __slots__ = ("claims", "content", "path")
 
-    def __init__(self, claims: list[Claim], batches: list[dict[str, Any]]) -> None:
+    def __init__(self, claims: list[Claim]) -> None:
         self.claims = claims
-        self.batches = batches
+        self.path, self.content = packing.request([claim.body for claim in claims])
 
     @property
     def ids(self) -> list[int]:
@@ -65,10 +65,7 @@ class Request:
 
     def split(self) -> tuple[Request, Request]:
         half = len(self.claims) // 2
-        return (
-            Request(self.claims[:half], self.batches[:half]),
-            Request(self.claims[half:], self.batches[half:]),
-        )
+        return Request(self.claims[:half]), Request(self.claims[half:])
 
 
 class Sender:
@@ -91,11 +88,15 @@ class Sender:
         self._transport = transport
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._queue: asyncio.Queue[Request | None] = asyncio.Queue(settings.max_in_flight)
+        # Room for two claims' worth of requests: the next claim is made while the last one's
+        # requests are still being sent, so the workers never wait for the store.
+        ahead = max(settings.max_in_flight, 2 * -(-settings.claim_size // 100))
+        self._queue: asyncio.Queue[Request | None] = asyncio.Queue(ahead)
         self._bucket = TokenBucket(settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
         self._failures = 0  # in a row, for the backoff
         self._client: httpx.AsyncClient | None = None
+        self._tasks: asyncio.TaskGroup | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ class Sender:
             self.running = True
             try:
                 async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
                     tasks.create_task(self._housekeeping())
                     for _ in range(self.settings.max_in_flight):
                         tasks.create_task(self._worker())
@@ -117,6 +119,7 @@ class Sender:
             finally:
                 self.running = False
                 self._client = None
+                self._tasks = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -180,18 +183,11 @@ class Sender:
                 ]
             )
             claims = [claim for claim in claims if claim.timestamp_ms >= oldest_ms]
-        requests = []
-        start = 0
-        # pack keeps the batches in order: each request takes the next `batches` claims.
-        for packed in capi.pack([json.loads(claim.body) for claim in claims]):
-            batches = [packed.body] if packed.batches == 1 else packed.body
-            requests.append(Request(claims[start : start + packed.batches], batches))
-            start += packed.batches
-        return requests
+        return [Request(claims[group]) for group in packing.pack([c.body for c in claims])]
 
     async def _record_dry_run(self, request: Request) -> None:
-        path, content = self._wire(request)
-        await self.store.record_dry_run(path, content.decode(), self.settings.dry_run_keep)
+        body = request.content.decode("utf-8")
+        await self.store.record_dry_run(request.path, body, self.settings.dry_run_keep)
         await self.store.ack(request.ids, dry_run=True)
         self._count_delivered(len(request.claims), dry_run=True)
 
@@ -237,17 +233,11 @@ class Sender:
                 # The leases run out and a sweep puts the items back: nothing is lost.
                 log.error("store unavailable while settling a request: %s", error)
 
-    def _wire(self, request: Request) -> tuple[str, bytes]:
-        if len(request.batches) == 1:
-            return "/events", capi.encode(request.batches[0])
-        return "/bulkevents", capi.encode(request.batches)
-
     async def _send(self, request: Request) -> None:
         assert self._client is not None
-        path, content = self._wire(request)
-        await self._bucket.acquire(len(request.batches))
+        await self._bucket.acquire(len(request.claims))
         try:
-            response = await self._client.post(path, content=content)
+            response = await self._client.post(request.path, content=request.content)
         except httpx.TimeoutException:
             await self._trouble(request, None, "timeout", "no response within the timeout")
             return
@@ -275,9 +265,12 @@ class Sender:
             await self._resume()
         errors = upstream_errors(response)
         if not errors:
-            await self._delivered(request.ids)
+            # The common case: acknowledge in the background so the worker can send the next
+            # request while the commit waits for the disk (run() waits for it before ending).
+            assert self._tasks is not None
+            self._tasks.create_task(self._delivered_quietly(request.ids))
             return
-        failed = failed_batches(errors, len(request.batches))
+        failed = failed_batches(errors, len(request.claims))
         if failed is None:  # errors that name no batch: find the culprits by splitting
             await self._rejected(request, response)
             return
@@ -346,6 +339,13 @@ class Sender:
         if ids:
             await self.store.ack(ids)
             self._count_delivered(len(ids), dry_run=False)
+
+    async def _delivered_quietly(self, ids: list[int]) -> None:
+        try:
+            await self._delivered(ids)
+        except StoreError as error:
+            # Unacknowledged items are sent again after their lease: a duplicate, never a loss.
+            log.error("store unavailable while acknowledging %d item(s): %s", len(ids), error)
 
     def _count_delivered(self, count: int, *, dry_run: bool) -> None:
         self.delivered += count

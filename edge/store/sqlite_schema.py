@@ -23,7 +23,7 @@ from edge.store.base import (
     UpstreamError,
 )
 
-VERSION: Final = 1
+VERSION: Final = 2  # 2: bodies moved out of the outbox rows
 PAUSED: Final = "paused"
 DEAD_MESSAGES_SHOWN: Final = 10
 
@@ -34,7 +34,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     mapping TEXT NOT NULL,
     message_id TEXT NOT NULL,
     timestamp_ms INTEGER NOT NULL,     -- the event's time (the upstream's data-age limit)
-    body TEXT NOT NULL,                -- one contract A batch, as it is sent
     state TEXT NOT NULL DEFAULT 'pending',
     created_at REAL NOT NULL,
     available_at REAL NOT NULL,        -- not claimed before (retries)
@@ -48,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 -- (state, rowid): claims walk pending items in id order; counts per state stay cheap.
 CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state);
+-- Bodies apart from the state they would otherwise be rewritten with at every claim and ack
+-- (SQLite rewrites a whole row on UPDATE); a delivered item's body is deleted at its ack.
+CREATE TABLE IF NOT EXISTS bodies (
+    id INTEGER PRIMARY KEY,            -- outbox.id
+    body TEXT NOT NULL                 -- one contract A batch, as it is sent
+);
 CREATE TABLE IF NOT EXISTS skipped (
     key TEXT PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -69,8 +74,16 @@ def create(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > VERSION:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
+    # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`.
+    migrate = MIGRATE_FROM_1 if version == 1 else ""
     tables = TABLES + sqlite_identity.TABLE
-    connection.executescript(f"BEGIN; {tables} PRAGMA user_version = {VERSION}; COMMIT;")
+    connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
+
+
+MIGRATE_FROM_1: Final = """
+INSERT OR IGNORE INTO bodies (id, body) SELECT id, body FROM outbox WHERE state != 'delivered';
+ALTER TABLE outbox DROP COLUMN body;
+"""
 
 
 def put(
@@ -80,11 +93,17 @@ def put(
     now: float,
 ) -> PutResult:
     cursor = connection.executemany(
-        "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, body, created_at,"
-        " available_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, created_at, available_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?6, ?6) ON CONFLICT (key) DO NOTHING",
         rows,
     )
     stored = max(cursor.rowcount, 0) if rows else 0
+    # A key seen before keeps its body (pending) or needs none (delivered): OR IGNORE, pending.
+    connection.executemany(
+        "INSERT OR IGNORE INTO bodies (id, body)"
+        " SELECT id, ? FROM outbox WHERE key = ? AND state = 'pending'",
+        [(row[4], row[0]) for row in rows],
+    )
     connection.executemany(
         "INSERT INTO skipped (key, message_id, mapping, reason, created_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
@@ -98,20 +117,32 @@ def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) 
         "UPDATE outbox SET state = 'claimed', lease_until = ?1 WHERE id IN ("
         " SELECT id FROM outbox WHERE state = 'pending' AND available_at <= ?2"
         " ORDER BY id LIMIT ?3)"
-        " RETURNING id, key, message_id, timestamp_ms, body, attempts",
+        " RETURNING id, key, message_id, timestamp_ms, attempts",
         (until, now, limit),
     ).fetchall()
+    if not rows:
+        return []
     rows.sort()  # RETURNING promises no order
-    return [Claim(*row) for row in rows]
+    ids = json.dumps([row[0] for row in rows])
+    bodies = dict(
+        connection.execute(
+            "SELECT id, body FROM bodies WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+        )
+    )
+    return [Claim(id, key, mid, ms, bodies[id], attempts) for id, key, mid, ms, attempts in rows]
 
 
 def ack(connection: sqlite3.Connection, ids: Sequence[ItemId], now: float, dry_run: bool) -> None:
     # Delivered wins over any other state: another sender may have dead-lettered or re-queued
     # the same item after its lease expired, but it did reach the upstream.
-    connection.executemany(
+    connection.execute(
         "UPDATE outbox SET state = 'delivered', delivered_at = ?, dry_run = ?, lease_until = NULL,"
-        " dead_reason = NULL, dead_at = NULL WHERE id = ? AND state != 'delivered'",
-        [(now, int(dry_run), item) for item in ids],
+        " dead_reason = NULL, dead_at = NULL"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND state != 'delivered'",
+        (now, int(dry_run), json.dumps(list(ids))),
+    )
+    connection.execute(
+        "DELETE FROM bodies WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),)
     )
 
 

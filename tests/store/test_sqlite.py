@@ -269,3 +269,33 @@ def test_the_database_url_names_a_relative_or_absolute_file(
     store = open_store(load_settings({"ROKT_EDGE_DATABASE_URL": "sqlite:///data/edge.db"}))
     store.close()
     assert (tmp_path / "data" / "edge.db").exists()
+
+
+async def test_a_schema_1_database_keeps_its_queue(tmp_path: Path) -> None:
+    """Schema 1 kept bodies in the outbox rows; opening it moves them to their own table."""
+    path = tmp_path / "old.db"
+    item = conversion(1)
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+            " mapping TEXT NOT NULL, message_id TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,"
+            " body TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', created_at REAL NOT NULL,"
+            " available_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL,"
+            " last_error TEXT, dead_reason TEXT, dead_at REAL, delivered_at REAL,"
+            " dry_run INTEGER NOT NULL DEFAULT 0);"
+            "CREATE INDEX outbox_by_state ON outbox (state); PRAGMA user_version = 1;"
+        )
+        old.execute(
+            "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, body, created_at,"
+            " available_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
+            (item.key, item.mapping, item.message_id, item.timestamp_ms, "{}"),
+        )
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        [claim] = await store.claim(10, 60)
+        assert (claim.message_id, claim.body) == (item.message_id, "{}")
+        assert (await store.put(Intake(outbound=[conversion(2)]))).stored == 1
+    finally:
+        store.close()

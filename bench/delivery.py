@@ -1,0 +1,153 @@
+"""Drain rate of the sender: 50,000 queued conversions to a local upstream answering 202 at once,
+beside the ceiling, a minimal httpx loop posting the same pre-built request bodies with as many
+requests in flight, measured in the same run.
+
+Each conversion is one batch, so the rate limit (batches/s, Rokt's default 270) is turned off
+here (ROKT_EDGE_RATE_LIMIT=0); everything else is the default settings. Goal: at least 0.8 of
+the ceiling, and at least 27,000 events/s (Rokt's 270 batches/s x 100 events per batch).
+
+    python bench/delivery.py [--events N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from edge.rokt import capi
+from edge.rokt.fields import Mapped
+from edge.rokt.pipeline import Outbound
+from edge.rokt.sender import Sender
+from edge.settings import Settings, load_settings
+from edge.store.base import Intake
+from edge.store.sqlite import SQLiteStore
+
+HERE = Path(__file__).resolve().parent
+
+
+def conversions(count: int) -> list[Outbound]:
+    now_ms = int(time.time() * 1000)
+    items = []
+    for n in range(count):
+        mapped = Mapped(
+            mapping="Send",
+            message_id=f"bench-{n:07d}",
+            timestamp_ms=now_ms - n,
+            conversion_type="Order Completed",
+            confirmation_ref=f"order-{n}",
+            amount=25.0 + n % 100,
+            currency="USD",
+            email_sha256=f"{n:064x}",
+            click_id=f"rtid-{n:012d}",
+            ip="203.0.113.7",
+            user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
+        )
+        body = capi.build_batch(mapped)
+        items.append(
+            Outbound(
+                f"Send\n{mapped.message_id}", "Send", mapped.message_id, mapped.timestamp_ms, body
+            )
+        )
+    return items
+
+
+def settings_for(port: int, database: Path) -> Settings:
+    return load_settings(
+        {
+            "ROKT_EDGE_API_KEY": "bench-key",
+            "ROKT_EDGE_API_SECRET": "bench-secret",
+            "ROKT_EDGE_ROKT_URL": f"http://127.0.0.1:{port}/s2s/v2",
+            "ROKT_EDGE_DATABASE_URL": f"sqlite:///{database}",
+            "ROKT_EDGE_RATE_LIMIT": "0",
+        }
+    )
+
+
+async def ceiling(settings: Settings, items: list[Outbound]) -> float:
+    """The same request bodies, pre-built, posted by `max_in_flight` bare httpx loops."""
+    requests = [(r.path, capi.encode(r.body)) for r in capi.pack([i.body for i in items])]
+    pending = iter(requests)
+    limits = httpx.Limits(max_connections=settings.max_in_flight)
+    async with httpx.AsyncClient(
+        base_url=settings.upstream_url,
+        auth=("bench-key", "bench-secret"),
+        limits=limits,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    ) as client:
+
+        async def loop() -> None:
+            for path, content in pending:
+                response = await client.post(path, content=content)
+                assert response.status_code == 202
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(settings.max_in_flight)))
+        return len(items) / (time.perf_counter() - started)
+
+
+async def drain(settings: Settings, items: list[Outbound], database: Path) -> float:
+    """Queued items, delivered by the sender from the SQLite outbox: claim, pack, post, ack."""
+    store = SQLiteStore(database)
+    for start in range(0, len(items), 1000):
+        await store.put(Intake(outbound=items[start : start + 1000]))
+    sender = Sender(settings, store)
+    task = asyncio.create_task(sender.run())
+    # Timed from when the sender is running (its client built), as the ceiling's loop is.
+    while not sender.running:
+        await asyncio.sleep(0)
+    started = time.perf_counter()
+    while sender.delivered < len(items):
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    sender.stop()
+    await task
+    stats = await store.stats()
+    store.close()
+    assert stats.delivered == len(items), stats
+    assert stats.pending + stats.in_flight == 0, stats
+    return len(items) / elapsed
+
+
+async def main(count: int, rounds: int) -> None:
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fast_upstream.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert upstream.stdout is not None
+        port = int(upstream.stdout.readline())
+        items = conversions(count)
+        best_ceiling = best_sender = 0.0
+        with tempfile.TemporaryDirectory() as directory:
+            for n in range(rounds):
+                database = Path(directory) / f"bench-{n}.db"
+                settings = settings_for(port, database)
+                best_ceiling = max(best_ceiling, await ceiling(settings, items))
+                best_sender = max(best_sender, await drain(settings, items, database))
+        met = "met" if best_sender >= 27_000 else "NOT met"
+        print(f"events: {count:,} (one conversion per batch), best of {rounds} rounds")
+        print(f"requests in flight: {settings.max_in_flight} (both), rate limit off")
+        print(f"ceiling (bare httpx, pre-built bodies): {best_ceiling:>10,.0f} events/s")
+        print(f"sender (outbox -> upstream, acked):     {best_sender:>10,.0f} events/s")
+        print(f"ratio: {best_sender / best_ceiling:.2f} (goal >= 0.80)")
+        print(f"goal >= 27,000 events/s: {met}")
+    finally:
+        upstream.kill()
+        upstream.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.rounds))
