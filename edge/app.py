@@ -41,7 +41,7 @@ from edge.rokt.pipeline import Pipeline, Skipped
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
-from edge.store.base import Store, StoreError
+from edge.store.base import DUPLICATE, Store, StoreError
 
 log = logging.getLogger("rokt_edge.app")
 
@@ -82,12 +82,15 @@ class Edge:
         skipped: Sequence[Skipped],
         outbound: int,
         seconds: float,
+        deduplicated: int = 0,
     ) -> None:
-        """Count what an intake stored, and wake the sender for it."""
+        """Count what an intake stored, and wake the sender for it. `deduplicated`: of the
+        `outbound` items, those the store skipped as duplicates of a conversion it holds."""
         for event in events:
             self.metrics.received.labels(source=source, type=event.type).inc()
         self.metrics.count_skipped(item.reason for item in skipped)
-        self.metrics.queued.inc(outbound)
+        self.metrics.count_skipped([DUPLICATE] * deduplicated)
+        self.metrics.queued.inc(outbound - deduplicated)
         self.metrics.ingest_seconds.labels(source=source).observe(seconds)
         if outbound:
             self.sender.notify()

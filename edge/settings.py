@@ -250,6 +250,12 @@ class Settings:
     attribution_window_days: int = _setting(
         30, _count, "Days a click id stays attached to its visitor (cookie and identity store)."
     )
+    dedup_window_hours: int = _setting(
+        24,
+        _count,
+        "Hours within which two copies of one conversion (same mapping, conversion "
+        "type and confirmation ref, other message ids) count as one: the later is skipped.",
+    )
     beacon_max_bytes: int = _setting(65536, _count, "Largest beacon body accepted (413 above).")
     beacon_max_events: int = _setting(100, _count, "Most events in one beacon request (413 above).")
     client_rate_limit: float = _setting(

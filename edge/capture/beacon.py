@@ -233,13 +233,13 @@ async def beacon(request: Request) -> Response:
     for event in events:
         await intake.add(event)
     try:
-        await edge.store.put(Intake(intake.outbound, intake.skipped, intake.identities))
+        result = await edge.store.put(Intake(intake.outbound, intake.skipped, intake.identities))
     except StoreError as failure:
         log.error("beacon: the store could not write: %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
     edge.accepted(
         source="beacon", events=events, skipped=intake.skipped, outbound=len(intake.outbound),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, deduplicated=result.deduplicated,
     )  # fmt: skip
     payload: dict[str, Any] = {"success": True, "accepted": len(events)}
     if problems:

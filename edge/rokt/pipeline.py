@@ -43,7 +43,8 @@ def contract_for(settings: Settings) -> Contract:
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """One upstream-ready body, keyed so a replayed event is stored once."""
+    """One upstream-ready body, keyed so a replayed event is stored once; a conversion also
+    carries its dedup key, so a copy under another message id is stored once too."""
 
     key: str
     mapping: str
@@ -51,6 +52,7 @@ class Outbound:
     timestamp_ms: int
     body: dict[str, Any]
     warnings: tuple[str, ...] = ()
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,4 +94,12 @@ class Pipeline:
             timestamp_ms=mapped.timestamp_ms,
             body=body,
             warnings=tuple(mapped.warnings),
+            dedup_key=dedup_key(mapped),
         )
+
+
+def dedup_key(mapped: Mapped) -> str | None:
+    """(mapping, conversion type, confirmation ref) of a conversion that has both."""
+    if mapped.conversion_type is None or mapped.confirmation_ref is None:
+        return None
+    return f"{mapped.mapping}\n{mapped.conversion_type}\n{mapped.confirmation_ref}"

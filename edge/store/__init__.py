@@ -26,6 +26,6 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite:"):
         from edge.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url))
+        return SQLiteStore(sqlite_path(url), dedup_window=settings.dedup_window_hours * 3600.0)
     scheme = url.split(":", 1)[0]
     raise StoreConfigError(f"{url!r}: no store for the scheme {scheme!r} (supported: sqlite)")

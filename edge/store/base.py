@@ -34,6 +34,8 @@ ItemId = int
 # Dead-letter reasons: a small fixed set (they label metrics); the upstream's words go in `message`.
 REJECTED: Final = "rejected"  # the upstream refused the batch (400, or named in a 202's errors)
 EXPIRED: Final = "expired"  # older than the upstream's data-age limit (30 days) before delivery
+# Skip reason of a conversion already stored under another message id (see `dedup_key`).
+DUPLICATE: Final = "duplicate"
 UPSTREAM_ERRORS_KEPT: Final = 20
 
 
@@ -62,6 +64,12 @@ class OutboundItem(Protocol):
     def timestamp_ms(self) -> int: ...
     @property
     def body(self) -> dict[str, Any]: ...
+    @property
+    def dedup_key(self) -> str | None:
+        """(mapping, conversion type, confirmation ref) of a conversion, else None: a second
+        item with the same key and another message id, whose event time is within the
+        de-duplication window of the first's, is recorded as skipped (`DUPLICATE`), not stored."""
+        ...
 
 
 class SkippedItem(Protocol):
@@ -113,6 +121,7 @@ class Intake:
 class PutResult:
     stored: int  # new outbox items
     duplicates: int  # items whose key was already stored (a replayed event), not stored again
+    deduplicated: int = 0  # conversions stored before under another message id: skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +186,9 @@ class Store(ABC):
 
     @abstractmethod
     async def put(self, intake: Intake) -> PutResult:
-        """Store an intake in one transaction; returns once it is durable. Idempotent by key."""
+        """Store an intake in one transaction; returns once it is durable. Idempotent by key.
+        The de-duplication of conversions (`OutboundItem.dedup_key`) happens in the same
+        transaction, so two copies put at once cannot both be stored."""
 
     @abstractmethod
     def put_sync(self, intake: Intake) -> PutResult: ...

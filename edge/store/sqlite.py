@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from edge.rokt.capi import encode
-from edge.store import sqlite_identity
+from edge.store import sqlite_dedup, sqlite_identity
 from edge.store import sqlite_schema as schema
 from edge.store.base import (
+    DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
     Claim,
     DeadLetter,
@@ -47,6 +48,7 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second sender) holding the lock
 MAX_GROUP: Final = 1024
+DEDUP_WINDOW_SECONDS: Final = 86400.0
 
 
 class SQLiteStore(Store):
@@ -56,9 +58,11 @@ class SQLiteStore(Store):
         *,
         group_commit: bool = True,
         clock: Callable[[], float] = time.time,
+        dedup_window: float = DEDUP_WINDOW_SECONDS,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.dedup_window = dedup_window  # seconds between two copies of one conversion
         self.transactions = 0  # commits made, for tests and benchmarks
         self._max_group = MAX_GROUP if group_commit else 1
         self._jobs: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
@@ -171,12 +175,23 @@ class SQLiteStore(Store):
             for item in intake.skipped
         ]
         identities = list(intake.identities)
+        checks = [(item.key, item.dedup_key, item.timestamp_ms) for item in intake.outbound]
+        window_ms = round(self.dedup_window * 1000)
 
         def put(connection: sqlite3.Connection) -> PutResult:
-            result = schema.put(connection, rows, skipped, now)
+            kept, dropped = rows, skipped
+            if any(check[1] is not None for check in checks):
+                verdicts = sqlite_dedup.admit(connection, checks, window_ms)
+                kept = [row for row, new in zip(rows, verdicts, strict=True) if new]
+                dropped = skipped + [
+                    (row[0], row[2], row[1], DUPLICATE)
+                    for row, new in zip(rows, verdicts, strict=True)
+                    if not new
+                ]
+            result = schema.put(connection, kept, dropped, now)
             if identities:
                 sqlite_identity.update(connection, identities, now)
-            return result
+            return PutResult(result.stored, result.duplicates, len(rows) - len(kept))
 
         return put
 
@@ -211,7 +226,10 @@ class SQLiteStore(Store):
         return self._submit(lambda c: schema.replay(c, since, now)).result()
 
     async def prune(self, before: float) -> int:
-        return await self._run(lambda c: schema.prune(c, before))
+        dedup_before = round((before - self.dedup_window) * 1000)
+        return await self._run(
+            lambda c: schema.prune(c, before) + sqlite_dedup.prune(c, dedup_before)
+        )
 
     async def record_dry_run(self, path: str, body: str, keep: int) -> None:
         now = self.clock()
