@@ -5,6 +5,7 @@ whose transport tests may replace) and the metrics. Configuration errors (settin
 surface when the app is created, before anything listens.
 
     POST /e              the first-party beacon (edge.capture.beacon)
+    POST /v1/track …     the server-side tracking API, Segment-compatible (edge.tracking_api)
     GET  /rokt-edge.js   the browser snippet, with ETag, Cache-Control and gzip
     GET  /healthz        the process is alive
     GET  /readyz         store writable, delivery running, not paused on credentials (else 503)
@@ -42,6 +43,7 @@ from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
 from edge.store.base import DUPLICATE, Store, StoreError
+from edge.tracking_api import routes as tracking_routes
 
 log = logging.getLogger("rokt_edge.app")
 
@@ -211,5 +213,6 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        *tracking_routes(),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

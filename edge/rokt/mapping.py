@@ -99,7 +99,12 @@ class Mapping:
 PRESETS: Final[MappingABC[str, Mapping]] = MappingProxyType(
     {
         "Send": Mapping("Send", compile_trigger('type = "track" and event = "Order Completed"')),
-        "Sync Audience": Mapping("Sync Audience", compile_trigger('type = "identify"')),
+        # Audience updates only: an identify that happens to carry an `event` is no conversion.
+        "Sync Audience": Mapping(
+            "Sync Audience",
+            compile_trigger('type = "identify"'),
+            fields=MappingProxyType({**DEFAULT_FIELDS, "conversion_type": ()}),
+        ),
     }
 )
 

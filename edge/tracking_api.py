@@ -1,0 +1,291 @@
+"""The server-side tracking API, compatible with Segment's HTTP Tracking API.
+
+    POST /v1/track /v1/identify /v1/page /v1/screen /v1/group /v1/alias     one event
+    POST /v1/batch   {"batch": [events], "context": {...}, "integrations": {...}, "sentAt": ...}
+
+A merchant's backend, or one of Segment's own server libraries with its host pointed at the edge,
+sends events here. Per request:
+
+    write key ─▶ content type ─▶ body (gzip or not) within the size limits ─▶ JSON ─▶ events
+    (a single-event route sets `type`; a batch's top-level context and integrations are merged
+    into each event, the event's own keys winning) ─▶ per event: consent, identity stitching
+    (`edge.capture.stitch`), the pipeline ─▶ one durable write ─▶ 200 {"success": true}
+
+Authentication: HTTP Basic with a key of `ROKT_EDGE_WRITE_KEYS` as the user name (the password
+is ignored; Segment's libraries send none), or `writeKey` in the body. Without any write key
+configured the API refuses everything: an open server API would take anyone's conversions.
+
+Limits are Segment's: 32 KB per event (also the whole body of a single-event call) and 500 KB
+per batch request, measured after decompression; 413 above. Unlike the beacon there is no
+per-client rate limit: a merchant's backend sends from a few addresses, and Segment's libraries
+retry 429s and 5xx alike, so a 503 (store unavailable) makes them send the batch again.
+
+An invalid event in a batch is named in the answer (`errors`) and the valid ones are kept; a
+request with no valid event at all is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edge.capture.beacon import JSON_TYPES, Refusal, TooLarge, error, read_body
+from edge.capture.privacy import privacy_skip
+from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
+from edge.events import Event, EventError, parse_event
+from edge.rokt.pipeline import Outbound, Skipped
+from edge.store.base import Identity, IdentityUpdate, Intake, StoreError
+
+if TYPE_CHECKING:
+    from edge.app import Edge
+
+log = logging.getLogger("rokt_edge.tracking_api")
+
+SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
+MAX_EVENT_BYTES: Final = 32 * 1024
+MAX_BATCH_BYTES: Final = 500 * 1024
+# Keys of a request body that describe the request, not the event.
+REQUEST_KEYS: Final = ("writeKey", "sentAt")
+NO_WRITE_KEYS: Final = (
+    "the tracking API is off: no write keys are configured (set ROKT_EDGE_WRITE_KEYS)"
+)
+BAD_WRITE_KEY: Final = "a valid write key is required: HTTP Basic user name, or writeKey"
+STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
+
+
+def routes() -> list[Route]:
+    """The API's routes, for `create_app`."""
+    single = [Route(f"/v1/{kind}", _single(kind), methods=["POST"]) for kind in SINGLE_TYPES]
+    return [*single, Route("/v1/batch", batch, methods=["POST"])]
+
+
+def _single(kind: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handle(request, kind)
+
+    endpoint.__name__ = kind
+    return endpoint
+
+
+async def batch(request: Request) -> Response:
+    return await handle(request, None)
+
+
+# -- reading a request -------------------------------------------------------------------------
+
+
+def basic_user(authorization: str | None) -> str | None:
+    """The user name of an HTTP Basic `Authorization` header; None when there is none."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
+
+
+def valid_key(candidate: Any, keys: Sequence[str]) -> bool:
+    """Compared in constant time against every configured key."""
+    if not isinstance(candidate, str) or not candidate:
+        return False
+    given = candidate.encode("utf-8")
+    return any(hmac.compare_digest(given, key.encode("utf-8")) for key in keys)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body, refusing to inflate past `limit` bytes (a small body can inflate to GBs)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(data, limit + 1)
+    except zlib.error as problem:
+        raise Refusal(400, "invalid_encoding", f"the body is not valid gzip: {problem}") from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise TooLarge
+    if not inflater.eof:
+        raise Refusal(400, "invalid_encoding", "the gzip body is truncated")
+    return inflated
+
+
+async def read_document(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object, decompressed, within `limit` bytes; Refusal otherwise."""
+    content_type = request.headers.get("content-type", "application/json")
+    media = content_type.split(";")[0].strip().lower()
+    if media not in JSON_TYPES:
+        raise Refusal(415, "unsupported_media_type", f"send application/json, not {media}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise Refusal(415, "unsupported_encoding", f"send gzip or no encoding, not {encoding}")
+    try:
+        raw = await read_body(request, limit)
+        if encoding == "gzip":
+            raw = gunzip(raw, limit)
+    except TooLarge:
+        raise Refusal(413, "too_large", f"the body is over {limit:,} bytes") from None
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as problem:
+        raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
+    if not isinstance(document, dict):
+        raise Refusal(400, "invalid_body", "the body must be a JSON object")
+    return document
+
+
+def authorize(request: Request, document: dict[str, Any] | None, keys: Sequence[str]) -> bool:
+    """Basic auth's user name, or else the body's writeKey, must be a configured key.
+
+    Called first without the body (a bad or missing header with no body yet is undecided) and
+    again with it."""
+    user = basic_user(request.headers.get("authorization"))
+    if user is not None and valid_key(user, keys):
+        return True
+    return document is not None and valid_key(document.get("writeKey"), keys)
+
+
+def raw_events(document: dict[str, Any], kind: str | None) -> list[Any]:
+    """The events of a body: the body itself with its `type` set by the route, or the batch's,
+    each with the batch's context and integrations merged in (the event's own keys win)."""
+    if kind is not None:
+        event = {key: value for key, value in document.items() if key not in REQUEST_KEYS}
+        event["type"] = kind
+        return [event]
+    events = document.get("batch")
+    if not isinstance(events, list):
+        raise Refusal(400, "invalid_body", 'a batch is {"batch": [events]}')
+    shared = {}
+    for name in ("context", "integrations"):
+        value = document.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise Refusal(400, "invalid_body", f"{name}: must be an object")
+        shared[name] = value
+    if not events:
+        raise Refusal(400, "invalid_event", "the batch holds no events")
+    if not shared:
+        return events
+    merged: list[Any] = []
+    for event in events:
+        if isinstance(event, dict):
+            event = dict(event)
+            for name, values in shared.items():
+                own = event.get(name)
+                event[name] = {**values, **own} if isinstance(own, dict) else (own or values)
+        merged.append(event)
+    return merged
+
+
+def parse_events(items: list[Any]) -> tuple[list[Event], list[dict[str, Any]], int]:
+    """Valid events, the problems of the others (by index), and how many were over 32 KB."""
+    events: list[Event] = []
+    problems: list[dict[str, Any]] = []
+    oversized = 0
+    for index, item in enumerate(items):
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_EVENT_BYTES:
+            message = f"event {index}: {size:,} bytes, over the {MAX_EVENT_BYTES:,}-byte limit"
+            problems.append({"event": index, "field": "", "message": message})
+            oversized += 1
+            continue
+        try:
+            events.append(parse_event(item, index))
+        except EventError as bad:
+            problems.append({"event": index, "field": bad.field, "message": str(bad)})
+    return events, problems, oversized
+
+
+# -- handling ----------------------------------------------------------------------------------
+
+
+class ServerIntake:
+    """One request's events on their way to a single durable write."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.since = edge.clock() - edge.settings.attribution_window_days * 86400.0
+        self.outbound: list[Outbound] = []
+        self.skipped: list[Skipped] = []
+        self.identities: list[IdentityUpdate] = []
+
+    async def add_all(self, events: Sequence[Event]) -> None:
+        # Look-ups run together, so the store's writer answers them in one go.
+        found = await asyncio.gather(*(self._identity(event) for event in events))
+        for event, identity in zip(events, found, strict=True):
+            self.add(event, identity)
+
+    async def _identity(self, event: Event) -> Identity | None:
+        keys = identity_keys(event)
+        if not keys or not needs_identity(event):
+            return None
+        return await self.edge.store.identity(keys, since=self.since)
+
+    def add(self, event: Event, identity: Identity | None) -> None:
+        settings = self.edge.settings
+        reason = privacy_skip(
+            event.body, None, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
+        )
+        if reason is not None:
+            self.skipped.append(Skipped(event.message_id, reason))
+            return
+        for outcome in self.edge.pipeline.process(stitch(event, identity)):
+            if isinstance(outcome, Outbound):
+                self.outbound.append(outcome)
+            else:
+                self.skipped.append(outcome)
+        link = linked(event, identity)
+        if link is not None:
+            self.identities.append(link)
+
+
+async def handle(request: Request, kind: str | None) -> Response:
+    edge: Edge = request.app.state.edge
+    keys = edge.settings.write_keys
+    started = time.perf_counter()
+    if not keys:
+        return error(401, "unauthorized", NO_WRITE_KEYS)
+    header = request.headers.get("authorization")
+    if basic_user(header) is not None and not authorize(request, None, keys):
+        return error(401, "unauthorized", BAD_WRITE_KEY)
+    limit = MAX_BATCH_BYTES if kind is None else MAX_EVENT_BYTES
+    try:
+        document = await read_document(request, limit)
+        if not authorize(request, document, keys):
+            return error(401, "unauthorized", BAD_WRITE_KEY)
+        events, problems, oversized = parse_events(raw_events(document, kind))
+    except Refusal as refusal:
+        return refusal.response
+    except ClientDisconnect:
+        return Response(status_code=400)
+    if not events:
+        status, code = (413, "too_large") if oversized == len(problems) else (400, "invalid_event")
+        return error(status, code, problems[0]["message"], events=problems)
+    intake = ServerIntake(edge)
+    try:
+        await intake.add_all(events)
+        result = await edge.store.put(Intake(intake.outbound, intake.skipped, intake.identities))
+    except StoreError as failure:
+        log.error("tracking API: the store could not write: %s", failure)
+        return error(503, "store_unavailable", STORE_UNAVAILABLE)
+    edge.accepted(
+        source="api", events=events, skipped=intake.skipped, outbound=len(intake.outbound),
+        seconds=time.perf_counter() - started, deduplicated=result.deduplicated,
+    )  # fmt: skip
+    payload: dict[str, Any] = {"success": True}
+    if problems:
+        payload.update(accepted=len(events), errors=problems)
+    return JSONResponse(payload)
