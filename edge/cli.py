@@ -59,6 +59,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.set_defaults(run=_preview)
 
+    import_ = commands.add_parser(
+        "import",
+        help="put the rows of a CSV or JSON-lines export in the outbox, mapped by a map file",
+        description="Each row becomes a conversion (or an audience update) through the same "
+        "pipeline as the edge's events. Import only fills the outbox: the running edge, or "
+        "python -m edge.rokt.deliver, delivers. Importing the same rows again sends nothing "
+        "twice. Exit 0: every row was read; 1: some rows were invalid (listed on stderr); "
+        "2: the file or the map file could not be used.",
+    )
+    import_.add_argument("file", help="the export: .csv (with a header row) or .jsonl")
+    import_.add_argument(
+        "--map", required=True, metavar="MAPFILE", help="TOML: which column feeds which field"
+    )
+    import_.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be sent (as preview does); store nothing",
+    )
+    import_.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+    import_.set_defaults(run=_import)
+
     status = commands.add_parser(
         "status",
         help="queue depth, oldest pending event, dead letters, recent upstream errors",
@@ -135,6 +160,62 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
     json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0 if understood else EXIT_INVALID
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from edge.imports.mapfile import MapError, load_map
+    from edge.imports.rows import UnreadableFile, read_rows
+    from edge.imports.runner import Importer, dry_run_document, summary
+    from edge.rokt.pipeline import Pipeline
+    from edge.store import open_store
+
+    try:
+        import_map = load_map(args.map)
+    except MapError as error:
+        print(f"rokt-edge import: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    path = Path(args.file)
+    try:
+        file = path.open("rb")
+        size = path.stat().st_size
+    except OSError as error:
+        print(f"rokt-edge import: {path}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = Pipeline(settings, [import_map.mapping])
+    store = None if args.dry_run else open_store(settings)
+    show = args.progress or sys.stderr.isatty()
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
+               disable=not show, leave=False)  # fmt: skip
+    try:
+        rows = read_rows(
+            file, path, columns=import_map.columns, progress=bar.update if show else None
+        )
+        importer = Importer(
+            import_map, pipeline, store, now=time.time(),
+            window_seconds=settings.attribution_window_days * 86400.0,
+        )  # fmt: skip
+        report = asyncio.run(importer.run(rows))
+    except UnreadableFile as error:
+        print(f"rokt-edge import: {path}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        bar.close()
+        file.close()
+        if store is not None:
+            store.close()
+    for number, reason in report.invalid:
+        print(f"{path}: row {number}: {reason}", file=sys.stderr)
+    if args.dry_run:
+        json.dump(dry_run_document(report, pipeline), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(summary(report, str(path))))
+    return EXIT_INVALID if report.invalid else 0
 
 
 def _since(text: str) -> float:

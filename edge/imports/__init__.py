@@ -1,0 +1,1 @@
+"""`rokt-edge import`: rows of a warehouse export through the one pipeline (see `runner`)."""
