@@ -153,7 +153,8 @@ def summary(report: Report, name: str) -> Iterator[str]:
     for reason, count in report.skipped.most_common():
         rows = report.skipped_rows.get(reason, [])
         more = ", …" if count > len(rows) else ""
-        shown = f" (rows {', '.join(map(str, rows))}{more})" if rows else ""
+        label = "row" if count == 1 else "rows"
+        shown = f" ({label} {', '.join(map(str, rows))}{more})" if rows else ""
         yield f"  {count:,} skipped: {reason}{shown}"
     if report.invalid:
         yield f"  {len(report.invalid):,} invalid, not imported (listed on stderr)"
