@@ -17,7 +17,6 @@ enrichment does, so a merchant can see why a conversion carries the click id it 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Final
 
 from edge.capture.enrich import INTEGRATION, event_click_id
@@ -53,16 +52,16 @@ def needs_identity(event: Event) -> bool:
 
 def stitch(event: Event, identity: Identity | None) -> Event:
     """A copy of a server-side event with what the browser recorded added where it lacks it."""
-    body = copy.deepcopy(event.body)
-    context = body.setdefault("context", {})
+    # Copies of the containers it changes only: the rest is shared with the event, unchanged.
+    body = dict(event.body)
+    context = body["context"] = dict(body.get("context") or {})
     record: dict[str, Any] = {}
     if event_click_id(body) is not None:
         record["clickId"] = EVENT
     elif identity is not None and identity.click_id:
-        integrations = body.setdefault("integrations", {})
+        integrations = body["integrations"] = dict(body.get("integrations") or {})
         plugin = integrations.get(INTEGRATION)
-        if not isinstance(plugin, dict):
-            plugin = integrations[INTEGRATION] = {}
+        plugin = integrations[INTEGRATION] = dict(plugin) if isinstance(plugin, dict) else {}
         plugin["rtid"] = identity.click_id
         record["clickId"] = IDENTITY
     for name, attribute in CONTEXT_FIELDS:
