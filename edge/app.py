@@ -20,7 +20,6 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from importlib import resources
 from typing import Any, Final
 
 import httpx
@@ -31,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.assets import read_static
 from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
@@ -97,11 +97,9 @@ class Snippet:
     """The served snippet: read once, its gzip form and ETag computed once."""
 
     def __init__(self) -> None:
-        try:
-            self.body: bytes | None = resources.files("edge.static").joinpath(SNIPPET).read_bytes()
-        except (FileNotFoundError, ModuleNotFoundError):
+        self.body = read_static(SNIPPET)
+        if self.body is None:
             log.warning("static/%s is missing: build it with scripts/build-snippet", SNIPPET)
-            self.body = None
         self.gzipped = gzip.compress(self.body, 9, mtime=0) if self.body else b""
         digest = hashlib.sha256(self.body or b"").hexdigest()[:20]
         self.etag = f'"{digest}"'
