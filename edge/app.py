@@ -85,10 +85,10 @@ class Edge:
     ) -> None:
         """Count what an intake stored, and wake the sender for it."""
         for event in events:
-            self.metrics.received.labels(source=source, type=event.type).inc()
+            self.metrics.count_received(source, event.type)
         self.metrics.count_skipped(item.reason for item in skipped)
         self.metrics.queued.inc(outbound)
-        self.metrics.ingest_seconds.labels(source=source).observe(seconds)
+        self.metrics.observe_ingest(source, seconds)
         if outbound:
             self.sender.notify()
 
