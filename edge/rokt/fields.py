@@ -70,6 +70,7 @@ class Mapped:
     mapping: str
     message_id: str
     timestamp_ms: int
+    event_type: str | None = None  # the mapping's choice for contract B's eventType
     conversion_type: str | None = None
     confirmation_ref: str | None = None
     amount: int | float | None = None
@@ -137,6 +138,7 @@ def resolve(event: Event, mapping: Mapping, phone_region: str) -> Mapped:
         mapping=mapping.name,
         message_id=_text(get("message_id")) or event.message_id,
         timestamp_ms=stamp if stamp is not None else event.timestamp_ms,
+        event_type=mapping.event_type,
     )
     if stamp is None and timestamp is not MISSING:
         mapped.warnings.append("timestamp: unreadable, the event's own timestamp was used")
