@@ -213,29 +213,32 @@ def _object_data(mapped: Mapped, event_type: str) -> list[dict[str, str]]:
         "user attribute",
         {key: value for key, value in attributes.items() if key not in _NOT_EXTRAS},
     )
-    device: list[tuple[str, Scalar | None]] = [("ipaddress", mapped.ip)]
+    device: list[tuple[str, Scalar | None]] = [
+        ("ipaddress", mapped.ip),
+        ("useragent", mapped.user_agent),
+    ]
     if mapped.user_agent is not None and len(mapped.user_agent) <= MAX_VALUE_CHARS:
         agent = parse_user_agent(mapped.user_agent)
         device += [
-            ("useragent", mapped.user_agent),
             ("DeviceType", agent.device_type),
             ("os", agent.os),
             ("osversion", agent.os_version),
             ("browser", agent.browser),
             ("browserversion", agent.browser_version),
         ]
-    elif mapped.user_agent is not None:
-        device.append(("useragent", mapped.user_agent))  # dropped below, with its warning
-    entries = standard + extras + personal + user_extras + device
     data: list[dict[str, str]] = []
-    for name, value in entries:
+    seen: set[str] = set()
+    for name, value in standard + extras + personal + user_extras + device:
         if value is None:
             continue
         text = _text(value)
         if len(text) > MAX_VALUE_CHARS:
             mapped.warnings.append(f"{name}: value over {MAX_VALUE_CHARS:,} characters; left out")
-            continue
-        data.append({"name": name, "value": text})
+        elif name.lower() in seen:  # only extras can repeat: a custom and a user attribute
+            mapped.warnings.append(f"{name}: set twice by the mapping; the first value is sent")
+        else:
+            seen.add(name.lower())
+            data.append({"name": name, "value": text})
     return data
 
 

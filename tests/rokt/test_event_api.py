@@ -152,6 +152,17 @@ def test_an_extra_named_like_a_standard_field_is_left_out() -> None:
     assert mapped.warnings == ["custom attribute 'Email': a standard field has this name; left out"]
 
 
+def test_an_extra_set_both_as_custom_and_user_attribute_is_sent_once() -> None:
+    mapped = conversion(custom_attributes={"city": "Paris"}, user_attributes={"city": "Lyon"})
+
+    event = contract().build(mapped)
+
+    assert [entry for entry in event["objectData"] if entry["name"] == "city"] == [
+        {"name": "city", "value": "Paris"}
+    ]
+    assert mapped.warnings == ["city: set twice by the mapping; the first value is sent"]
+
+
 def test_an_over_long_value_is_left_out_with_a_warning() -> None:
     mapped = conversion(custom_attributes={"note": "x" * 65537, "sku": "s-1"})
 
@@ -313,3 +324,12 @@ def test_through_the_pipeline_a_refusal_is_a_skip_with_the_reason() -> None:
 
     assert isinstance(outcome, Skipped)
     assert outcome.reason == AUDIENCE_NEEDS_CAPI
+
+
+def test_an_over_long_user_agent_is_neither_sent_nor_parsed() -> None:
+    mapped = conversion(user_agent="Mozilla/5.0 " + "x" * 65536)
+
+    names = object_data(contract().build(mapped))
+
+    assert not names.keys() & {"useragent", "DeviceType", "os", "browser"}
+    assert mapped.warnings == ["useragent: value over 65,536 characters; left out"]
