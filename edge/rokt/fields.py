@@ -6,7 +6,7 @@ normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps fro
 and hashed where the mapping asks. What cannot be used is dropped with a warning, never failing
 the whole event: a wrong gender must not lose a conversion.
 
-`Mapped` is upstream-neutral; `capi.py` turns it into contract A, another module into contract B.
+`Mapped` is upstream-neutral; `capi.py` turns it into contract A, `event_api.py` into contract B.
 """
 
 from __future__ import annotations
