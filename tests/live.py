@@ -3,14 +3,19 @@
     with LiveEdge(settings) as edge:
         httpx.post(edge.url + "/e", ...)
 
-The server listens on a port the OS picks, runs the app's lifespan (store, delivery loop), and
-stops gracefully on exit, as `rokt-edge serve` does.
+The server listens on a port the OS picks (or the one given: a browser test restarts the edge on
+the same origin, so the page keeps its localStorage and cookies), runs the app's lifespan (store,
+delivery loop), and stops gracefully on exit, as `rokt-edge serve` does.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,15 +23,31 @@ import uvicorn
 from edge.app import create_app
 from edge.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def static_package() -> None:
+    """Make `edge.static` (the snippet and the demo pages) importable from this checkout.
+
+    pyproject maps the package to static/, which `pip install -e .` (make setup) honours; a venv
+    without the project installed cannot import it, and the edge would serve no snippet. Found
+    the same way the import system finds a namespace package, so importlib.resources reads it.
+    """
+    if importlib.util.find_spec("edge.static") is None:
+        spec = importlib.machinery.PathFinder.find_spec("edge.static", [str(ROOT)])
+        if spec is not None:
+            sys.modules["edge.static"] = importlib.util.module_from_spec(spec)
+
 
 class LiveEdge:
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
+    def __init__(self, settings: Settings, *, port: int = 0, **overrides: Any) -> None:
+        static_package()
         self.settings = settings
         self.app = create_app(settings, **overrides)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
-            port=0,
+            port=port,
             http="h11",
             ws="none",
             log_level="warning",
