@@ -15,6 +15,7 @@ import importlib.util
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,21 @@ def static_package() -> None:
 
 
 class LiveEdge:
-    def __init__(self, settings: Settings, *, port: int = 0, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        port: int = 0,
+        wrap: Callable[[Any], Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """`wrap(app)` returns the ASGI app to serve around the edge's (a test's pages, a log of
+        requests); `self.app` stays the edge's own."""
         static_package()
         self.settings = settings
         self.app = create_app(settings, **overrides)
         config = uvicorn.Config(
-            self.app,
+            wrap(self.app) if wrap else self.app,
             host="127.0.0.1",
             port=port,
             http="h11",
