@@ -155,7 +155,8 @@ def test_global_privacy_control_keeps_everything_from_the_edge_and_rokt(
     quiet()
 
     assert tab.stored().get("rtid") is None
-    assert "rtid" not in tab.cookies() and "rokt_edge" not in tab.cookies()
+    assert "rtid" not in tab.cookies()
+    assert "rokt_edge" not in tab.cookies()
     assert edge.beacons() == []
     assert edge.fake.requests() == []
 
