@@ -9,6 +9,7 @@ surface when the app is created, before anything listens.
     GET  /healthz        the process is alive
     GET  /readyz         store writable, delivery running, not paused on credentials (else 503)
     GET  /metrics        Prometheus text format
+    GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge import demo
 from edge.assets import read_static
 from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
@@ -206,5 +208,6 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
+        *demo.routes(settings),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

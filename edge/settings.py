@@ -320,6 +320,9 @@ class Settings:
         True, _flag, "A denial in `context.consent` means not forwarded (reason `no-consent`)."
     )
     log_format: str = _setting("text", _log_format, "`text` for people, `json` for log pipelines.")
+    demo: bool | None = _setting(
+        None, _flag, "Serve the /demo pages. Unset: only in dry run; never shows data outside it."
+    )
 
     @property
     def dry_run(self) -> bool:
