@@ -10,6 +10,7 @@ surface when the app is created, before anything listens.
     GET  /healthz        the process is alive
     GET  /readyz         store writable, delivery running, not paused on credentials (else 503)
     GET  /metrics        Prometheus text format
+    GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from importlib import resources
 from typing import Any, Final
 
 import httpx
@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge import demo
+from edge.assets import read_static
 from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
@@ -89,11 +91,11 @@ class Edge:
         """Count what an intake stored, and wake the sender for it. `deduplicated`: of the
         `outbound` items, those the store skipped as duplicates of a conversion it holds."""
         for event in events:
-            self.metrics.received.labels(source=source, type=event.type).inc()
+            self.metrics.count_received(source, event.type)
         self.metrics.count_skipped(item.reason for item in skipped)
         self.metrics.count_skipped([DUPLICATE] * deduplicated)
         self.metrics.queued.inc(outbound - deduplicated)
-        self.metrics.ingest_seconds.labels(source=source).observe(seconds)
+        self.metrics.observe_ingest(source, seconds)
         if outbound:
             self.sender.notify()
 
@@ -102,11 +104,9 @@ class Snippet:
     """The served snippet: read once, its gzip form and ETag computed once."""
 
     def __init__(self) -> None:
-        try:
-            self.body: bytes | None = resources.files("edge.static").joinpath(SNIPPET).read_bytes()
-        except (FileNotFoundError, ModuleNotFoundError):
+        self.body = read_static(SNIPPET)
+        if self.body is None:
             log.warning("static/%s is missing: build it with scripts/build-snippet", SNIPPET)
-            self.body = None
         self.gzipped = gzip.compress(self.body, 9, mtime=0) if self.body else b""
         digest = hashlib.sha256(self.body or b"").hexdigest()[:20]
         self.etag = f'"{digest}"'
@@ -214,5 +214,6 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         *tracking_routes(),
+        *demo.routes(settings),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

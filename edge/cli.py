@@ -130,6 +130,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=None,  # ours: configure_logging
         proxy_headers=False,  # the edge reads forwarding headers itself, from trusted proxies only
         server_header=False,
+        # Per-request access lines cost more than the beacon's own work; the shop's proxy or
+        # CDN already logs requests, and /metrics counts them.
+        access_log=False,
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
     )
     return 0

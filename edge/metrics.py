@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +25,7 @@ INGEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 _NUMBERS = re.compile(r"\d[\d,.]*")
 
 
+@lru_cache(maxsize=1024)
 def reason_label(reason: str) -> str:
     """A bounded label for a free-text reason: its words before any ':' detail, numbers as N."""
     head = reason.split(":", 1)[0].strip()
@@ -83,9 +85,27 @@ class Metrics:
         if store is not None:
             self.registry.register(StoreCollector(store, clock))
 
+        # Label children looked up once: `labels()` costs more than the increment itself, and
+        # intake counts on every request. Label values are bounded (sources, types, reasons).
+        self._received_child = lru_cache(maxsize=256)(
+            lambda source, kind: self.received.labels(source=source, type=kind)
+        )
+        self._skipped_child = lru_cache(maxsize=1024)(
+            lambda reason: self.skipped.labels(reason=reason_label(reason))
+        )
+        self._ingest_child = lru_cache(maxsize=16)(
+            lambda source: self.ingest_seconds.labels(source=source)
+        )
+
+    def count_received(self, source: str, kind: str) -> None:
+        self._received_child(source, kind).inc()
+
+    def observe_ingest(self, source: str, seconds: float) -> None:
+        self._ingest_child(source).observe(seconds)
+
     def count_skipped(self, reasons: Iterable[str]) -> None:
         for reason in reasons:
-            self.skipped.labels(reason=reason_label(reason)).inc()
+            self._skipped_child(reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text format."""

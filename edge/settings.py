@@ -23,6 +23,7 @@ ENV_PREFIX: Final = "ROKT_EDGE_"
 CONFIG_ENV: Final = "ROKT_EDGE_CONFIG"
 
 Upstream = Literal["capi", "event-api"]
+EventApiAuth = Literal["v2", "v1"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_URLS: Final[Mapping[str, str]] = {
@@ -73,6 +74,47 @@ def _upstream(value: Any) -> Upstream:
     if value == "event-api":
         return "event-api"
     raise ValueError("must be capi or event-api")
+
+
+def _account_id(value: Any) -> str | None:
+    text = _text(value)
+    if text is not None and len(text) > 64:
+        raise ValueError("must be at most 64 characters (the Event API's limit)")
+    return text
+
+
+def _event_api_auth(value: Any) -> EventApiAuth:
+    if value == "v2":
+        return "v2"
+    if value == "v1":
+        return "v1"
+    raise ValueError("must be v2 (rpub/rsec keys) or v1 (app id and secret, OAuth)")
+
+
+def _metadata(value: Any) -> tuple[tuple[str, str], ...]:
+    """`name=value` pairs: a TOML table, or `a=1,b=2` in the environment. Names follow the
+    Event API's rules (1 to 256 characters, `rokt.` reserved), so a bad one stops start-up
+    instead of getting every request rejected."""
+    if isinstance(value, dict):
+        pairs = [(str(name), item) for name, item in value.items()]
+    else:
+        pairs = []
+        for item in _items(value):
+            name, equals, text = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item!r} is not name=value")
+            pairs.append((name, text))
+    metadata = []
+    for name, item in pairs:
+        name = name.strip()
+        if not isinstance(item, str):
+            raise ValueError(f"{name}: values are strings")
+        if not name or len(name) > 256 or name.lower().startswith("rokt."):
+            raise ValueError(f"{name[:40]!r}: names are 1 to 256 characters, not starting rokt.")
+        if len(item) > 65536:
+            raise ValueError(f"{name}: values are at most 65,536 characters")
+        metadata.append((name, item.strip()))
+    return tuple(metadata)
 
 
 def _url(value: Any) -> str | None:
@@ -191,7 +233,19 @@ class Settings:
     rokt_url: str | None = _setting(
         None, _url, "Upstream base URL. Default: by upstream (see `upstream_url`)."
     )
-    account_id: str | None = _setting(None, _text, "Rokt account id (event-api only).")
+    account_id: str | None = _setting(None, _account_id, "Rokt account id (event-api only).")
+    event_api_auth: EventApiAuth = _setting(
+        "v2",
+        _event_api_auth,
+        "event-api authentication: `v2` (Basic with the rpub/rsec keys) or `v1` (OAuth token "
+        "from the app id and secret given as the API key and secret).",
+    )
+    event_api_metadata: tuple[tuple[str, str], ...] = _setting(
+        (),
+        _metadata,
+        "event-api `metaData` sent with every event: `name=value` pairs, comma-separated "
+        "(e.g. `sourceServer=10.0.0.5`).",
+    )
     database_url: str = _setting(
         "sqlite:///rokt-edge.db", _database_url, "The store: `sqlite:///file.db` (relative)."
     )
@@ -272,6 +326,9 @@ class Settings:
         True, _flag, "A denial in `context.consent` means not forwarded (reason `no-consent`)."
     )
     log_format: str = _setting("text", _log_format, "`text` for people, `json` for log pipelines.")
+    demo: bool | None = _setting(
+        None, _flag, "Serve the /demo pages. Unset: only in dry run; never shows data outside it."
+    )
 
     @property
     def dry_run(self) -> bool:

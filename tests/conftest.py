@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fake_event_api import FakeEventApi, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -34,3 +37,11 @@ def run_cli(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def event_api() -> Iterator[FakeEventApi]:
+    """A fake Rokt Event API serving on loopback for one test (its base URL is `.url`)."""
+    fake = FakeEventApi()
+    with serving(fake):
+        yield fake

@@ -3,14 +3,17 @@
     with LiveEdge(settings) as edge:
         httpx.post(edge.url + "/e", ...)
 
-The server listens on a port the OS picks, runs the app's lifespan (store, delivery loop), and
-stops gracefully on exit, as `rokt-edge serve` does.
+The server listens on a port the OS picks (or the one given: a browser test restarts the edge on
+the same origin, so the page keeps its localStorage and cookies), runs the app's lifespan (store,
+delivery loop), and stops gracefully on exit, as `rokt-edge serve` does.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,15 +21,26 @@ import uvicorn
 from edge.app import create_app
 from edge.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 class LiveEdge:
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        port: int = 0,
+        wrap: Callable[[Any], Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        """`wrap(app)` returns the ASGI app to serve around the edge's (a test's pages, a log of
+        requests); `self.app` stays the edge's own."""
         self.settings = settings
         self.app = create_app(settings, **overrides)
         config = uvicorn.Config(
-            self.app,
+            wrap(self.app) if wrap else self.app,
             host="127.0.0.1",
-            port=0,
+            port=port,
             http="h11",
             ws="none",
             log_level="warning",

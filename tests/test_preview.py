@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.conftest import run_cli
@@ -129,8 +130,26 @@ def test_settings_from_a_config_file(tmp_path: Path) -> None:
     assert request["url"].startswith("https://s2s.au1.mparticle.com/v2/")
 
 
-def test_an_upstream_not_supported_yet_is_a_clean_error() -> None:
-    result = run_cli("preview", stdin=json.dumps(ORDER), env={"ROKT_EDGE_UPSTREAM": "event-api"})
+def test_event_api_without_an_account_id_previews_with_the_gap_marked() -> None:
+    # Given contract B, no credentials (a dry run) and no account id yet
+    env = {"ROKT_EDGE_UPSTREAM": "event-api"}
+    order = {**ORDER, "traits": {"email": "a@example.com"}}
+    future = {**order, "messageId": "m-2", "timestamp": "2099-01-01T00:00:00Z"}
 
-    assert result.returncode == 2
-    assert "ROKT_EDGE_UPSTREAM = 'event-api': not supported yet" in result.stderr
+    # When a merchant previews an order, and one from far in the future
+    events = [{**order, "timestamp": _an_hour_ago()}, future]
+    result = run_cli("preview", stdin=json.dumps(events), env=env)
+
+    # Then the request shows where the account id goes, and the future event is refused
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    [request] = document["requests"]
+    assert request["url"] == "https://api.rokt.com/v2/events"
+    assert request["body"]["accountId"] == "(unset: ROKT_EDGE_ACCOUNT_ID)"
+    [skipped] = document["skipped"]
+    assert "more than 5 minutes in the future" in skipped["reason"]
+
+
+def _an_hour_ago() -> str:
+    moment = datetime.now(UTC) - timedelta(hours=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")

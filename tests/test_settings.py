@@ -145,3 +145,34 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         assert doc
     assert len(documented_settings()) == len(fields(Settings))
     assert env_name("api_key") == "ROKT_EDGE_API_KEY"
+
+
+def test_event_api_auth_and_metadata(tmp_path: Path) -> None:
+    # From the environment: v1 auth and comma-separated name=value metadata
+    settings = load_settings(
+        {
+            "ROKT_EDGE_EVENT_API_AUTH": "v1",
+            "ROKT_EDGE_EVENT_API_METADATA": "sourceServer=192.0.0.1, region = eu",
+        }
+    )
+    assert settings.event_api_auth == "v1"
+    assert settings.event_api_metadata == (("sourceServer", "192.0.0.1"), ("region", "eu"))
+    # From a file: a table
+    config = tmp_path / "edge.toml"
+    config.write_text('[event_api_metadata]\nsourceServer = "10.0.0.5"\n')
+    assert load_settings({}, config).event_api_metadata == (("sourceServer", "10.0.0.5"),)
+    assert load_settings({}).event_api_auth == "v2"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("EVENT_API_AUTH", "oauth", "must be v2 (rpub/rsec keys) or v1"),
+        ("EVENT_API_METADATA", "sourceServer", "'sourceServer' is not name=value"),
+        ("EVENT_API_METADATA", "rokt.source=x", "not starting rokt."),
+        ("ACCOUNT_ID", "9" * 65, "at most 64 characters"),
+    ],
+)
+def test_event_api_settings_errors(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings({f"ROKT_EDGE_{variable}": value})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Final
 
 from edge.settings import IPNetwork
@@ -19,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SINGLE_VALUE_HEADERS: Final = ("cf-connecting-ip", "true-client-ip")
 
 
+@lru_cache(maxsize=4096)  # the same peers and proxies, request after request
 def parse_ip(text: str) -> IPAddress | None:
     """An address from a header value: quotes, IPv6 brackets and ports are stripped."""
     value = text.strip().strip('"')

@@ -7,10 +7,12 @@ or is older than its max-age is ignored, never an error: the visitor simply star
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 
 SALT: Final = "rokt-edge.cookie.v1"
 
@@ -34,7 +36,9 @@ class CookieJar:
 
     def __init__(self, secret_key: str, policy: CookiePolicy) -> None:
         self.policy = policy
-        self._serializer = URLSafeTimedSerializer(secret_key, salt=SALT)
+        # A TimestampSigner over base64 JSON: itsdangerous' URL-safe serializer would try zlib on
+        # every dump, which costs more than the rest of the beacon's cookie work for ~80 bytes.
+        self._signer = TimestampSigner(secret_key, salt=SALT)
 
     def read(self, value: str | None) -> Visitor:
         """The visitor in a cookie value (from Starlette's lenient `request.cookies`, so that a
@@ -42,8 +46,9 @@ class CookieJar:
         if not value:
             return Visitor()
         try:
-            data = self._serializer.loads(value, max_age=self.policy.max_age)
-        except BadSignature:  # includes SignatureExpired
+            payload = self._signer.unsign(value, max_age=self.policy.max_age)
+            data = json.loads(base64_decode(payload))
+        except (BadSignature, ValueError):  # BadSignature includes SignatureExpired
             return Visitor()
         if not isinstance(data, dict):
             return Visitor()
@@ -57,7 +62,9 @@ class CookieJar:
     def header(self, visitor: Visitor, *, secure: bool) -> str:
         """The Set-Cookie header value that stores `visitor` (sliding: a fresh max-age)."""
         payload = {"a": visitor.anonymous_id, "c": visitor.click_id, "t": visitor.click_seen_at}
-        value = self._serializer.dumps({key: v for key, v in payload.items() if v is not None})
+        data = {key: v for key, v in payload.items() if v is not None}
+        encoded = base64_encode(json.dumps(data, separators=(",", ":")).encode())
+        value = self._signer.sign(encoded).decode()
         parts = [
             f"{self.policy.name}={value}",
             "Path=/",

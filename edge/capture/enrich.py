@@ -15,7 +15,6 @@ denial, a bot) gets nothing added: its IP address and user agent are not stored.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,8 +60,9 @@ def enrich(
     now: float,
 ) -> Enriched:
     """A copy of `event` with the edge's knowledge added (the original is left as it came)."""
-    body = copy.deepcopy(event.body)
-    context = body.setdefault("context", {})
+    # Copies of just the containers this changes; the rest is shared, and nothing mutates it.
+    body = dict(event.body)
+    context = body["context"] = dict(body.get("context") or {})
     record: dict[str, Any] = {}
     if ip:
         context["ip"] = ip
@@ -82,11 +82,12 @@ def enrich(
     elif known is not None:
         click_id, seen_at = known.click_id, known.seen_at
         record["clickId"] = known.source
-        integrations = body.setdefault("integrations", {})
+        integrations = body["integrations"] = dict(body.get("integrations") or {})
         plugin = integrations.get(INTEGRATION)
-        if not isinstance(plugin, dict):
-            plugin = integrations[INTEGRATION] = {}
-        plugin["rtid"] = click_id
+        integrations[INTEGRATION] = {
+            **(plugin if isinstance(plugin, dict) else {}),
+            "rtid": click_id,
+        }
     else:
         seen_at = None
     context["rokt_edge"] = record

@@ -6,7 +6,7 @@ normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps fro
 and hashed where the mapping asks. What cannot be used is dropped with a warning, never failing
 the whole event: a wrong gender must not lose a conversion.
 
-`Mapped` is upstream-neutral; `capi.py` turns it into contract A, another module into contract B.
+`Mapped` is upstream-neutral; `capi.py` turns it into contract A, `event_api.py` into contract B.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Mapped:
     mapping: str
     message_id: str
     timestamp_ms: int
+    event_type: str | None = None  # the mapping's choice for contract B's eventType
     conversion_type: str | None = None
     confirmation_ref: str | None = None
     amount: int | float | None = None
@@ -137,6 +138,7 @@ def resolve(event: Event, mapping: Mapping, phone_region: str) -> Mapped:
         mapping=mapping.name,
         message_id=_text(get("message_id")) or event.message_id,
         timestamp_ms=stamp if stamp is not None else event.timestamp_ms,
+        event_type=mapping.event_type,
     )
     if stamp is None and timestamp is not MISSING:
         mapped.warnings.append("timestamp: unreadable, the event's own timestamp was used")

@@ -13,6 +13,7 @@ A mappings file (TOML, `ROKT_EDGE_MAPPINGS`) replaces them. Each `[[mapping]]` h
     name = "Purchases"
     preset = "Send"                          # start from a preset's trigger and fields
     trigger = 'type = "track" and match(event, "Order*")'
+    event_type = "purchase"                  # contract B's eventType (default "conversion")
     [mapping.fields]                         # replace default sources
     confirmation_ref = ["$.properties.order_id", "$.properties.checkout_id"]  # fallbacks
     currency = { value = "USD" }             # a literal; a plain string without "$" is one too
@@ -22,6 +23,10 @@ A mappings file (TOML, `ROKT_EDGE_MAPPINGS`) replaces them. Each `[[mapping]]` h
     coupon = "$.properties.coupon"
     [mapping.user_attributes]                # more user attributes (city, state, age...)
     city = "$.traits.address.city"
+
+`event_type` matters to contract B (the Event API) only: it becomes each event's `eventType`
+(1 to 128 characters; unset means "conversion", the type Rokt attributes conversions with).
+Contract A has no such field and ignores it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from edge.rokt.triggers import Trigger, TriggerSyntaxError, compile_trigger
 
 MAX_MAPPINGS: Final = 50  # as Segment allows per destination instance
 MAX_NAME_LENGTH: Final = 256  # Rokt's limit on attribute names
+MAX_EVENT_TYPE_LENGTH: Final = 128  # the Event API's limit on eventType
 HASHABLE: Final = ("email", "first_name", "last_name", "mobile", "billing_zip")
 
 
@@ -94,6 +100,7 @@ class Mapping:
     custom_attributes: MappingABC[str, tuple[Source, ...]] = field(default_factory=dict)
     user_attributes: MappingABC[str, tuple[Source, ...]] = field(default_factory=dict)
     overridden: frozenset[str] = frozenset()
+    event_type: str | None = None  # contract B's eventType; None: the contract's default
 
 
 PRESETS: Final[MappingABC[str, Mapping]] = MappingProxyType(
@@ -114,7 +121,16 @@ class MappingConfigError(ValueError):
 
 
 MAPPING_KEYS: Final = frozenset(
-    {"name", "preset", "trigger", "fields", "hashing", "custom_attributes", "user_attributes"}
+    {
+        "name",
+        "preset",
+        "trigger",
+        "event_type",
+        "fields",
+        "hashing",
+        "custom_attributes",
+        "user_attributes",
+    }
 )
 
 
@@ -202,6 +218,7 @@ def _parse_mapping(table: Any, where: str) -> Mapping:
         if not isinstance(flag, bool):
             raise MappingConfigError(f"{where}: hashing.{key}: must be true or false")
         hashing[key] = flag
+    event_type = _event_type(table.get("event_type"), where)
     return Mapping(
         name=name.strip(),
         trigger=trigger,
@@ -210,7 +227,19 @@ def _parse_mapping(table: Any, where: str) -> Mapping:
         custom_attributes=_attributes(table, "custom_attributes", where, base),
         user_attributes=_attributes(table, "user_attributes", where, base),
         overridden=frozenset(overrides) | (base.overridden if base else frozenset()),
+        event_type=event_type if event_type is not None else (base.event_type if base else None),
     )
+
+
+def _event_type(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > MAX_EVENT_TYPE_LENGTH:
+        raise MappingConfigError(
+            f"{where}: event_type: must be a string of 1 to {MAX_EVENT_TYPE_LENGTH} characters"
+        )
+    return text
 
 
 def _preset(value: Any, where: str) -> Mapping | None:

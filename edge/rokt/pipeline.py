@@ -13,6 +13,7 @@ from typing import Any, Final, Protocol
 
 from edge.events import Event
 from edge.rokt import capi
+from edge.rokt.event_api import EventApiContract
 from edge.rokt.fields import Mapped, Refused, resolve
 from edge.rokt.mapping import Mapping
 from edge.settings import Settings, SettingsError
@@ -34,11 +35,19 @@ class Contract(Protocol):
         ...
 
 
-def contract_for(settings: Settings) -> Contract:
+def contract_for(settings: Settings, mappings: Sequence[Mapping] = ()) -> Contract:
+    """The configured upstream's contract. Contract B keeps plain message ids as clientEventId
+    for the first mapping only (see `event_api`), so it needs to know which one that is."""
     if settings.upstream == "capi":
         return capi.CapiContract(click_id_in_other2=settings.click_id_in_other2)
-    # Contract B (the Event API) arrives with its own issue; until then say so cleanly.
-    raise SettingsError(f"ROKT_EDGE_UPSTREAM = {settings.upstream!r}: not supported yet")
+    if settings.upstream == "event-api":
+        return EventApiContract(
+            settings.account_id,
+            auth=settings.event_api_auth,
+            plain_ids_for=mappings[0].name if mappings else None,
+            metadata=settings.event_api_metadata,
+        )
+    raise SettingsError(f"ROKT_EDGE_UPSTREAM = {settings.upstream!r}: not supported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +81,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.mappings = tuple(mappings)
-        self.contract = contract or contract_for(settings)
+        self.contract = contract or contract_for(settings, self.mappings)
 
     def process(self, event: Event) -> list[Outcome]:
         outcomes: list[Outcome] = []

@@ -67,6 +67,7 @@ class SQLiteStore(Store):
         self._max_group = MAX_GROUP if group_commit else 1
         self._jobs: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
         self._closed = False
+        self._read_connection: sqlite3.Connection | None = None
         self._close_lock = threading.Lock()
         ready: Future[None] = Future()
         self._thread = threading.Thread(
@@ -154,6 +155,8 @@ class SQLiteStore(Store):
             self._closed = True
             self._jobs.put(None)
         self._thread.join()
+        if self._read_connection is not None:
+            self._read_connection.close()
 
     # -- the interface ----------------------------------------------------------------------
 
@@ -245,9 +248,25 @@ class SQLiteStore(Store):
         )
 
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+        """Read on the caller's thread, beside the writer: WAL lets readers see the last
+        commit without waiting for the writer's queue, and a primary-key lookup takes
+        microseconds, less than a hop to another thread would."""
         if not keys:
             return None
-        return await self._run(lambda c: sqlite_identity.lookup(c, keys, since))
+        try:
+            return sqlite_identity.lookup(self._reader(), keys, since)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: {error}") from None
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._read_connection is None:
+            if self._closed:
+                raise StoreUnavailable(f"{self.path}: the store is closed")
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA query_only = ON")
+            self._read_connection = connection
+        return self._read_connection
 
     async def prune_identities(self, before: float) -> int:
         return await self._run(lambda c: sqlite_identity.prune(c, before))

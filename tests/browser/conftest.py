@@ -32,6 +32,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from edge.settings import Settings
+from edge.store.base import Intake, PutResult, StoreUnavailable
+from edge.store.sqlite import SQLiteStore
+from tests.fake_capi import FakeCapi
+from tests.live import LiveEdge
+
 CHROMIUM = Path("/usr/bin/chromium")
 SNIPPET = Path(__file__).resolve().parents[2] / "static" / "rokt-edge.js"
 CHROMIUM_ARGS = [
@@ -374,3 +380,198 @@ def new_tab(browser: Any) -> Iterator[Callable[..., Tab]]:
     finally:
         for context in contexts:
             context.close()
+
+
+# ---- the real edge ------------------------------------------------------------------------------
+# A LiveEdge (the real app under uvicorn, a real SQLite file) delivering to a FakeCapi. Test pages
+# are served by the edge's own origin: a pure-ASGI wrapper answers GET for the paths a test
+# registers and hands everything else to the edge untouched, recording each request's method,
+# path and status (so a test can count preflights, or see the 503 of a failing store).
+
+
+def page_html(
+    attrs: dict[str, str] | None = None, *, before: str = "", body: str = "", title: str = "page"
+) -> str:
+    """A page with the install snippet as a merchant pastes it, the script tag carrying attrs;
+    `before` runs between the stub and the script (calls made before the snippet loads)."""
+    data = "".join(f' data-{k}="{escape(v)}"' for k, v in (attrs or {}).items())
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{escape(title)}</title>{STUB}"
+        f"{f'<script>{before}</script>' if before else ''}"
+        f'<script defer src="/rokt-edge.js"{data}></script>'
+        f"</head><body>{body}</body></html>"
+    )
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    status: int
+
+
+class PagesAndLog:
+    """Pure ASGI around the edge: serves registered test pages, logs every HTTP request."""
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        self.app: Any = None  # the edge's app, set by wrap() each time an edge starts
+        self.pages = pages
+        self.seen: list[Seen] = []
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # lifespan: the edge's own
+            return
+        method, path = scope["method"], scope["path"]
+        html = self.pages.get(path) if method == "GET" else None
+        if html is not None:
+            await HTMLResponse(html, headers={"Cache-Control": "no-store"})(scope, receive, send)
+            self._log(method, path, 200)
+            return
+
+        async def logged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self._log(method, path, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, logged)
+
+    def _log(self, method: str, path: str, status: int) -> None:
+        with self.lock:
+            self.seen.append(Seen(method, path, status))
+
+    def requests(self, method: str | None = None, path: str = "/e") -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.path == path and method in (None, s.method)]
+
+
+class RealEdge:
+    """A live edge on a fixed loopback port (a restart keeps the page's origin), its database
+    file, a store whose writes can be made to fail, and the fake Rokt it delivers to."""
+
+    def __init__(self, settings: Settings, fake: FakeCapi, db: Path) -> None:
+        self.settings = settings
+        self.fake = fake
+        self.db = db
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.pages: dict[str, str] = {}
+        self.log = PagesAndLog(self.pages)  # kept across restarts: it logs the whole test
+        self.live: LiveEdge | None = None
+        self.store: FailingStore | None = None
+
+    def start(self) -> RealEdge:
+        self.store = FailingStore(self.db)
+        self.live = LiveEdge(self.settings, port=self.port, store=self.store, wrap=self._wrap)
+        self.live.__enter__()
+        return self
+
+    def _wrap(self, app: Any) -> PagesAndLog:
+        self.log.app = app
+        return self.log
+
+    def stop(self) -> None:
+        if self.live is not None and self.store is not None:
+            self.live.__exit__(None, None, None)
+            self.store.close()  # the edge leaves a store it was given open
+            self.live = self.store = None
+
+    def failing(self, failing: bool) -> None:
+        """Make the store's writes fail (the beacon answers 503), or work again."""
+        assert self.store is not None
+        self.store.failing = failing
+
+    def restart(self) -> None:
+        """Stop the edge and start a new one on the same database file and port."""
+        self.stop()
+        self.start()
+
+    def page(self, path: str, attrs: dict[str, str] | None = None, **parts: str) -> str:
+        self.pages[path] = page_html(attrs, title=path, **parts)
+        return self.url + path
+
+    def beacons(self, method: str | None = None) -> list[Seen]:
+        """The requests to /e the edge saw (of one method, when given)."""
+        return self.log.requests(method)
+
+    def delivered(self) -> list[dict[str, Any]]:
+        """The batches the fake Rokt accepted, in order."""
+        return [batch for request in self.fake.requests() for batch in request.accepted]
+
+    def orders(self) -> list[str]:
+        """The order ids (confirmation refs) of the conversions Rokt accepted."""
+        return [
+            event["data"]["custom_attributes"]["confirmationref"]
+            for batch in self.delivered()
+            for event in batch["events"]
+        ]
+
+
+class FailingStore(SQLiteStore):
+    """A real SQLite store whose writes fail while `failing` is set, as a full disk would (the
+    edge then answers the beacon 503)."""
+
+    failing = False
+
+    async def put(self, intake: Intake) -> PutResult:
+        if self.failing:
+            raise StoreUnavailable("disk full (injected)")
+        return await super().put(intake)
+
+
+def _free_port() -> int:
+    # Released before the edge binds it: on loopback, with the OS handing out ports in turn,
+    # nothing else takes it in between.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def start_edge(tmp_path: Path) -> Iterator[Callable[..., RealEdge]]:
+    """start_edge(**settings) -> a RealEdge delivering to its own FakeCapi (stopped after)."""
+    started: list[RealEdge] = []
+    fakes: list[FakeCapi] = []
+
+    def start(**values: Any) -> RealEdge:
+        fake = FakeCapi().start()
+        fakes.append(fake)
+        db = tmp_path / f"edge{len(started)}.db"
+        defaults: dict[str, Any] = {
+            "api_key": fake.api_key,
+            "api_secret": fake.api_secret,
+            "rokt_url": fake.url,
+            "database_url": f"sqlite:///{db}",
+            "poll_interval": 0.05,
+            "backoff_base": 0.05,
+            "client_rate_limit": 0,  # a test's browser is one client sending fast
+        }
+        settings = Settings(**(defaults | values))
+        edge = RealEdge(settings, fake, db).start()
+        started.append(edge)
+        return edge
+
+    try:
+        yield start
+    finally:
+        for edge in started:
+            edge.stop()
+        for fake in fakes:
+            fake.stop()
+
+
+@pytest.fixture
+def edge_tab(new_tab: Callable[..., Tab]) -> Iterator[Callable[..., Tab]]:
+    """new_tab, and afterwards: the pages' own code saw no error, from the snippet or otherwise."""
+    made: list[Tab] = []
+
+    def make(*init_scripts: str) -> Tab:
+        made.append(new_tab(*init_scripts))
+        return made[-1]
+
+    yield make
+    for tab in made:
+        assert tab.page_errors == [], f"uncaught errors on the page: {tab.page_errors}"
+        if not tab.page.is_closed():
+            assert tab.js("() => window.__errors") == [], "the page's error handlers saw errors"

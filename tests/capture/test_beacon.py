@@ -217,14 +217,10 @@ def test_application_json_and_a_json_array_are_accepted_too(live: LiveEdge) -> N
     assert response.json() == {"success": True, "accepted": 1}
 
 
-def test_trusted_and_untrusted_proxies(tmp_path: Path, fake: FakeCapi) -> None:
-    settings = Settings(
-        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
-        database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
-        trusted_proxies=(ipaddress.ip_network("127.0.0.2/32"),),
-    )  # fmt: skip
+def test_trusted_and_untrusted_proxies(settings: Settings, fake: FakeCapi) -> None:
+    behind_proxy = replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.2/32"),))
     forwarded = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7", "X-Forwarded-Proto": "https"}
-    with LiveEdge(settings) as live:
+    with LiveEdge(behind_proxy) as live:
         # Given a request through the trusted proxy (127.0.0.2) and one from elsewhere (.3)
         via_proxy = post(live, order("o-proxy", userId="u"), headers=forwarded,
                          transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # fmt: skip
@@ -240,13 +236,9 @@ def test_trusted_and_untrusted_proxies(tmp_path: Path, fake: FakeCapi) -> None:
     assert "Secure" not in spoofed.headers["set-cookie"]
 
 
-def test_ipv6_clients_are_kept_whole(tmp_path: Path, fake: FakeCapi) -> None:
-    settings = Settings(
-        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
-        database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
-        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
-    )  # fmt: skip
-    with LiveEdge(settings) as live:
+def test_ipv6_clients_are_kept_whole(settings: Settings, fake: FakeCapi) -> None:
+    behind_proxy = replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    with LiveEdge(behind_proxy) as live:
         post(live, order(userId="u"), headers={"Forwarded": 'for="[2001:db8:cafe::17]:4711"'})
         wait_for(lambda: delivered(fake))
     assert delivered(fake)[0]["ip"] == "2001:db8:cafe::17"

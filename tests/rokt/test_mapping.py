@@ -81,6 +81,14 @@ def mapping_error(table: dict[str, Any]) -> str:
             "m.toml: mapping 1 ('A'): trigger: column 18: expected a condition after 'or'",
         ),
         (
+            {"name": "A", "preset": "Send", "event_type": "x" * 129},
+            "m.toml: mapping 1 ('A'): event_type: must be a string of 1 to 128 characters",
+        ),
+        (
+            {"name": "A", "preset": "Send", "event_type": 7},
+            "m.toml: mapping 1 ('A'): event_type: must be a string of 1 to 128 characters",
+        ),
+        (
             {"name": "A", "preset": "Send", "colour": "red"},
             "m.toml: mapping 1 ('A'): colour: unknown key",
         ),
@@ -166,3 +174,17 @@ def test_file_level_errors(tmp_path: Path) -> None:
         parse_mappings({}, "m.toml")
     with pytest.raises(MappingConfigError, match="unknown key 'mappings'"):
         parse_mappings({"mappings": []}, "m.toml")
+
+
+def test_a_mapping_may_choose_the_event_api_event_type() -> None:
+    chosen, default = parse_mappings(
+        {
+            "mapping": [
+                {"name": "Bookings", "preset": "Send", "event_type": " booking "},
+                {"name": "Orders", "preset": "Send"},
+            ]
+        },
+        "m.toml",
+    )
+    assert chosen.event_type == "booking"
+    assert default.event_type is None  # the contract's default, "conversion"

@@ -1,0 +1,268 @@
+"""Beacon ingest: events/s and latency through `rokt-edge serve`, beside a bare endpoint.
+
+Two servers run under the same uvicorn (one worker, one process each, on loopback):
+
+    edge      `rokt-edge serve` in dry run: each beacon is validated, enriched, mapped and
+              durably written (SQLite, synchronous=FULL, group commit) before its 200
+    ceiling   a bare Starlette endpoint that answers 204 to the same request
+
+The load comes from another process (this script's child) over keep-alive HTTP/1.1 connections:
+
+    saturation   C connections each sending the next request as soon as the last is answered:
+                 the most requests per second, and their p50/p99 latency
+    fixed rate   1,000 requests/s spread evenly (open loop: latency counts from when a request
+                 was due, so a slow server cannot hide queueing), p50/p99
+
+Each request carries one event as the snippet sends it (message id, time, page context, the
+click id): a conversion (`Order Completed`) half the time, a page view the other half. Prints
+both servers' figures and the ratios.
+
+    python bench/ingest.py [--seconds 8] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120"
+
+BARE_APP = """
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+async def beacon(request):
+    await request.body()
+    return Response(status_code=204)
+
+app = Starlette(routes=[Route("/e", beacon, methods=["POST"])])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def request_bytes(port: int, n: int) -> bytes:
+    """An event as the snippet sends it: ids, time, page context, the click id it keeps."""
+    page = {
+        "url": f"https://shop.example/p/{n}", "path": f"/p/{n}", "search": "",
+        "referrer": "https://shop.example/", "title": "Product",
+    }  # fmt: skip
+    event: dict[str, Any] = {
+        "messageId": f"{n:08d}-0000-4000-8000-000000000000",
+        "timestamp": "2026-11-23T12:00:00.000Z",
+        "anonymousId": f"anon-{n}",
+        "context": {"page": page},
+        "integrations": {"Rokt Conversions API": {"rtid": f"click-{n}"}},
+    }
+    if n % 2:
+        event |= {
+            "type": "track", "event": "Order Completed", "userId": f"user-{n}",
+            "properties": {"order_id": f"o-{n}", "revenue": 19.5, "currency": "USD"},
+        }  # fmt: skip
+    else:
+        event |= {"type": "page", "name": "Product"}
+    body = json.dumps(event).encode()
+    head = (
+        f"POST /e HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
+        f"User-Agent: {USER_AGENT}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> int:
+    writer.write(data)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def saturate(port: int, connections: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            data = request_bytes(port, next(counter))
+            started = time.perf_counter()
+            status = await exchange(reader, writer, data)
+            latencies.append(time.perf_counter() - started)
+            errors += status >= 300 and status != 204
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    return summary(latencies, elapsed, errors)
+
+
+async def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+    """Open loop: request i is due at start + i/rate; latency counts from when it was due."""
+    total = int(rate * seconds)
+    due_queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            n, due = await due_queue.get()
+            if n < 0:
+                break
+            status = await exchange(reader, writer, request_bytes(port, n))
+            latencies.append(time.perf_counter() - due)
+            errors += status >= 300 and status != 204
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.perf_counter() + 0.05
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due_queue.put_nowait((n, due))
+    for _ in workers:
+        due_queue.put_nowait((-1, 0.0))
+    await asyncio.gather(*workers)
+    return summary(latencies, time.perf_counter() - start, errors)
+
+
+def summary(latencies: list[float], elapsed: float, errors: int) -> dict[str, Any]:
+    ordered = sorted(latencies)
+    return {
+        "requests": len(ordered),
+        "per_second": len(ordered) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[int(len(ordered) * 0.99) - 1],
+        "errors": errors,
+    }
+
+
+def load(port: int, args: argparse.Namespace, out: Any) -> None:
+    """Runs in its own process, so the load generator never shares the server's core."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    saturation = asyncio.run(saturate(port, args.connections, args.seconds))
+    steady = asyncio.run(fixed_rate(port, args.rate, args.seconds, args.connections))
+    out.send((saturation, steady))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(port: int, pid: int, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    worker = multiprocessing.Process(target=load, args=(port, args, sender))
+    cpu_before = cpu_seconds(pid)
+    worker.start()
+    saturation, steady = receiver.recv()
+    worker.join()
+    # CPU per request counts both phases' requests: it is the server's cost of one beacon, a
+    # figure that other work on a shared machine disturbs far less than throughput.
+    requests = saturation["requests"] + steady["requests"]
+    saturation["cpu_us"] = 1e6 * (cpu_seconds(pid) - cpu_before) / requests
+    return saturation, steady
+
+
+def wait_up(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the server exited at start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def run_server(command: list[str], port: int, env: dict[str, str], cwd: str) -> Any:
+    server = subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.DEVNULL)
+    wait_up(port, server)
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROKT_EDGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        Path(scratch, "bare.py").write_text(BARE_APP)
+        edge_env = {
+            **env,
+            "ROKT_EDGE_DATABASE_URL": f"sqlite:///{scratch}/edge.db",
+            "ROKT_EDGE_CLIENT_RATE_LIMIT": "0",  # one client sends everything here
+        }
+        for name, command, server_env in (
+            ("ceiling", [sys.executable, "-m", "uvicorn", "bare:app", "--no-access-log",
+                         "--log-level", "warning"], {**env, "PYTHONPATH": scratch}),
+            ("edge", [sys.executable, "-m", "edge", "serve"], edge_env),
+        ):  # fmt: skip
+            port = free_port()
+            server = run_server([*command, "--port", str(port)], port, server_env, scratch)
+            try:
+                results[name] = measure(port, server.pid, args)
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    print(f"beacon ingest, one uvicorn worker each, {args.connections} connections, "
+          f"{args.seconds:.0f} s per phase")  # fmt: skip
+    for name in ("ceiling", "edge"):
+        saturation, steady = results[name]
+        print(
+            f"  {name:8} saturation {saturation['per_second']:8,.0f} req/s "
+            f"(p50 {saturation['p50_ms']:5.1f} ms, p99 {saturation['p99_ms']:6.1f} ms, "
+            f"errors {saturation['errors']}); at {args.rate:,.0f}/s: "
+            f"p50 {steady['p50_ms']:5.1f} ms, p99 {steady['p99_ms']:6.1f} ms; "
+            f"server CPU {saturation['cpu_us']:5.0f} µs/request"
+        )
+    ratio = results["edge"][0]["per_second"] / results["ceiling"][0]["per_second"]
+    cpu_ratio = results["ceiling"][0]["cpu_us"] / results["edge"][0]["cpu_us"]
+    print(f"  ratio    {ratio:.2f} of the ceiling's requests/s (goal >= 0.5), {cpu_ratio:.2f} by "
+          f"CPU per request; edge p99 at {args.rate:,.0f}/s: {results['edge'][1]['p99_ms']:.1f} ms"
+          " (goal < 25 ms)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

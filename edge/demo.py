@@ -1,0 +1,177 @@
+"""The /demo pages: a little shop that shows a newcomer the whole flow in a minute.
+
+    GET /demo               landing page (arrive with ?rtid=…; without one, a link adds a sample)
+    GET /demo/product       a product page
+    GET /demo/checkout      a checkout whose button fires `Order Completed`
+    GET /demo/inspect       the panel: what the edge received and what it would send to Rokt
+    GET /demo/api/recent    the panel's data (JSON), read from the store
+    GET /demo/demo.css      the pages' style sheet
+
+The shop pages include the snippet exactly as a merchant's pages do (the queue stub, then
+`/rokt-edge.js`) and post to the real beacon, `/e`: nothing in the flow is demo-only but the
+pages. Everything is plain HTML in static/demo/, with no external asset (no CDN).
+
+Safety: the routes exist only when `ROKT_EDGE_DEMO` is true, or unset while the edge runs in dry
+run (no credentials). The panel's data (visitors' IP addresses and user agents, request bodies)
+is served only in dry run, whatever the setting: a production edge with the demo turned on shows
+the pages, never its traffic.
+
+What the panel reads: the store keeps, per event, what intake decided (an outbox item per mapping,
+or a skip record with its reason) and per visitor what the edge learned (click id, IP, user
+agent); in dry run, the request bodies the sender would have sent. The enriched event itself
+(`context.rokt_edge`) is not stored, so the panel shows enrichment where it lands: in the
+visitor's record and in the batch that would go to Rokt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from edge.assets import read_static
+from edge.settings import Settings
+from edge.store.base import Store
+from edge.store.sqlite import SQLiteStore
+
+log = logging.getLogger("rokt_edge.demo")
+
+PAGES: Final = {
+    "/demo": "landing.html",
+    "/demo/product": "product.html",
+    "/demo/checkout": "checkout.html",
+    "/demo/inspect": "inspect.html",
+}
+STYLE: Final = "demo.css"
+RECENT: Final = 30  # rows of each kind the panel shows
+NOT_DRY_RUN: Final = (
+    "the demo panel shows what the edge received only in dry run (no credentials set)"
+)
+ROKT_MODULE: Final = "1277"
+
+
+def enabled(settings: Settings) -> bool:
+    """`ROKT_EDGE_DEMO` when set, else on exactly when nothing is sent to Rokt (dry run)."""
+    return settings.demo if settings.demo is not None else settings.dry_run
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    """The demo's routes, or none when the demo is off."""
+    if not enabled(settings):
+        return []
+    files = {name: read_static(f"demo/{name}") for name in (*PAGES.values(), STYLE)}
+    if None in files.values():
+        # as for the snippet (edge.app): the service still starts, without the demo
+        log.warning("static/demo is incomplete: no /demo pages")
+        return []
+    pages = {path: files[name] or b"" for path, name in PAGES.items()}
+    style = files[STYLE] or b""
+    found: list[BaseRoute] = [
+        Route(path, _static(body, "text/html")) for path, body in pages.items()
+    ]
+    found.append(Route(f"/demo/{STYLE}", _static(style, "text/css")))
+    found.append(Route("/demo/api/recent", recent))
+    return found
+
+
+def _static(body: bytes, media_type: str) -> Any:
+    async def serve(request: Request) -> Response:
+        # no-store: a newcomer editing static/demo/ sees the change on the next reload
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-store"})
+
+    return serve
+
+
+async def recent(request: Request) -> Response:
+    """What the edge received lately, and what it would have sent to Rokt (dry run only)."""
+    settings: Settings = request.app.state.edge.settings
+    store: Store = request.app.state.edge.store
+    if not settings.dry_run:
+        return JSONResponse({"error": {"code": "not_dry_run", "message": NOT_DRY_RUN}}, 403)
+    bodies = await store.dry_run_bodies(RECENT)
+    if isinstance(store, SQLiteStore):
+        events, visitors = await asyncio.to_thread(_read, store.path, RECENT)
+    else:  # another store: the bodies still show what would be sent
+        events, visitors = [], []
+    requests = [{"at": b.at, "path": b.path, "body": json.loads(b.body)} for b in bodies]
+    _link(events, requests)
+    return JSONResponse(
+        {"dry_run": True, "visitors": visitors, "events": events, "requests": requests},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _read(path: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Recent intake decisions and visitors, from a read-only connection of its own (WAL lets
+    it read beside the writer thread without taking its lock)."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True)
+    connection.row_factory = sqlite3.Row
+    try:
+        queued = connection.execute(
+            "SELECT message_id, mapping, state, dry_run, dead_reason, created_at FROM outbox"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        skipped = connection.execute(
+            "SELECT message_id, mapping, reason, created_at FROM skipped"
+            " ORDER BY created_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        visitors = connection.execute(
+            "SELECT key, click_id, click_seen_at, ip, user_agent, seen_at FROM identities"
+            " ORDER BY seen_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+    finally:
+        connection.close()
+    events = [
+        {
+            "message_id": row["message_id"],
+            "mapping": row["mapping"],
+            "at": row["created_at"],
+            "outcome": _outcome(row["state"], bool(row["dry_run"]), row["dead_reason"]),
+        }
+        for row in queued
+    ] + [
+        {
+            "message_id": row["message_id"],
+            "mapping": row["mapping"],
+            "at": row["created_at"],
+            "outcome": f"skipped: {row['reason']}",
+        }
+        for row in skipped
+    ]
+    events.sort(key=lambda event: event["at"], reverse=True)
+    return events[:limit], [dict(row) for row in visitors]
+
+
+def _outcome(state: str, dry_run: bool, dead_reason: str | None) -> str:
+    if state == "delivered":
+        return "recorded in dry run (not sent)" if dry_run else "delivered"
+    if state == "dead":
+        return f"dead: {dead_reason}"
+    return "waiting to be sent"
+
+
+def _link(events: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:
+    """Give each received event the click id its batch would carry, found by message id."""
+    click_ids: dict[str, str | None] = {}
+    for request in requests:
+        body = request["body"]
+        for batch in body if isinstance(body, list) else [body]:
+            module = batch.get("integration_attributes", {}).get(ROKT_MODULE, {})
+            for event in batch.get("events", []):
+                message_id = event.get("data", {}).get("source_message_id")
+                if message_id is not None:
+                    click_ids[message_id] = module.get("passbackconversiontrackingid")
+    for event in events:
+        if event["message_id"] in click_ids:
+            event["sent_click_id"] = click_ids[event["message_id"]]

@@ -1,0 +1,179 @@
+"""The service around the beacon: health, readiness, metrics, the snippet, `rokt-edge serve`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.logs import JsonFormatter
+from edge.settings import Settings
+from tests.conftest import ROOT
+from tests.fake_capi import FakeCapi, Reply
+from tests.live import LiveEdge, wait_for
+
+ORDER = {
+    "type": "track",
+    "event": "Order Completed",
+    "userId": "u-1",
+    "properties": {"order_id": "o"},
+}
+TEXT = {"content-type": "text/plain"}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCapi]:
+    with FakeCapi() as fake:
+        yield fake
+
+
+def settings_for(tmp_path: Path, fake: FakeCapi, **values: object) -> Settings:
+    return Settings(
+        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
+        database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
+        backoff_base=0.05, pause_retry=0.2, **values,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_healthz_and_readyz(tmp_path: Path, fake: FakeCapi) -> None:
+    with LiveEdge(settings_for(tmp_path, fake)) as live:
+        wait_for(lambda: live.edge.sender.running)
+        assert httpx.get(live.url + "/healthz").json() == {"status": "ok"}
+        ready = httpx.get(live.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "dry_run": False}
+
+
+def test_readyz_says_not_ready_while_delivery_is_paused_on_credentials(
+    tmp_path: Path, fake: FakeCapi
+) -> None:
+    # Given an upstream that rejects the credentials
+    fake.reply(*[Reply(401)] * 50)
+    with LiveEdge(settings_for(tmp_path, fake)) as live:
+        httpx.post(live.url + "/e", content=json.dumps(ORDER), headers=TEXT)
+        # Then readiness fails, saying why, until the credentials work again
+        wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 503)
+        problems = httpx.get(live.url + "/readyz").json()["problems"]
+        metrics = httpx.get(live.url + "/metrics").text
+    assert any(problem.startswith("delivery paused") for problem in problems)
+    assert "rokt_edge_delivery_paused 1.0" in metrics
+
+
+def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> None:
+    with LiveEdge(settings_for(tmp_path, fake)) as live:
+        httpx.post(live.url + "/e", content=json.dumps(ORDER), headers=TEXT)
+        httpx.post(live.url + "/e", content=json.dumps({"type": "page"}), headers=TEXT)
+        wait_for(lambda: fake.accepted_message_ids())
+        wait_for(lambda: "rokt_edge_delivered_total" in httpx.get(live.url + "/metrics").text)
+        response = httpx.get(live.url + "/metrics")
+    text = response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    for series in (
+        'rokt_edge_received_total{source="beacon",type="track"} 1.0',
+        'rokt_edge_received_total{source="beacon",type="page"} 1.0',
+        'rokt_edge_skipped_total{reason="not triggered"} 1.0',
+        "rokt_edge_queued_total 1.0",
+        'rokt_edge_delivered_total{dry_run="false"} 1.0',
+        'rokt_edge_upstream_responses_total{status="202"} 1.0',
+        'rokt_edge_ingest_seconds_count{source="beacon"} 2.0',
+        "rokt_edge_outbox_oldest_pending_age_seconds",
+        "rokt_edge_outbox_items",
+    ):
+        assert series in text, series
+
+
+def test_the_snippet_is_cacheable_and_compressed(tmp_path: Path) -> None:
+    with LiveEdge(Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}")) as live:
+        plain = httpx.get(live.url + "/rokt-edge.js", headers={"accept-encoding": "identity"})
+        zipped = httpx.get(live.url + "/rokt-edge.js", headers={"accept-encoding": "gzip"})
+        again = httpx.get(
+            live.url + "/rokt-edge.js", headers={"if-none-match": plain.headers["etag"]}
+        )
+    served = (ROOT / "static" / "rokt-edge.js").read_bytes()
+    assert plain.status_code == 200
+    assert plain.content == served
+    assert plain.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert plain.headers["cache-control"].startswith("public, max-age=")
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.content == served  # httpx decoded the gzip body
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_runs_the_service_and_stops_gracefully_on_sigterm(
+    tmp_path: Path, fake: FakeCapi
+) -> None:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ROKT_EDGE_")},
+        "PYTHONPATH": str(ROOT),
+        "ROKT_EDGE_API_KEY": fake.api_key,
+        "ROKT_EDGE_API_SECRET": fake.api_secret,
+        "ROKT_EDGE_ROKT_URL": fake.url,
+        "ROKT_EDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.db'}",
+        "ROKT_EDGE_POLL_INTERVAL": "0.05",
+        "ROKT_EDGE_LOG_FORMAT": "json",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edge", "serve", "--port", str(port)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _up(url), timeout=20)
+        assert httpx.post(url + "/e", content=json.dumps(ORDER), headers=TEXT).status_code == 200
+        wait_for(lambda: fake.accepted_message_ids(), timeout=10)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, logs = server.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the signal, as a SIGTERMed process should
+    assert server.returncode == -signal.SIGTERM
+    messages = [json.loads(line)["message"] for line in logs.splitlines() if line.startswith("{")]
+    assert any(message.startswith("rokt-edge ready") for message in messages)
+    assert "Application shutdown complete." in messages
+    assert fake.api_secret not in logs
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_serve_refuses_a_bad_setting_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "serve"],
+        env={"PYTHONPATH": str(ROOT), "ROKT_EDGE_CLIENT_RATE_LIMIT": "fast", "PATH": "/usr/bin"},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "ROKT_EDGE_CLIENT_RATE_LIMIT = 'fast': must be a number" in result.stderr
+
+
+def test_json_logs_are_one_object_per_line_with_extra_fields() -> None:
+    record = logging.makeLogRecord(
+        {"name": "rokt_edge.x", "levelname": "WARNING", "msg": "paused %s", "args": ("401",),
+         "status": 401, "created": time.time()}
+    )  # fmt: skip
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "paused 401"
+    assert entry["level"] == "warning"
+    assert entry["status"] == 401

@@ -1,0 +1,137 @@
+"""The /demo pages and their panel, over HTTP against a live edge (the browser walk-through is in
+tests/browser/test_real_edge.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge.settings import Settings, load_settings
+from tests.live import LiveEdge, wait_for
+
+STUB = (
+    "<script>window.roktEdge=window.roktEdge||function(){"
+    "(roktEdge.q=roktEdge.q||[]).push(arguments)}</script>"
+)
+SCRIPT = '<script defer src="/rokt-edge.js"></script>'
+SHOP = ("/demo", "/demo/product", "/demo/checkout")
+BROWSER = {"content-type": "text/plain", "user-agent": "Mozilla/5.0 (demo test) Chrome/120.0"}
+
+
+def dry_run(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05, **values)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveEdge]:
+    with LiveEdge(dry_run(tmp_path)) as live:
+        yield live
+
+
+def beacon(client: httpx.Client, live: LiveEdge, event: dict[str, Any]) -> httpx.Response:
+    response = client.post(live.url + "/e", content=json.dumps(event), headers=BROWSER)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_a_dry_run_edge_serves_the_shop_with_the_snippet_installed_as_a_merchant_would(
+    live: LiveEdge,
+) -> None:
+    for path in SHOP:
+        page = httpx.get(live.url + path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert STUB in page.text, path
+        assert SCRIPT in page.text, path
+        assert page.text.index(STUB) < page.text.index(SCRIPT)
+        assert "http://" not in page.text  # no external asset: the demo runs offline
+        assert "https://" not in page.text
+    assert httpx.get(live.url + "/demo/inspect").status_code == 200
+    assert httpx.get(live.url + "/demo/demo.css").headers["content-type"].startswith("text/css")
+    assert httpx.get(live.url + "/rokt-edge.js").status_code == 200
+
+
+def test_the_panel_shows_the_click_the_edge_learned_and_the_conversion_it_would_send(
+    live: LiveEdge,
+) -> None:
+    # Given an empty edge, the panel has nothing to show
+    assert httpx.get(live.url + "/demo/api/recent").json() == {
+        "dry_run": True, "visitors": [], "events": [], "requests": [],
+    }  # fmt: skip
+
+    # When a shopper lands with a click id, then orders on a page without it
+    with httpx.Client() as client:
+        beacon(client, live, {
+            "type": "page", "anonymousId": "anon-1", "messageId": "m-page",
+            "context": {"page": {"url": "http://shop.test/demo?rtid=DEMO-1"}},
+        })  # fmt: skip
+        beacon(client, live, {
+            "type": "track", "event": "Order Completed", "anonymousId": "anon-1",
+            "messageId": "m-order", "properties": {"order_id": "o1", "revenue": 10},
+        })  # fmt: skip
+
+    # Then the panel shows the visitor's click, both events' fates and the request for Rokt
+    def recent() -> dict[str, Any]:
+        return dict(httpx.get(live.url + "/demo/api/recent").json())
+
+    wait_for(lambda: recent()["requests"])
+    data = recent()
+    [visitor] = data["visitors"]
+    assert visitor["key"] == "a:anon-1"
+    assert visitor["click_id"] == "DEMO-1"
+    assert visitor["ip"] == "127.0.0.1"
+    assert visitor["user_agent"] == BROWSER["user-agent"]
+    events = {event["message_id"]: event for event in data["events"]}
+    assert events["m-page"]["outcome"].startswith("skipped: not triggered")
+    assert events["m-order"]["outcome"] == "recorded in dry run (not sent)"
+    assert events["m-order"]["mapping"] == "Send"
+    assert events["m-order"]["sent_click_id"] == "DEMO-1"  # the edge's cookie carried it
+    [request] = data["requests"]
+    batch = request["body"]
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "DEMO-1"
+    assert batch["events"][0]["data"]["custom_attributes"]["confirmationref"] == "o1"
+
+
+def test_an_edge_with_credentials_has_no_demo_unless_asked(tmp_path: Path) -> None:
+    settings = dry_run(tmp_path, api_key="key", api_secret="secret", rokt_url="http://127.0.0.1:9")
+    with LiveEdge(settings) as live:
+        for path in (*SHOP, "/demo/inspect", "/demo/api/recent"):
+            assert httpx.get(live.url + path).status_code == 404, path
+
+
+def test_a_demo_turned_on_with_credentials_shows_pages_but_never_traffic(tmp_path: Path) -> None:
+    settings = dry_run(
+        tmp_path, api_key="key", api_secret="secret", rokt_url="http://127.0.0.1:9", demo=True
+    )
+    with LiveEdge(settings) as live:
+        assert httpx.get(live.url + "/demo").status_code == 200
+        refused = httpx.get(live.url + "/demo/api/recent")
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "error": {
+            "code": "not_dry_run",
+            "message": "the demo panel shows what the edge received only in dry run"
+            " (no credentials set)",
+        }
+    }
+
+
+def test_a_dry_run_edge_can_turn_the_demo_off(tmp_path: Path) -> None:
+    with LiveEdge(dry_run(tmp_path, demo=False)) as live:
+        assert httpx.get(live.url + "/demo").status_code == 404
+        assert httpx.get(live.url + "/demo/api/recent").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, None), ({"ROKT_EDGE_DEMO": "true"}, True), ({"ROKT_EDGE_DEMO": "off"}, False)],
+)
+def test_rokt_edge_demo_is_a_flag_left_unset_by_default(
+    environ: dict[str, str], expected: bool | None
+) -> None:
+    assert load_settings(environ).demo is expected
