@@ -376,6 +376,8 @@ class Sender:
                 if self.clock() - pruned_at > PRUNE_SECONDS:
                     pruned_at = self.clock()
                     await self.store.prune(before=pruned_at - MAX_AGE_SECONDS)
+                    window = self.settings.attribution_window_days * 86400
+                    await self.store.prune_identities(before=pruned_at - window)
             except StoreError as error:
                 log.error("store unavailable for housekeeping: %s", error)
             await self._sleep(every)

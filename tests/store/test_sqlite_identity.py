@@ -1,0 +1,118 @@
+"""The identity store: which click id, IP and user agent each visitor's browser showed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.store.base import Identity, IdentityUpdate, Intake
+from edge.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.anyio
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "edge.db", clock=clock)
+    yield store
+    store.close()
+
+
+def seen(*keys: str, click: str | None = None, at: float | None = None, ip: str | None = None,
+         ua: str | None = None) -> Intake:  # fmt: skip
+    return Intake(identities=[IdentityUpdate(keys, click, at, ip, ua)])
+
+
+async def test_a_visitor_is_found_by_either_of_its_ids(store: SQLiteStore, clock: Clock) -> None:
+    # Given an identify that carried both ids, with the click the browser showed
+    await store.put(seen("a:A", "u:U", click="X", at=clock.now, ip="203.0.113.5", ua="UA/1"))
+
+    # Then either id finds the click, the IP and the user agent
+    for key in ("a:A", "u:U"):
+        assert await store.identity([key], since=clock.now - DAY) == Identity(
+            "X", clock.now, "203.0.113.5", "UA/1", clock.now
+        )
+    assert await store.identity(["a:nobody"], since=0) is None
+    assert await store.identity([], since=0) is None
+
+
+async def test_a_newer_click_replaces_an_older_one_and_never_the_reverse(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    await store.put(seen("a:A", click="OLD", at=clock.now - 100))
+    await store.put(seen("a:A", click="NEW", at=clock.now))
+    await store.put(seen("a:A", click="STALE", at=clock.now - 50))  # a late, older beacon
+
+    found = await store.identity(["a:A"], since=0)
+    assert found is not None
+    assert (found.click_id, found.click_seen_at) == ("NEW", clock.now)
+
+
+async def test_an_event_without_a_click_keeps_the_click_and_updates_ip_and_agent(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    await store.put(seen("a:A", click="X", at=clock.now, ip="1.1.1.1", ua="old"))
+    clock.now += 10
+    await store.put(seen("a:A", ip="2.2.2.2", ua="new"))
+
+    assert await store.identity(["a:A"], since=0) == Identity(
+        "X", clock.now - 10, "2.2.2.2", "new", clock.now
+    )
+
+
+async def test_the_freshest_click_among_linked_ids_wins(store: SQLiteStore, clock: Clock) -> None:
+    await store.put(seen("a:phone", click="ON-PHONE", at=clock.now - 3600))
+    await store.put(seen("a:laptop", click="ON-LAPTOP", at=clock.now))
+
+    found = await store.identity(["a:phone", "a:laptop"], since=0)
+    assert found is not None
+    assert found.click_id == "ON-LAPTOP"
+
+
+async def test_a_click_outside_the_window_is_not_given(store: SQLiteStore, clock: Clock) -> None:
+    await store.put(seen("a:A", click="X", at=clock.now - 31 * DAY, ip="1.1.1.1"))
+    await store.put(seen("a:A", ip="2.2.2.2"))  # the visitor came back today, without a click
+
+    found = await store.identity(["a:A"], since=clock.now - 30 * DAY)
+    assert found is not None
+    assert (found.click_id, found.ip) == (None, "2.2.2.2")
+
+
+async def test_visitors_unseen_for_the_window_are_pruned(store: SQLiteStore, clock: Clock) -> None:
+    await store.put(seen("a:old", click="X", at=clock.now))
+    clock.now += 31 * DAY
+    await store.put(seen("a:recent", click="Y", at=clock.now))
+
+    assert await store.prune_identities(before=clock.now - 30 * DAY) == 1
+    assert await store.identity(["a:old"], since=0) is None
+    assert await store.identity(["a:recent"], since=0) is not None
+
+
+async def test_a_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
+    first = SQLiteStore(tmp_path / "edge.db")
+    key = await first.secret("cookie-signing-key")
+    first.close()
+    again = SQLiteStore(tmp_path / "edge.db")
+    try:
+        assert await again.secret("cookie-signing-key") == key
+        assert await again.secret("another") != key
+        assert len(key) >= 40
+        await again.check_writable()
+    finally:
+        again.close()
