@@ -1,48 +1,38 @@
-"""The sender delivering to contract B, against the fake Event API on loopback: every response
-class of spec/event-api-wire.md, v1 tokens and idempotency, the time window at send time, and the
-whole edge (beacon to Event API) with `rokt-edge serve`'s app and `python -m edge.rokt.deliver`."""
+"""The sender delivering to contract B (v2 keys) against the fake Event API on loopback: every
+response class of spec/event-api-wire.md, trace ids, the time window at send time, dry run."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from edge.metrics import Metrics
 from edge.rokt.capi import encode
 from edge.rokt.event_api import EventApiContract
-from edge.rokt.event_api_auth import idempotency_key
-from edge.rokt.fields import Mapped
-from edge.rokt.pipeline import Outbound
 from edge.rokt.sender import Sender
-from edge.settings import Settings, load_settings
 from edge.store.base import EXPIRED, REJECTED, Intake
 from edge.store.sqlite import SQLiteStore
-from tests.conftest import ROOT
+from tests.event_api_items import (
+    ACCOUNT,
+    MONTH,
+    PUBLIC_KEY,
+    SECRET_KEY,
+    Recording,
+    ids,
+    make_settings,
+    order,
+    orders,
+)
 from tests.fake_event_api import FakeEventApi, Fault, basic, error_body
-from tests.live import LiveEdge, wait_for
 from tests.outbound import conversion
 from tests.rokt.test_sender import eventually, running, settled
 
 pytestmark = pytest.mark.anyio
-
-ACCOUNT = "12345"
-PUBLIC_KEY, SECRET_KEY = "rpub-test-1", "rsec-test-1"
-APP_ID = "40svbin0d194subpohl079rhck"
-APP_SECRET = "1dimhvr1v6skae9uhvtgs3chs2astnjf0469df6ul9hurubtoovn"
-MONTH = 31 * 24 * 3600
 
 
 @pytest.fixture
@@ -50,65 +40,6 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(tmp_path / "edge.db")
     yield store
     store.close()
-
-
-def order(n: int, *, age_seconds: float = 60.0) -> Outbound:
-    """Order n as the pipeline stores it for contract B, built when it happened (so an old
-    order was inside the Event API's window then); its clientEventId is `msg-n`."""
-    message_id = f"msg-{n:06d}"
-    timestamp_ms = int((time.time() - age_seconds) * 1000)
-    mapped = Mapped(
-        mapping="Send",
-        message_id=message_id,
-        timestamp_ms=timestamp_ms,
-        conversion_type="Order Completed",
-        confirmation_ref=f"order-{n}",
-        amount=10.0 + n,
-        currency="USD",
-        email=f"buyer{n}@example.com",
-        click_id=f"rtid-{n}",
-    )
-    contract = EventApiContract(ACCOUNT, plain_ids_for="Send", clock=lambda: timestamp_ms / 1000)
-    body = contract.build(mapped)
-    return Outbound(f"Send\n{message_id}", "Send", message_id, timestamp_ms, body)
-
-
-def orders(count: int) -> list[Outbound]:
-    return [order(n) for n in range(count)]
-
-
-def ids(items: list[Outbound]) -> list[str]:
-    return [item.message_id for item in items]
-
-
-def make_settings(fake: FakeEventApi, **overrides: Any) -> Settings:
-    """Contract B with v2 keys; quick retries and polls, no rate limit, unless a test says."""
-    values: dict[str, Any] = {
-        "upstream": "event-api",
-        "account_id": ACCOUNT,
-        "api_key": PUBLIC_KEY,
-        "api_secret": SECRET_KEY,
-        "rokt_url": fake.url,
-        "rate_limit": 0,
-        "backoff_base": 0.05,
-        "backoff_cap": 0.2,
-        "pause_retry": 0.2,
-        "poll_interval": 0.02,
-        "request_timeout": 2,
-        "lease_seconds": 5,
-        **overrides,
-    }
-    return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
-
-
-def v1(fake: FakeEventApi, **overrides: Any) -> Settings:
-    return make_settings(
-        fake, event_api_auth="v1", api_key=APP_ID, api_secret=APP_SECRET, **overrides
-    )
-
-
-async def delivered(store: SQLiteStore, count: int) -> bool:
-    return (await store.stats()).delivered == count
 
 
 async def test_events_go_in_requests_of_100_with_the_references_headers_each_once(
@@ -272,87 +203,6 @@ async def test_429_retry_after_is_honoured(event_api: FakeEventApi, store: SQLit
     assert len(event_api.accepted) == 10
 
 
-async def test_v1_fetches_one_token_and_reuses_it(
-    event_api: FakeEventApi, store: SQLiteStore
-) -> None:
-    items = orders(250)
-    await store.put(Intake(outbound=items))
-
-    async with running(Sender(v1(event_api), store)):
-        await eventually(lambda: settled(store))
-
-    assert len(event_api.token_requests) == 1
-    assert {r.path for r in event_api.received} == {"/v1/events"}
-    assert {r.headers["authorization"] for r in event_api.received} == {"Bearer token-1"}
-    keys = {r.headers["idempotency-key"] for r in event_api.received}
-    assert len(keys) == 3  # one per request
-    assert sorted(event_api.accepted) == ids(items)
-
-
-async def test_v1_renews_the_token_once_after_a_401_without_pausing(
-    event_api: FakeEventApi, store: SQLiteStore
-) -> None:
-    await store.put(Intake(outbound=[order(1)]))
-    sender = Sender(v1(event_api), store)
-
-    async with running(sender):
-        await eventually(lambda: delivered(store, 1))
-        event_api.revoke_tokens()  # Rokt forgot the token before it expired
-        await store.put(Intake(outbound=[order(2)]))
-        sender.notify()
-        await eventually(lambda: delivered(store, 2))
-
-    assert len(event_api.token_requests) == 2
-    authorizations = [r.headers["authorization"] for r in event_api.received]
-    assert authorizations == ["Bearer token-1", "Bearer token-1", "Bearer token-2"]
-    assert event_api.statuses == [200, 401, 200]
-    stats = await store.stats()
-    assert (stats.paused, stats.upstream_errors, stats.dead) == (None, [], {})
-
-
-async def test_v1_app_credentials_refused_by_the_token_endpoint_pause_delivery(
-    event_api: FakeEventApi, store: SQLiteStore
-) -> None:
-    await store.put(Intake(outbound=orders(3)))
-    event_api.app_authorization = basic(APP_ID, "an-older-secret")
-    sender = Sender(v1(event_api), store)
-
-    async with running(sender):
-        await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
-        stats = await store.stats()
-        assert stats.paused is not None
-        assert stats.paused.reason.startswith("token endpoint answered 401")
-        assert event_api.received == []  # no event was sent without a token
-
-        event_api.app_authorization = basic(APP_ID, APP_SECRET)
-        await eventually(lambda: settled(store))
-
-    assert len(event_api.accepted) == 3
-    assert APP_SECRET not in (await store.stats()).upstream_errors[0].message
-
-
-async def test_a_409_on_a_repeated_idempotency_key_counts_as_delivered(
-    event_api: FakeEventApi, store: SQLiteStore
-) -> None:
-    # Given a v1 request that reached the Event API, whose answer was lost on the way back
-    items = orders(3)
-    await store.put(Intake(outbound=items))
-    transport = Recording(lose_first_answer=True)
-
-    # When the sender sends it again, with the same Idempotency-Key
-    async with running(Sender(v1(event_api), store, transport=transport)):
-        await eventually(lambda: settled(store))
-
-    # Then the Event API's 409 counts as delivered: every event once, none dead
-    assert event_api.statuses == [200, 409]
-    first, second = event_api.received
-    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
-    assert first.headers["idempotency-key"] == idempotency_key([i.body for i in items])
-    assert sorted(event_api.accepted) == ids(items)
-    stats = await store.stats()
-    assert (stats.delivered, stats.dead) == (3, {})
-
-
 async def test_an_event_that_aged_out_of_the_window_while_waiting_is_dead_lettered_not_sent(
     event_api: FakeEventApi, store: SQLiteStore
 ) -> None:
@@ -416,105 +266,3 @@ async def test_dry_run_sends_nothing_and_keeps_the_event_api_bodies(
     assert oldest.path == "/v2/events"
     packed = EventApiContract(None).pack([item.body for item in items])
     assert [oldest.body, newest.body] == [encode(p.body).decode() for p in packed]
-
-
-class Recording(httpx.AsyncBaseTransport):
-    """The network, recording each Event API request's exact bytes; it can lose the answer
-    to the first one (the upstream got it, the sender never hears back)."""
-
-    def __init__(self, *, lose_first_answer: bool = False) -> None:
-        self.real = httpx.AsyncHTTPTransport()
-        self.bodies: list[bytes] = []
-        self.lose = lose_first_answer
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.real.handle_async_request(request)
-        if request.url.path.endswith("/events"):
-            self.bodies.append(request.content)
-            if self.lose:
-                self.lose = False
-                await response.aclose()
-                raise httpx.ReadTimeout("the answer was lost", request=request)
-        return response
-
-    async def aclose(self) -> None:
-        await self.real.aclose()
-
-
-# -- the whole edge ---------------------------------------------------------------------------
-
-BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Version/17.0 Safari"
-
-
-def test_a_beacon_conversion_with_a_click_id_reaches_the_event_api(
-    tmp_path: Path, event_api: FakeEventApi
-) -> None:
-    settings = Settings(
-        upstream="event-api", account_id=ACCOUNT, api_key=PUBLIC_KEY, api_secret=SECRET_KEY,
-        rokt_url=event_api.url, database_url=f"sqlite:///{tmp_path / 'edge.db'}",
-        poll_interval=0.05, backoff_base=0.05,
-    )  # fmt: skip
-    purchase = {
-        "type": "track",
-        "event": "Order Completed",
-        "messageId": "order-e2e-1",
-        "properties": {"order_id": "o-1", "revenue": 85, "currency": "USD"},
-        "context": {"page": {"url": "https://shop.example/thanks?rtid=CLICK-1"}},
-    }
-
-    with LiveEdge(settings) as live:
-        response = httpx.post(
-            live.url + "/e",
-            content=json.dumps(purchase),
-            headers={"content-type": "text/plain", "user-agent": BROWSER},
-        )
-        assert response.status_code == 200
-        wait_for(lambda: event_api.accepted == ["order-e2e-1"])
-
-    [received] = event_api.received
-    assert received.path == "/v2/events"
-    assert received.body["accountId"] == ACCOUNT
-    [event] = received.body["events"]
-    assert event["eventType"] == "conversion"
-    data = {entry["name"]: entry["value"] for entry in event["objectData"]}
-    assert data["passbackconversiontrackingid"] == "CLICK-1"
-    assert (data["amount"], data["currency"], data["confirmationref"]) == ("85.00", "USD", "o-1")
-    assert data["useragent"] == BROWSER
-
-
-def test_python_m_deliver_delivers_to_the_event_api(
-    tmp_path: Path, event_api: FakeEventApi
-) -> None:
-    database = tmp_path / "edge.db"
-    store = SQLiteStore(database)
-    items = orders(150)
-    store.put_sync(Intake(outbound=items))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ROKT_EDGE_")}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        ROKT_EDGE_DATABASE_URL=f"sqlite:///{database}",
-        ROKT_EDGE_UPSTREAM="event-api",
-        ROKT_EDGE_ACCOUNT_ID=ACCOUNT,
-        ROKT_EDGE_EVENT_API_AUTH="v1",
-        ROKT_EDGE_API_KEY=APP_ID,
-        ROKT_EDGE_API_SECRET=APP_SECRET,
-        ROKT_EDGE_ROKT_URL=event_api.url,
-        ROKT_EDGE_POLL_INTERVAL="0.05",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.rokt.deliver"],
-        env=env,
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: store.stats_sync().delivered == 150, timeout=20)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=10)
-
-    assert process.returncode == 0
-    assert sorted(event_api.accepted) == ids(items)
-    assert APP_SECRET.encode() not in stderr
-    assert b"token-1" not in stderr  # the bearer token is a secret too
-    store.close()
