@@ -179,7 +179,7 @@ def create_app(
         app.state.edge = edge
         edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
         log.info(
-            "rokt-edge ready: upstream %s%s", settings.upstream_url,
+            "rokt-edge ready: upstream %s (%s)%s", settings.upstream_url, settings.upstream,
             " (dry run: nothing is sent)" if settings.dry_run else "",
         )  # fmt: skip
         try:

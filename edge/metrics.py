@@ -55,7 +55,8 @@ class Metrics:
         )
         self.upstream_responses = Counter(
             f"{PREFIX}_upstream_responses",
-            "Upstream responses by HTTP status ('timeout' or 'connection' when none came).",
+            "Upstream responses by HTTP status ('timeout' or 'connection' when none came, "
+            "'auth' when the Event API's token endpoint gave no token).",
             ["status"],
             registry=self.registry,
         )

@@ -10,7 +10,9 @@ Both event endpoints insist on `Content-Type: application/json`, `Charset: utf-8
 RequestJsonUnmarshalError or RequestValidationError), answer 403 for another account, and always
 send `X-Rokt-Trace-Id`. Tests script the rest: `faults` (answers for the next event requests),
 `unprocessed` (clientEventId → (code, message), reported in a 200's unprocessedRecords),
-`token_life`, `revoke_tokens()` and `clock` (the time tokens expire by).
+`token_life`, `revoke_tokens()` and `clock` (the time tokens expire by). What it took is in
+`accepted` (clientEventIds of events answered 200 and not unprocessed, in order, repeats kept)
+and `statuses` (the answer to each event request, in the order of `received`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Received:
     path: str
     headers: dict[str, str]  # lower-case names
     body: Any  # JSON, or the form fields for the token endpoint
+    at: float = field(default_factory=time.monotonic)
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -84,6 +87,8 @@ class FakeEventApi:
         self.unprocessed: dict[str, tuple[str, str]] = {}
         self.tokens: dict[str, float] = {}  # token → when it expires, by `clock`
         self.idempotency_keys: set[str] = set()
+        self.accepted: list[str] = []
+        self.statuses: list[int] = []
         self._traces = 0
         self.app = Starlette(
             routes=[
@@ -121,14 +126,17 @@ class FakeEventApi:
         return self._answer(200, body)
 
     async def events_v2(self, request: Request) -> Response:
-        return await self._events(
-            request, self.key_authorization == request.headers.get("authorization")
-        )
+        authorized = self.key_authorization == request.headers.get("authorization")
+        response = await self._events(request, authorized)
+        self.statuses.append(response.status_code)
+        return response
 
     async def events_v1(self, request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         valid = self.tokens.get(token, float("-inf")) > self.clock()
-        return await self._events(request, valid)
+        response = await self._events(request, valid)
+        self.statuses.append(response.status_code)
+        return response
 
     async def _events(self, request: Request, authorized: bool) -> Response:
         raw = await request.body()
@@ -164,6 +172,11 @@ class FakeEventApi:
             for event in body["events"]
             for code, message in [self.unprocessed.get(event["clientEventId"], ("", ""))]
             if code
+        ]
+        self.accepted += [
+            event["clientEventId"]
+            for event in body["events"]
+            if event["clientEventId"] not in self.unprocessed
         ]
         return self._answer(200, {"data": {"unprocessedRecords": records}})
 

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, sender.stop)
-        log.info("delivering to %s (dry run: %s)", settings.upstream_url, settings.dry_run)
+        log.info(
+            "delivering to %s (%s; dry run: %s)",
+            settings.upstream_url, settings.upstream, settings.dry_run,
+        )  # fmt: skip
         await sender.run()
 
     try:

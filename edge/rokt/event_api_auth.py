@@ -193,14 +193,22 @@ def auth_for(settings: Settings, client: httpx.AsyncClient) -> Auth:
 
 
 async def post_events(
-    client: httpx.AsyncClient, base_url: str, auth: Auth, request: UpstreamRequest
+    client: httpx.AsyncClient,
+    base_url: str,
+    auth: Auth,
+    request: UpstreamRequest,
+    *,
+    content: bytes | None = None,
 ) -> httpx.Response:
     """POST one packed request; after a 401, renew the credentials once and send it again.
 
-    Raises httpx.HTTPError when no answer comes and EventApiAuthError when no token can be had;
-    every answer, good or bad, is returned for `event_api_responses.classify`.
+    `content` is the request's body when the caller has its bytes already (the sender joins the
+    stored event texts); it must be `encode(request.body)`. Raises httpx.HTTPError when no answer
+    comes and EventApiAuthError when no token can be had; every answer, good or bad, is returned
+    for `event_api_responses.classify`.
     """
-    content = encode(request.body)
+    if content is None:
+        content = encode(request.body)
     url = base_url.rstrip("/") + request.path
     headers = await auth.headers(request.body)
     response = await client.post(url, headers=headers, content=content)

@@ -2,7 +2,16 @@
 
 Contract A error bodies are `{"errors": [{"code": …, "message": …}]}`; messages name a batch of a
 `/bulkevents` request by a path such as `Path '[1].device_info.ios_advertising_id'` and may carry
-HTML entities (`&quot;`), unescaped here.
+HTML entities (`&quot;`), unescaped here. `classify` turns an answer into a `Verdict`
+(spec/capi-wire.md):
+
+    2xx, no errors                       DELIVERED
+    2xx, errors naming batches           PARTIAL: those batches fail with their messages
+    2xx, an error naming no batch;       REJECTED: split until each bad batch is alone
+    400, 413
+    401, 403                             PAUSE
+    429                                  RETRY, after Retry-After when given
+    5xx, anything else                   RETRY
 """
 
 from __future__ import annotations
@@ -12,6 +21,9 @@ import re
 from typing import Final
 
 import httpx
+
+from edge.rokt.backoff import retry_after
+from edge.rokt.verdict import Kind, Verdict
 
 MESSAGE_CHARS: Final = 500
 _PATH_INDEX = re.compile(r"Path '\[(\d+)\]")
@@ -64,3 +76,33 @@ def upstream_message(response: httpx.Response) -> str:
 def redact(message: str) -> str:
     """An upstream message fit for a log: quoted values and anything like an email hidden."""
     return _QUOTED.sub("…", message)
+
+
+def classify(response: httpx.Response, batches: int, *, now: float) -> Verdict:
+    """The verdict on a request of `batches` batches; `now` (epoch seconds) reads a
+    Retry-After given as a date."""
+    status = response.status_code
+    if 200 <= status < 300:
+        errors = upstream_errors(response)
+        if not errors:
+            return Verdict(Kind.DELIVERED, status)
+        failed = failed_batches(errors, batches)
+        if failed is not None:
+            return Verdict(Kind.PARTIAL, status, failed, message="; ".join(failed.values()))
+        return _rejected(status, "; ".join(errors), batches)
+    if status in (400, 413):
+        message = "; ".join(upstream_errors(response)) or upstream_message(response)
+        return _rejected(status, message, batches)
+    if status in (401, 403):
+        return Verdict(Kind.PAUSE, status, message=upstream_message(response))
+    if status == 429:
+        wait = retry_after(response.headers.get("Retry-After"), now)
+        return Verdict(Kind.RETRY, status, retry_after=wait, message="rate limited")
+    # 5xx, and statuses the spec does not name: keep the items, retry.
+    return Verdict(Kind.RETRY, status, message=upstream_message(response))
+
+
+def _rejected(status: int, message: str, batches: int) -> Verdict:
+    """Refused as a whole: a lone batch fails with the message; more are split to find it."""
+    failed = {0: message} if batches == 1 else {}
+    return Verdict(Kind.REJECTED, status, failed, message=message)

@@ -1,20 +1,25 @@
-"""The delivery loop for contract A: claim from the outbox, pack, POST, settle every item.
+"""The delivery loop, for either upstream: claim from the outbox, pack, POST, settle every item.
 
-One feeder claims due items, dead-letters the expired ones, packs the rest into requests
-(by `capi.pack`'s rules, ≤ 100 batches, ≤ 256 KB, from the stored texts: `edge.rokt.packing`)
-and queues them; `max_in_flight` workers send them under
-a token bucket of `rate_limit` batches/s. Each response settles its items (spec/capi-wire.md):
+One feeder claims due items, dead-letters those the upstream would no longer take, packs the rest
+into requests and queues them; `max_in_flight` workers send them under a token bucket of
+`rate_limit` items/s. What is contract-specific (which items are too old, how claims become a
+request, its auth, how an answer reads) is the `Wire` (`edge.rokt.wire`); each answer becomes a
+`Verdict`, and the sender acts on its kind, the same for both contracts:
 
-    202              delivered; batches named in `errors[]` (Path '[i]…') dead-lettered
-    400, 413         split the request in halves until each bad batch is alone; dead-lettered
-    401, 403         claims released untouched; delivery paused, probed every `pause_retry` s
-    429              all sending held for Retry-After (else backoff); items retried then
-    5xx, other,      all sending held for backoff(consecutive failures); items retried then,
-    timeout, no      forever, until they pass the 30-day data-age limit (dead-lettered as
-    connection       expired instead of sent)
+    DELIVERED,         delivered (409 on a repeated v1 Idempotency-Key: delivered already)
+    ALREADY_DELIVERED
+    PARTIAL            the items it names dead-lettered with their reasons, the rest delivered
+    REJECTED           split the request in halves until each bad item is alone; dead-lettered
+    PAUSE              claims released untouched; delivery paused, probed every `pause_retry` s
+    RETRY 429          all sending held for Retry-After (else backoff); items retried then
+    RETRY other, and   all sending held for backoff(consecutive failures), or the upstream's
+    timeout, no        Retry-After; items retried then, forever, until the upstream's data-age
+    connection         limit (contract A: 30 days; B: the Event API's 18-month window), when
+                       they are dead-lettered as expired instead of sent
 
 Nothing here raises to the caller: every outcome is a state in the store. Secrets and upstream
-messages (which can quote the data sent) never reach the log unredacted.
+messages (which can quote the data sent) never reach the log unredacted; the upstream's trace id
+(contract B) goes with every failure logged or recorded.
 """
 
 from __future__ import annotations
@@ -24,48 +29,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, assert_never
 
 import httpx
 
 from edge import __version__
 from edge.metrics import Metrics
-from edge.rokt import packing
-from edge.rokt.backoff import backoff, retry_after
+from edge.rokt.backoff import backoff
 from edge.rokt.ratelimit import TokenBucket
-from edge.rokt.responses import (
-    MESSAGE_CHARS,
-    failed_batches,
-    redact,
-    upstream_errors,
-    upstream_message,
-)
+from edge.rokt.responses import MESSAGE_CHARS, redact
+from edge.rokt.verdict import Kind, Verdict
+from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire, wire_for
 from edge.settings import Settings
-from edge.store.base import EXPIRED, REJECTED, Claim, DeadLetter, Paused, Store, StoreError
+from edge.store.base import REJECTED, Claim, DeadLetter, Paused, Store, StoreError
 
 log = logging.getLogger("rokt_edge.sender")
 
-MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # the upstream's data-age limit
 HOUSEKEEPING_SECONDS: Final = 30.0
 PRUNE_SECONDS: Final = 3600.0
-
-
-class Request:
-    """Claimed items, sent as one upstream request: their batches, in the same order."""
-
-    __slots__ = ("claims", "content", "path")
-
-    def __init__(self, claims: list[Claim]) -> None:
-        self.claims = claims
-        self.path, self.content = packing.request([claim.body for claim in claims])
-
-    @property
-    def ids(self) -> list[int]:
-        return [claim.id for claim in self.claims]
-
-    def split(self) -> tuple[Request, Request]:
-        half = len(self.claims) // 2
-        return Request(self.claims[:half]), Request(self.claims[half:])
 
 
 class Sender:
@@ -82,6 +63,7 @@ class Sender:
         self.store = store
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.wire: Wire = wire_for(settings, clock)
         self.delivered = 0  # items settled as delivered by this sender (tests, benchmarks)
         self.paused: Paused | None = None
         self.running = False
@@ -106,6 +88,8 @@ class Sender:
         await self.store.set_paused(None)  # a pause left by an earlier run; a 401 says it again
         async with self._make_client() as client:
             self._client = client
+            if not self.settings.dry_run:
+                self.wire.bind(client)
             self.running = True
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -133,7 +117,7 @@ class Sender:
         settings = self.settings
         return httpx.AsyncClient(
             base_url=settings.upstream_url,
-            auth=(settings.api_key or "", settings.api_secret or ""),
+            auth=self.wire.client_auth,
             headers={"Content-Type": "application/json", "User-Agent": f"rokt-edge/{__version__}"},
             timeout=httpx.Timeout(
                 settings.request_timeout, connect=min(10.0, settings.request_timeout)
@@ -170,20 +154,10 @@ class Sender:
                 await self._sleep(self.settings.poll_interval * 4)
 
     async def _prepare(self, claims: list[Claim]) -> list[Request]:
-        """Dead-letter what is too old to send; pack the rest into requests, in order."""
-        oldest_ms = (self.clock() - MAX_AGE_SECONDS) * 1000
-        expired = [claim for claim in claims if claim.timestamp_ms < oldest_ms]
-        if expired:
-            await self._dead(
-                [
-                    DeadLetter(
-                        claim.id, EXPIRED, "older than 30 days, the upstream's data-age limit"
-                    )
-                    for claim in expired
-                ]
-            )
-            claims = [claim for claim in claims if claim.timestamp_ms >= oldest_ms]
-        return [Request(claims[group]) for group in packing.pack([c.body for c in claims])]
+        """Dead-letter what may no longer be sent; pack the rest into requests, in order."""
+        unsendable, requests = self.wire.prepare(claims, self.clock())
+        await self._dead(unsendable)
+        return requests
 
     async def _record_dry_run(self, request: Request) -> None:
         body = request.content.decode("utf-8")
@@ -237,60 +211,82 @@ class Sender:
         assert self._client is not None
         await self._bucket.acquire(len(request.claims))
         try:
-            response = await self._client.post(request.path, content=request.content)
+            verdict = await self.wire.send(self._client, request)
         except httpx.TimeoutException:
+            self._count_response("timeout")
             await self._trouble(request, None, "timeout", "no response within the timeout")
             return
         except httpx.TransportError as error:
+            self._count_response("connection")
             await self._trouble(request, None, "connection", f"{type(error).__name__}: {error}")
             return
-        status = response.status_code
-        self.metrics.upstream_responses.labels(status=str(status)).inc()
-        if 200 <= status < 300:
-            await self._accepted(request, response)
-        elif status in (400, 413):
-            await self._rejected(request, response)
-        elif status in (401, 403):
-            await self._credentials_rejected(request, response)
-        elif status == 429:
-            await self._rate_limited(request, response)
-        else:  # 5xx, and statuses the spec does not name: keep the items, retry
-            await self._trouble(request, status, str(status), upstream_message(response))
+        # No status: the Event API's token endpoint gave no token (v1 auth).
+        self._count_response("auth" if verdict.status is None else str(verdict.status))
+        await self._settle(request, verdict)
 
     # -- settling ----------------------------------------------------------------------------
 
-    async def _accepted(self, request: Request, response: httpx.Response) -> None:
-        self._failures = 0
-        if self.paused is not None:
-            await self._resume()
-        errors = upstream_errors(response)
-        if not errors:
-            # The common case: acknowledge in the background so the worker can send the next
-            # request while the commit waits for the disk (run() waits for it before ending).
-            assert self._tasks is not None
-            self._tasks.create_task(self._delivered_quietly(request.ids))
-            return
-        failed = failed_batches(errors, len(request.claims))
-        if failed is None:  # errors that name no batch: find the culprits by splitting
-            await self._rejected(request, response)
-            return
+    async def _settle(self, request: Request, verdict: Verdict) -> None:
+        """Act on the upstream's verdict on one request (`verdict.py` says what each kind is)."""
+        status = verdict.status
+        if verdict.delivered or (status is not None and 200 <= status < 300):
+            # The upstream took the credentials: a pause is over, and so is any trouble.
+            self._failures = 0
+            if self.paused is not None:
+                await self._resume()
+        match verdict.kind:
+            case Kind.DELIVERED | Kind.ALREADY_DELIVERED:
+                if verdict.kind is Kind.ALREADY_DELIVERED:
+                    log.info(
+                        "upstream %s: %s; counted as delivered%s",
+                        status, redact(verdict.message)[:200], _trace(verdict.trace_id),
+                    )  # fmt: skip
+                # The common case: acknowledge in the background so the worker can send the next
+                # request while the commit waits for the disk (run() waits for it before ending).
+                assert self._tasks is not None
+                self._tasks.create_task(self._delivered_quietly(request.ids))
+            case Kind.PARTIAL:
+                await self._partial(request, verdict)
+            case Kind.REJECTED:
+                await self._rejected(request, verdict)
+            case Kind.PAUSE:
+                await self._credentials_rejected(request, verdict)
+            case Kind.RETRY if status == 429:
+                await self._rate_limited(request, verdict)
+            case Kind.RETRY:  # 5xx, statuses the contract does not name, no token: retry
+                label = "auth" if status is None else str(status)
+                await self._trouble(
+                    request, status, label, verdict.message, verdict.retry_after, verdict.trace_id
+                )
+            case _:
+                assert_never(verdict.kind)
+
+    async def _partial(self, request: Request, verdict: Verdict) -> None:
+        failed = verdict.failed
         await self._delivered([c.id for i, c in enumerate(request.claims) if i not in failed])
         await self._dead([DeadLetter(request.claims[i].id, REJECTED, m) for i, m in failed.items()])
-        await self._upstream_error(response.status_code, "; ".join(failed.values()))
+        await self._upstream_error(verdict.status, "; ".join(failed.values()), verdict.trace_id)
 
-    async def _rejected(self, request: Request, response: httpx.Response) -> None:
+    async def _rejected(self, request: Request, verdict: Verdict) -> None:
         if len(request.claims) > 1:
-            for half in request.split():
+            log.info(
+                "upstream %s refused a request of %d items; splitting it to find the bad ones%s",
+                verdict.status, len(request.claims), _trace(verdict.trace_id),
+            )  # fmt: skip
+            for half in self.wire.split(request):
                 await self._send(half)
             return
-        message = "; ".join(upstream_errors(response)) or upstream_message(response)
+        message = verdict.failed.get(0) or verdict.message
         await self._dead([DeadLetter(request.claims[0].id, REJECTED, message)])
-        await self._upstream_error(response.status_code, message)
+        await self._upstream_error(verdict.status, message, verdict.trace_id)
 
-    async def _credentials_rejected(self, request: Request, response: httpx.Response) -> None:
+    async def _credentials_rejected(self, request: Request, verdict: Verdict) -> None:
         await self.store.release(request.ids)
-        status = response.status_code
-        reason = f"{status}: the upstream rejects the API key and secret; nothing is dropped"
+        status = verdict.status
+        if status in (401, 403):
+            reason = f"{status}: the upstream rejects the API key and secret; nothing is dropped"
+        else:  # the Event API: a wrong URL, or its token endpoint refused the app id and secret
+            reason = f"{verdict.message}; nothing is dropped"
         if self.paused is None:
             self.paused = Paused(since=self.clock(), reason=reason)
             self.metrics.paused.set(1)
@@ -301,7 +297,7 @@ class Sender:
                 (self.settings.api_key or "")[:4],
                 self.settings.pause_retry,
             )
-        await self._upstream_error(status, upstream_message(response))
+        await self._upstream_error(status, verdict.message, verdict.trace_id)
 
     async def _resume(self) -> None:
         log.warning("delivery resumed: the upstream accepts the credentials again")
@@ -309,21 +305,31 @@ class Sender:
         self.metrics.paused.set(0)
         await self.store.set_paused(None)
 
-    async def _rate_limited(self, request: Request, response: httpx.Response) -> None:
-        wait = retry_after(response.headers.get("Retry-After"), self.clock())
+    async def _rate_limited(self, request: Request, verdict: Verdict) -> None:
+        wait = verdict.retry_after
         if wait is None:
             self._failures += 1
             wait = self._backoff()
         await self._hold_and_retry(request, wait, f"429 rate limited; waiting {wait:.1f}s")
-        await self._upstream_error(429, f"rate limited; waiting {wait:.1f}s")
+        await self._upstream_error(429, f"rate limited; waiting {wait:.1f}s", verdict.trace_id)
 
-    async def _trouble(self, request: Request, status: int | None, label: str, text: str) -> None:
-        if status is None:
-            self.metrics.upstream_responses.labels(status=label).inc()
+    async def _trouble(
+        self,
+        request: Request,
+        status: int | None,
+        label: str,
+        text: str,
+        wait: float | None = None,
+        trace_id: str | None = None,
+    ) -> None:
+        """Hold all sending for `wait` (the upstream's Retry-After), else the backoff."""
         self._failures += 1
-        wait = self._backoff()
-        await self._hold_and_retry(request, wait, f"{label}: {text}"[:MESSAGE_CHARS])
-        await self._upstream_error(status, text)
+        if wait is None:
+            wait = self._backoff()
+        # Contract B's messages start with their status already ("503 InternalServerError: …").
+        error = text if text.startswith(label) else f"{label}: {text}"
+        await self._hold_and_retry(request, wait, error[:MESSAGE_CHARS])
+        await self._upstream_error(status, text, trace_id)
 
     async def _hold_and_retry(self, request: Request, wait: float, error: str) -> None:
         until = self.clock() + wait
@@ -358,9 +364,18 @@ class Sender:
                 self.metrics.dead.labels(reason=letter.reason).inc()
             log.warning("%d item(s) dead-lettered (%s)", len(letters), letters[0].reason)
 
-    async def _upstream_error(self, status: int | None, message: str) -> None:
-        await self.store.record_upstream_error(status, message[:MESSAGE_CHARS])
-        log.warning("upstream %s: %s", status or "unreachable", redact(message)[:200])
+    async def _upstream_error(
+        self, status: int | None, message: str, trace_id: str | None = None
+    ) -> None:
+        """Record a failure for `rokt-edge status` and log it, both with the trace id, which
+        is what Rokt's support asks for."""
+        trace = _trace(trace_id)
+        recorded = message[: MESSAGE_CHARS - len(trace)] + trace
+        await self.store.record_upstream_error(status, recorded)
+        log.warning("upstream %s: %s%s", status or "unreachable", redact(message)[:200], trace)
+
+    def _count_response(self, label: str) -> None:
+        self.metrics.upstream_responses.labels(status=label).inc()
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -381,3 +396,8 @@ class Sender:
             except StoreError as error:
                 log.error("store unavailable for housekeeping: %s", error)
             await self._sleep(every)
+
+
+def _trace(trace_id: str | None) -> str:
+    """` (trace …)` for a message, or nothing when the upstream sent no trace id (contract A)."""
+    return f" (trace {trace_id[:100]})" if trace_id else ""
