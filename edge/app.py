@@ -38,9 +38,10 @@ from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
+from edge.intake import Collected
 from edge.metrics import Metrics
 from edge.rokt.mapping import load_mappings
-from edge.rokt.pipeline import Pipeline, Skipped
+from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
@@ -78,25 +79,20 @@ class Edge:
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
 
-    def accepted(
-        self,
-        *,
-        source: str,
-        events: Sequence[Event],
-        skipped: Sequence[Skipped],
-        outbound: int,
-        seconds: float,
-        deduplicated: int = 0,
+    async def commit(
+        self, source: str, events: Sequence[Event], collected: Collected, started: float
     ) -> None:
-        """Count what an intake stored, and wake the sender for it. `deduplicated`: of the
-        `outbound` items, those the store skipped as duplicates of a conversion it holds."""
+        """One durable write for a request's events (raises StoreError), then count them and
+        wake the sender. `started`: when the request arrived (time.perf_counter)."""
+        result = await self.store.put(collected.intake())
         for event in events:
             self.metrics.count_received(source, event.type)
-        self.metrics.count_skipped(item.reason for item in skipped)
-        self.metrics.count_skipped([DUPLICATE] * deduplicated)
-        self.metrics.queued.inc(outbound - deduplicated)
-        self.metrics.observe_ingest(source, seconds)
-        if outbound:
+        self.metrics.count_skipped(item.reason for item in collected.skipped)
+        # Items the store skipped as copies of a conversion it already holds.
+        self.metrics.count_skipped([DUPLICATE] * result.deduplicated)
+        self.metrics.queued.inc(len(collected.outbound) - result.deduplicated)
+        self.metrics.observe_ingest(source, time.perf_counter() - started)
+        if collected.outbound:
             self.sender.notify()
 
 

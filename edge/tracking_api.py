@@ -45,8 +45,8 @@ from edge.capture.beacon import JSON_TYPES, Refusal, TooLarge, error, read_body
 from edge.capture.privacy import privacy_skip
 from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
 from edge.events import Event, EventError, parse_event
-from edge.rokt.pipeline import Outbound, Skipped
-from edge.store.base import Identity, IdentityUpdate, Intake, StoreError
+from edge.intake import Collected
+from edge.store.base import Identity, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
@@ -212,15 +212,13 @@ def parse_events(items: list[Any]) -> tuple[list[Event], list[dict[str, Any]], i
 # -- handling ----------------------------------------------------------------------------------
 
 
-class ServerIntake:
-    """One request's events on their way to a single durable write."""
+class ServerIntake(Collected):
+    """One server request's events on their way to a single durable write."""
 
     def __init__(self, edge: Edge) -> None:
+        super().__init__()
         self.edge = edge
         self.since = edge.clock() - edge.settings.attribution_window_days * 86400.0
-        self.outbound: list[Outbound] = []
-        self.skipped: list[Skipped] = []
-        self.identities: list[IdentityUpdate] = []
 
     async def add_all(self, events: Sequence[Event]) -> None:
         # Look-ups run together, so the store's writer answers them in one go.
@@ -240,13 +238,9 @@ class ServerIntake:
             event.body, None, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
         )
         if reason is not None:
-            self.skipped.append(Skipped(event.message_id, reason))
+            self.skip(event, reason)
             return
-        for outcome in self.edge.pipeline.process(stitch(event, identity)):
-            if isinstance(outcome, Outbound):
-                self.outbound.append(outcome)
-            else:
-                self.skipped.append(outcome)
+        self.collect(self.edge.pipeline.process(stitch(event, identity)))
         link = linked(event, identity)
         if link is not None:
             self.identities.append(link)
@@ -277,14 +271,10 @@ async def handle(request: Request, kind: str | None) -> Response:
     intake = ServerIntake(edge)
     try:
         await intake.add_all(events)
-        result = await edge.store.put(Intake(intake.outbound, intake.skipped, intake.identities))
+        await edge.commit("api", events, intake, started)
     except StoreError as failure:
         log.error("tracking API: the store could not write: %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
-    edge.accepted(
-        source="api", events=events, skipped=intake.skipped, outbound=len(intake.outbound),
-        seconds=time.perf_counter() - started, deduplicated=result.deduplicated,
-    )  # fmt: skip
     payload: dict[str, Any] = {"success": True}
     if problems:
         payload.update(accepted=len(events), errors=problems)

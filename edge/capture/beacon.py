@@ -25,8 +25,8 @@ from edge.capture.cookies import Visitor
 from edge.capture.enrich import Enriched, Known, cookie_click, enrich, event_click_id
 from edge.capture.privacy import privacy_skip
 from edge.events import Event, EventError, parse_event
-from edge.rokt.pipeline import Outbound, Skipped
-from edge.store.base import IdentityUpdate, Intake, StoreError
+from edge.intake import Collected
+from edge.store.base import IdentityUpdate, StoreError
 from edge.useragent import parse_user_agent
 
 if TYPE_CHECKING:
@@ -142,8 +142,8 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
     return events, problems
 
 
-class BeaconIntake:
-    """One request's events on their way to a single durable write."""
+class BeaconIntake(Collected):
+    """One browser request's events on their way to a single durable write."""
 
     def __init__(self, edge: Edge, request: Request, ip: str | None) -> None:
         self.edge = edge
@@ -158,9 +158,7 @@ class BeaconIntake:
         self.now = edge.clock()
         self.window = settings.attribution_window_days * 86400.0
         self.private = False  # a privacy signal: no cookie is set or refreshed
-        self.outbound: list[Outbound] = []
-        self.skipped: list[Skipped] = []
-        self.identities: list[IdentityUpdate] = []
+        super().__init__()
 
     async def add(self, event: Event) -> None:
         settings = self.edge.settings
@@ -171,18 +169,14 @@ class BeaconIntake:
         if reason is None and self.is_bot:
             reason = BOT
         if reason is not None:
-            self.skipped.append(Skipped(event.message_id, reason))
+            self.skip(event, reason)
             return
         known = await self._known_click(event)
         enriched = enrich(
             event, ip=self.ip, user_agent=self.user_agent, visitor=self.visitor, known=known,
             now=self.now,
         )  # fmt: skip
-        for outcome in self.edge.pipeline.process(enriched.event):
-            if isinstance(outcome, Outbound):
-                self.outbound.append(outcome)
-            else:
-                self.skipped.append(outcome)
+        self.collect(self.edge.pipeline.process(enriched.event))
         keys = identity_keys(enriched.event)
         if keys:
             self.identities.append(
@@ -233,14 +227,10 @@ async def beacon(request: Request) -> Response:
     for event in events:
         await intake.add(event)
     try:
-        result = await edge.store.put(Intake(intake.outbound, intake.skipped, intake.identities))
+        await edge.commit("beacon", events, intake, started)
     except StoreError as failure:
         log.error("beacon: the store could not write: %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
-    edge.accepted(
-        source="beacon", events=events, skipped=intake.skipped, outbound=len(intake.outbound),
-        seconds=time.perf_counter() - started, deduplicated=result.deduplicated,
-    )  # fmt: skip
     payload: dict[str, Any] = {"success": True, "accepted": len(events)}
     if problems:
         payload["errors"] = problems
