@@ -19,6 +19,21 @@ from edge.rokt.mapping import Mapping
 from edge.settings import Settings, SettingsError
 
 NOT_TRIGGERED: Final = "not triggered: no mapping's trigger matches this event"
+OPTED_OUT: Final = "disabled by integrations: the event turns Rokt Conversions API off"
+INTEGRATION: Final = "Rokt Conversions API"
+
+
+def opted_out(body: dict[str, Any]) -> bool:
+    """Segment's integrations object: `{"Rokt Conversions API": false}` turns this destination
+    off for the event, and so does `{"All": false}` unless the destination is named as on (an
+    object of settings, as the browser plugin writes, counts as on)."""
+    integrations = body.get("integrations")
+    if not isinstance(integrations, dict):
+        return False
+    ours = integrations.get(INTEGRATION)
+    if ours is not None:
+        return ours is False
+    return integrations.get("All") is False
 
 
 class Contract(Protocol):
@@ -84,6 +99,8 @@ class Pipeline:
         self.contract = contract or contract_for(settings, self.mappings)
 
     def process(self, event: Event) -> list[Outcome]:
+        if opted_out(event.body):
+            return [Skipped(event.message_id, OPTED_OUT)]
         outcomes: list[Outcome] = []
         for mapping in self.mappings:
             if mapping.trigger.matches(event.body):

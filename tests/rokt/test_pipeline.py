@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edge.events import parse_event
 from edge.rokt.mapping import default_mappings, parse_mappings
-from edge.rokt.pipeline import NOT_TRIGGERED, Outbound, Pipeline, Skipped
+from edge.rokt.pipeline import NOT_TRIGGERED, OPTED_OUT, Outbound, Pipeline, Skipped
 from edge.settings import Settings
 
 ORDER = {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "u-1"}
@@ -68,3 +68,17 @@ def test_outbound_items_carry_what_the_outbox_needs() -> None:
     assert outcome.key == "Send\nm-1"
     assert outcome.timestamp_ms == 1705579200000
     assert outcome.body["events"][0]["data"]["source_message_id"] == "m-1"
+
+
+def test_segments_integrations_object_can_turn_rokt_off() -> None:
+    pipeline = Pipeline(Settings(), default_mappings())
+    for integrations in ({"Rokt Conversions API": False}, {"All": False}):
+        [outcome] = pipeline.process(parse_event({**ORDER, "integrations": integrations}))
+        assert outcome == Skipped("m-1", OPTED_OUT)
+    for integrations in (
+        {"All": False, "Rokt Conversions API": True},
+        {"All": False, "Rokt Conversions API": {"rtid": "x"}},
+        {"Google Analytics": False},
+    ):
+        [outcome] = pipeline.process(parse_event({**ORDER, "integrations": integrations}))
+        assert isinstance(outcome, Outbound), integrations
