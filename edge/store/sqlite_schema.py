@@ -154,8 +154,11 @@ def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) 
 def _runs(ids: Sequence[ItemId]) -> list[tuple[ItemId, ItemId]]:
     """Sorted ids as (first, last) ranges of consecutive ids: a request's claims are usually
     one range, so a transition is one statement rather than one per id."""
+    ordered = sorted(ids)
+    if ordered and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return [(ordered[0], ordered[-1])]  # the common case, compared in C
     runs: list[tuple[ItemId, ItemId]] = []
-    for item in sorted(set(ids)):
+    for item in sorted(set(ordered)):
         if runs and item == runs[-1][1] + 1:
             runs[-1] = (runs[-1][0], item)
         else:

@@ -320,3 +320,18 @@ async def test_a_schema_1_database_keeps_its_queue(tmp_path: Path) -> None:
         assert (await store.put(Intake(outbound=[conversion(2)]))).stored == 1
     finally:
         store.close()
+
+
+async def test_only_lease_transitions_skip_the_fsync(store: SQLiteStore) -> None:
+    """synchronous=NORMAL for a group of claims and acks alone; FULL as soon as it holds a put."""
+
+    def setting(connection: sqlite3.Connection) -> int:
+        value: int = connection.execute("PRAGMA synchronous").fetchone()[0]
+        return value
+
+    assert await store._run(setting, durable=False) == 1  # NORMAL
+    assert await store._run(setting) == 2  # FULL
+    relaxed = store._submit(setting, durable=False)
+    durable = store._submit(setting)
+    assert durable.result() == 2  # alone, or in the same group as the claim: FULL either way
+    assert relaxed.result() in (1, 2)
