@@ -77,6 +77,8 @@ class Sender:
         self._bucket = TokenBucket(settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
         self._failures = 0  # in a row, for the backoff
+        self._acks: list[int] = []  # delivered, not yet acknowledged to the store
+        self._acking = False  # an _ack_delivered task is running
         self._client: httpx.AsyncClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -242,9 +244,13 @@ class Sender:
                         status, redact(verdict.message)[:200], _trace(verdict.trace_id),
                     )  # fmt: skip
                 # The common case: acknowledge in the background so the worker can send the next
-                # request while the commit waits for the disk (run() waits for it before ending).
-                assert self._tasks is not None
-                self._tasks.create_task(self._delivered_quietly(request.ids))
+                # request while the commit waits for the disk; ids that arrive meanwhile share
+                # the next commit (run() waits for the acks before ending).
+                self._acks.extend(request.ids)
+                if not self._acking:
+                    assert self._tasks is not None
+                    self._acking = True
+                    self._tasks.create_task(self._ack_delivered())
             case Kind.PARTIAL:
                 await self._partial(request, verdict)
             case Kind.REJECTED:
@@ -345,6 +351,17 @@ class Sender:
         if ids:
             await self.store.ack(ids)
             self._count_delivered(len(ids), dry_run=False)
+
+    async def _ack_delivered(self) -> None:
+        """Acknowledge delivered items, one store call for whatever requests finished while the
+        previous call waited for its commit (one per request made a store job, a savepoint and
+        a future for each hundred items)."""
+        try:
+            while self._acks:
+                ids, self._acks = self._acks, []
+                await self._delivered_quietly(ids)
+        finally:
+            self._acking = False
 
     async def _delivered_quietly(self, ids: list[int]) -> None:
         try:

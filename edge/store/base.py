@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 ItemId = int
 
@@ -124,9 +124,12 @@ class PutResult:
     deduplicated: int = 0  # conversions stored before under another message id: skipped
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A leased outbox item. `body` is the batch as JSON text, exactly as it was put."""
+class Claim(NamedTuple):
+    """A leased outbox item. `body` is the batch as JSON text, exactly as it was put.
+
+    A named tuple rather than a frozen dataclass: a claim makes a thousand of them at a time,
+    and a frozen dataclass costs about 1 µs each to build (every field set through
+    `object.__setattr__`), a named tuple a fifth of that. Immutable all the same."""
 
     id: ItemId
     key: str

@@ -10,6 +10,22 @@ rolls back its savepoint without failing the others.
 loss or kernel crash can take back the last commits, and "nothing acknowledged is ever lost"
 covers the machine too. Group commit is what makes FULL affordable (see `bench/outbox.py`).
 
+Only the sender's lease transitions (claim, ack, retry, release, sweep) are committed with
+`synchronous=NORMAL` when a group holds nothing else: their commits skip the fsync. This is safe
+because, in WAL mode, a commit is written to the log before it returns (a crash of the process
+loses nothing, whatever the setting), and the log only grows in order: every FULL commit and
+every checkpoint syncs the whole log first, so what survives a power loss is always a prefix of
+the commits. A relaxed commit can therefore only be lost together with everything after it, and
+never takes a put (always FULL, and its whole group with it) along. Losing one is harmless:
+    claim    the items are pending again, as if never claimed (whatever was sent of them
+             before the power went is sent again: a duplicate, as for a lost ack)
+    ack      the items are claimed (or pending) again and are sent again after their lease:
+             a duplicate with the same source_message_id, which the upstream de-duplicates
+    retry,   the items stay claimed until their lease runs out and a sweep returns them:
+    release  a later attempt, never a lost item
+    sweep    made again by the next sweep
+Dead letters, replays, pauses and everything intake writes stay FULL.
+
 Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any failed write).
 """
 
@@ -65,7 +81,9 @@ class SQLiteStore(Store):
         self.dedup_window = dedup_window  # seconds between two copies of one conversion
         self.transactions = 0  # commits made, for tests and benchmarks
         self._max_group = MAX_GROUP if group_commit else 1
-        self._jobs: queue.SimpleQueue[tuple[Job, Future[Any]] | None] = queue.SimpleQueue()
+        self._synced = True  # the connection's synchronous setting is FULL (as _connect leaves it)
+        # (job, its future, whether its commit must be synced to disk: see the docstring)
+        self._jobs: queue.SimpleQueue[tuple[Job, Future[Any], bool] | None] = queue.SimpleQueue()
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._close_lock = threading.Lock()
@@ -105,12 +123,18 @@ class SQLiteStore(Store):
         finally:
             connection.close()
 
-    def _commit(self, connection: sqlite3.Connection, group: list[tuple[Job, Future[Any]]]) -> None:
-        live = [(job, future) for job, future in group if future.set_running_or_notify_cancel()]
+    def _commit(
+        self, connection: sqlite3.Connection, group: list[tuple[Job, Future[Any], bool]]
+    ) -> None:
+        live = [(job, future) for job, future, _ in group if future.set_running_or_notify_cancel()]
         if not live:
             return
         outcomes: list[tuple[bool, Any]] = []
+        durable = any(sync for _, future, sync in group if future.running())
         try:
+            if durable != self._synced:
+                connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
             connection.execute("BEGIN IMMEDIATE")
             for job, _ in live:
                 connection.execute("SAVEPOINT job")
@@ -137,16 +161,16 @@ class SQLiteStore(Store):
             else:
                 future.set_exception(value)
 
-    def _submit(self, job: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def _submit(self, job: Callable[[sqlite3.Connection], T], durable: bool = True) -> Future[T]:
         future: Future[T] = Future()
         with self._close_lock:
             if self._closed:
                 raise StoreUnavailable(f"{self.path}: the store is closed")
-            self._jobs.put((job, future))
+            self._jobs.put((job, future, durable))
         return future
 
-    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._submit(job))
+    async def _run(self, job: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        return await asyncio.wrap_future(self._submit(job, durable))
 
     def close(self) -> None:
         with self._close_lock:
@@ -200,17 +224,19 @@ class SQLiteStore(Store):
 
     async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
         now = self.clock()
-        return await self._run(lambda c: schema.claim(c, limit, now, now + lease_seconds))
+        return await self._run(
+            lambda c: schema.claim(c, limit, now, now + lease_seconds), durable=False
+        )
 
     async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
         now = self.clock()
-        await self._run(lambda c: schema.ack(c, ids, now, dry_run))
+        await self._run(lambda c: schema.ack(c, ids, now, dry_run), durable=False)
 
     async def retry(self, ids: Sequence[ItemId], at: float, error: str) -> None:
-        await self._run(lambda c: schema.retry(c, ids, at, error))
+        await self._run(lambda c: schema.retry(c, ids, at, error), durable=False)
 
     async def release(self, ids: Sequence[ItemId]) -> None:
-        await self._run(lambda c: schema.release(c, ids))
+        await self._run(lambda c: schema.release(c, ids), durable=False)
 
     async def dead(self, letters: Sequence[DeadLetter]) -> None:
         now = self.clock()
@@ -218,7 +244,7 @@ class SQLiteStore(Store):
 
     async def sweep(self) -> int:
         now = self.clock()
-        return await self._run(lambda c: schema.sweep(c, now))
+        return await self._run(lambda c: schema.sweep(c, now), durable=False)
 
     async def replay(self, since: float | None = None) -> int:
         now = self.clock()

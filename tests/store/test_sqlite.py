@@ -172,6 +172,27 @@ async def test_release_returns_items_without_counting_an_attempt(store: SQLiteSt
     assert (again.id, again.attempts) == (claim.id, 0)
 
 
+async def test_claims_and_acks_skip_the_items_between_them(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    """Claims lease id ranges and acks settle id ranges: items in a gap stay as they were."""
+    await store.put(Intake(outbound=conversions(6)))
+    first = await store.claim(6, 30)
+    ids = [claim.id for claim in first]
+    await store.retry([ids[1], ids[3]], at=clock.now + 60, error="503")  # not due for a minute
+    await store.release([ids[0], ids[2], ids[4], ids[5]])
+
+    again = await store.claim(10, 30)
+    assert [claim.id for claim in again] == [ids[0], ids[2], ids[4], ids[5]]
+    assert [claim.body for claim in again] == [first[i].body for i in (0, 2, 4, 5)]
+    await store.ack([ids[5], ids[0], ids[2]])  # any order
+
+    stats = await store.stats()
+    assert (stats.delivered, stats.in_flight, stats.pending, stats.retrying) == (3, 1, 2, 2)
+    clock.now += 60
+    assert [claim.id for claim in await store.claim(10, 30)] == [ids[1], ids[3]]
+
+
 async def test_dead_letters_keep_their_reason_and_replay_puts_them_back(
     store: SQLiteStore, clock: Clock
 ) -> None:
@@ -299,3 +320,18 @@ async def test_a_schema_1_database_keeps_its_queue(tmp_path: Path) -> None:
         assert (await store.put(Intake(outbound=[conversion(2)]))).stored == 1
     finally:
         store.close()
+
+
+async def test_only_lease_transitions_skip_the_fsync(store: SQLiteStore) -> None:
+    """synchronous=NORMAL for a group of claims and acks alone; FULL as soon as it holds a put."""
+
+    def setting(connection: sqlite3.Connection) -> int:
+        value: int = connection.execute("PRAGMA synchronous").fetchone()[0]
+        return value
+
+    assert await store._run(setting, durable=False) == 1  # NORMAL
+    assert await store._run(setting) == 2  # FULL
+    relaxed = store._submit(setting, durable=False)
+    durable = store._submit(setting)
+    assert durable.result() == 2  # alone, or in the same group as the claim: FULL either way
+    assert relaxed.result() in (1, 2)
