@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.store.sqlite import SQLiteStore
+from tests.fake_capi import FakeCapi
 from tests.fake_event_api import FakeEventApi, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +39,21 @@ def run_cli(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeCapi]:
+    """A fake Rokt Conversions API (contract A) on loopback."""
+    with FakeCapi() as fake:
+        yield fake
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    """A real SQLite store in a fresh file."""
+    store = SQLiteStore(tmp_path / "edge.db")
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from edge.logs import JsonFormatter
 from edge.settings import Settings
@@ -29,12 +27,6 @@ ORDER = {
     "properties": {"order_id": "o"},
 }
 TEXT = {"content-type": "text/plain"}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCapi]:
-    with FakeCapi() as fake:
-        yield fake
 
 
 def settings_for(tmp_path: Path, fake: FakeCapi, **values: object) -> Settings:

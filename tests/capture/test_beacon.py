@@ -48,12 +48,6 @@ def order(order_id: str = "o-1", **fields: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeCapi]:
-    with FakeCapi() as fake:
-        yield fake
-
-
-@pytest.fixture
 def settings(tmp_path: Path, fake: FakeCapi) -> Settings:
     return Settings(
         api_key=fake.api_key,

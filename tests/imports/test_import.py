@@ -6,7 +6,6 @@ import csv
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,6 @@ NOW_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: Rokt takes 30 days 
 def order_row(n: int) -> list[str]:
     return [f"o-{n}", f"buyer{n}@example.com", f"c-{n}", f"R-{n}", str(NOW_MS + n),
             "purchase", f"{n % 500}.99", "usd" if n % 2 else "", "Jane", "Sydney"]  # fmt: skip
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCapi]:
-    with FakeCapi() as fake:
-        yield fake
 
 
 @pytest.fixture

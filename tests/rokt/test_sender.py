@@ -6,9 +6,6 @@ import asyncio
 import base64
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,23 +20,11 @@ from edge.store.base import EXPIRED, REJECTED, Intake
 from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
+from tests.sending import eventually, running, settled
 
 pytestmark = pytest.mark.anyio
 
 BAD_IDFA = "not-a-uuid"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeCapi]:
-    with FakeCapi() as fake:
-        yield fake
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "edge.db")
-    yield store
-    store.close()
 
 
 def make_settings(fake: FakeCapi, **overrides: Any) -> Settings:
@@ -58,28 +43,6 @@ def make_settings(fake: FakeCapi, **overrides: Any) -> Settings:
         **overrides,
     }
     return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
-
-
-@asynccontextmanager
-async def running(sender: Sender) -> AsyncIterator[Sender]:
-    task = asyncio.create_task(sender.run())
-    try:
-        yield sender
-    finally:
-        sender.stop()
-        await asyncio.wait_for(task, 10)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
-
-
-async def settled(store: SQLiteStore) -> bool:
-    stats = await store.stats()
-    return stats.pending + stats.in_flight == 0
 
 
 def with_bad_idfa(n: int) -> Any:

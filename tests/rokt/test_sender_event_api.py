@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,16 +28,9 @@ from tests.event_api_items import (
 )
 from tests.fake_event_api import FakeEventApi, Fault, basic, error_body
 from tests.outbound import conversion
-from tests.rokt.test_sender import eventually, running, settled
+from tests.sending import eventually, running, settled
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "edge.db")
-    yield store
-    store.close()
 
 
 async def test_events_go_in_requests_of_100_with_the_references_headers_each_once(

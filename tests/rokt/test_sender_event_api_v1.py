@@ -25,7 +25,7 @@ from tests.event_api_items import (
     v1,
 )
 from tests.fake_event_api import FakeEventApi, basic
-from tests.rokt.test_sender import eventually, running, settled
+from tests.sending import eventually, running, settled
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,28 +16,9 @@ from edge.store import open_store, sqlite_path
 from edge.store.base import EXPIRED, REJECTED, DeadLetter, Intake, Paused, StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from tests.outbound import conversion, conversions, skipped
+from tests.store.conftest import Clock
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "edge.db", clock=clock)
-    yield store
-    store.close()
 
 
 def rows_on_disk(path: Path) -> int:

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge.store.base import Identity, IdentityUpdate, Intake
 from edge.store.sqlite import SQLiteStore
+from tests.store.conftest import Clock
 
 pytestmark = pytest.mark.anyio
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "edge.db", clock=clock)
-    yield store
-    store.close()
 
 
 def seen(*keys: str, click: str | None = None, at: float | None = None, ip: str | None = None,
