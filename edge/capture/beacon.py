@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from edge.capture.client_ip import client_ip, is_https
+from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
 from edge.capture.enrich import Enriched, Known, cookie_click, enrich, event_click_id
 from edge.capture.privacy import privacy_skip
@@ -79,14 +79,14 @@ def events_of(document: Any) -> list[Any] | None:
     return None
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...]) -> bool:
     """A text/plain POST needs no CORS preflight, so the browser sends it from any site: the
     edge itself refuses origins that are neither its own nor in `ROKT_EDGE_ALLOWED_ORIGINS`."""
     if not origin:  # not a browser's cross-site fetch (curl, a server, an old same-origin beacon)
         return True
     if "*" in allowed or origin.rstrip("/") in allowed:
         return True
-    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+    return urlsplit(origin).netloc.lower() in hosts
 
 
 def identity_keys(event: Event) -> tuple[str, ...]:
@@ -108,8 +108,9 @@ class Refusal(Exception):
 
 async def read_events(request: Request, settings: Settings) -> tuple[list[Event], list[Any]]:
     """The request's valid events and the problems of the invalid ones; Refusal otherwise."""
-    allowed = settings.allowed_origins
-    if not origin_allowed(request.headers.get("origin"), request.headers.get("host"), allowed):
+    peer = request.client.host if request.client else None
+    hosts = request_hosts(peer, request.headers, settings.trusted_proxies)
+    if not origin_allowed(request.headers.get("origin"), hosts, settings.allowed_origins):
         raise Refusal(403, "origin_not_allowed", ORIGIN_REFUSED)
     content_type = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:

@@ -89,6 +89,22 @@ def client_ip(
     return str(peer_address)
 
 
+def request_hosts(
+    peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
+) -> list[str]:
+    """The hosts the browser may have addressed: `Host`, and from a trusted proxy (which often
+    forwards to the edge under another name) `X-Forwarded-Host` and `Forwarded: host=` too."""
+    hosts = [headers.get("host", "")]
+    peer_address = parse_ip(peer) if peer else None
+    if peer_address is not None and _trusted(peer_address, proxies):
+        hosts.append(headers.get("x-forwarded-host", "").split(",")[0])
+        for pair in headers.get("forwarded", "").split(",")[0].split(";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == "host":
+                hosts.append(value.strip().strip('"'))
+    return [host.strip().lower() for host in hosts if host.strip()]
+
+
 def is_https(
     scheme: str, peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
 ) -> bool:

@@ -342,3 +342,23 @@ def unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
     path = tmp_path_factory.mktemp("fuzz") / "edge.db"
     with LiveEdge(Settings(database_url=f"sqlite:///{path}", client_rate_limit=0)) as live:
         yield live
+
+
+def test_same_origin_beacons_pass_behind_a_proxy_that_rewrites_host(settings: Settings) -> None:
+    # Given the edge behind the shop's proxy, which forwards to 127.0.0.1:PORT and so sends that
+    # as Host, with the shop's own host in X-Forwarded-Host
+    behind_proxy = replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),))
+    shop = {"Origin": "https://shop.example", "X-Forwarded-Host": "shop.example"}
+    with LiveEdge(behind_proxy) as live:
+        via_proxy = post(live, landing(), headers=shop)
+        via_forwarded = post(
+            live, landing(), headers={"Origin": "https://shop.example",
+                                      "Forwarded": 'for=198.51.100.7;host="shop.example"'}
+        )  # fmt: skip
+    # When an untrusted client sends the same headers, they prove nothing
+    with LiveEdge(settings) as live:
+        spoofed = post(live, landing(), headers=shop)
+
+    assert via_proxy.status_code == 200
+    assert via_forwarded.status_code == 200
+    assert spoofed.status_code == 403
