@@ -139,7 +139,7 @@ async def read_document(request: Request, limit: int) -> dict[str, Any]:
         raise Refusal(413, "too_large", f"the body is over {limit:,} bytes") from None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as problem:
+    except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_body", "the body must be a JSON object")

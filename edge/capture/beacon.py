@@ -121,7 +121,7 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
         raise Refusal(413, "too_large", f"the body is over {limit_text} bytes") from None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as problem:
+    except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     raw_events = events_of(document)
     if raw_events is None:

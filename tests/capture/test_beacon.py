@@ -177,6 +177,7 @@ def test_bots_are_skipped(live: LiveEdge, settings: Settings) -> None:
     [
         ("application/x-www-form-urlencoded", "a=b", 415, "unsupported_media_type"),
         ("text/plain", "{not json", 400, "invalid_json"),
+        ("text/plain", "[" * 30_000, 400, "invalid_json"),
         ("text/plain", "42", 400, "invalid_body"),
         ("text/plain", '{"type": "launch"}', 400, "invalid_event"),
         ("text/plain", "x" * 70_000, 413, "too_large"),
