@@ -342,6 +342,7 @@ def test_an_invalid_event_in_a_batch_is_named_and_the_others_are_kept(live: Live
         ("/v1/batch", b'{"batch": ' + b"[" * 100_000, basic(WRITE_KEY), 400, "invalid_json"),
         ("/v1/track", [order()], basic(WRITE_KEY), 400, "invalid_body"),
         ("/v1/track", {"userId": "u"}, basic(WRITE_KEY), 400, "invalid_event"),
+        ("/v1/track", order(userId="u", timestamp=1e300), basic(WRITE_KEY), 400, "invalid_event"),
         ("/v1/batch", {"batch": {"type": "track"}}, basic(WRITE_KEY), 400, "invalid_body"),
         ("/v1/batch", {"batch": []}, basic(WRITE_KEY), 400, "invalid_event"),
         ("/v1/batch", {"batch": [], "context": "x"}, basic(WRITE_KEY), 400, "invalid_body"),
