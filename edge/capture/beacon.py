@@ -224,9 +224,9 @@ async def beacon(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     intake = BeaconIntake(edge, request, ip)
-    for event in events:
-        await intake.add(event)
     try:
+        for event in events:
+            await intake.add(event)  # may look the visitor up in the store
         await edge.commit("beacon", events, intake, started)
     except StoreError as failure:
         log.error("beacon: the store could not write: %s", failure)

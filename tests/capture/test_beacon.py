@@ -295,6 +295,25 @@ def test_a_failing_store_answers_503_and_loses_nothing_acknowledged(
             for b in delivered(fake)] == ["o-before"]  # fmt: skip
 
 
+class UnreadableStore(SQLiteStore):
+    """A real SQLite store whose identity look-ups fail, as a locked or corrupt file would."""
+
+    async def identity(self, keys: Any, since: float) -> Any:
+        raise StoreUnavailable("database is locked (injected)")
+
+
+def test_a_failing_identity_look_up_answers_503_not_500(tmp_path: Path, settings: Settings) -> None:
+    store = UnreadableStore(tmp_path / "unreadable.db")
+    try:
+        with LiveEdge(settings, store=store) as live:
+            # No click id in the event or a cookie: the beacon asks the identity store.
+            response = post(live, order("o-1", userId="u"))
+    finally:
+        store.close()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"
+
+
 @hypothesis_settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
