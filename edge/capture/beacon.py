@@ -86,7 +86,11 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
         return True
     if "*" in allowed or origin.rstrip("/") in allowed:
         return True
-    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[": not an origin a browser sends
+        return False
+    return host is not None and netloc.lower() == host.lower()
 
 
 def identity_keys(event: Event) -> tuple[str, ...]:

@@ -263,6 +263,12 @@ def test_origins(tmp_path: Path, settings: Settings) -> None:
     assert own.status_code == 200
 
 
+def test_a_malformed_origin_is_refused_not_a_500(live: LiveEdge) -> None:
+    response = post(live, landing(), headers={"Origin": "http://["})  # urlsplit: ValueError
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "origin_not_allowed"
+
+
 class FailingStore(SQLiteStore):
     """A real SQLite store whose writes can be made to fail, as a full disk would."""
 
