@@ -95,7 +95,7 @@ def basic_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: not ASCII (UnicodeDecodeError is one)
         return ""
     return decoded.partition(":")[0]
 

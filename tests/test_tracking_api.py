@@ -333,6 +333,8 @@ def test_an_invalid_event_in_a_batch_is_named_and_the_others_are_kept(live: Live
          "unauthorized"),
         ("/v1/track", order(userId="u"), basic("wrong"), 401, "unauthorized"),
         ("/v1/track", {**order(userId="u"), "writeKey": "wrong"}, {}, 401, "unauthorized"),
+        ("/v1/track", order(userId="u"), {"authorization": b"Basic \xe9"}, 401,
+         "unauthorized"),  # not ASCII: b64decode raises ValueError, not binascii.Error
         ("/v1/track", order(userId="u"), {**basic(WRITE_KEY), "content-type": "text/csv"}, 415,
          "unsupported_media_type"),
         ("/v1/track", order(userId="u"), {**basic(WRITE_KEY), "content-encoding": "br"}, 415,
