@@ -25,6 +25,9 @@ ID_FIELDS: Final = ("messageId", "userId", "anonymousId", "groupId", "previousId
 # Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, while
 # 1e11 milliseconds is 1973, well before any event this service will see.
 EPOCH_MS_THRESHOLD: Final = 100_000_000_000
+# 9999-12-31T23:59:59.999Z, the last moment a datetime holds; later numbers are not times (and
+# would overflow the store's 64-bit integers).
+MAX_TIMESTAMP_MS: Final = 253_402_300_799_999
 
 
 _ids = random.Random()  # seeded from the OS; again in every forked child, so no two share ids
@@ -124,7 +127,8 @@ def parse_timestamp(value: Any) -> int | None:
             return _iso_ms(text)
         value = number
     if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
-        return int(value) if value >= EPOCH_MS_THRESHOLD else round(value * 1000)
+        stamp = int(value) if value >= EPOCH_MS_THRESHOLD else round(value * 1000)
+        return stamp if stamp <= MAX_TIMESTAMP_MS else None
     return None
 
 

@@ -95,7 +95,7 @@ def basic_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: not ASCII (UnicodeDecodeError is one)
         return ""
     return decoded.partition(":")[0]
 
@@ -139,7 +139,7 @@ async def read_document(request: Request, limit: int) -> dict[str, Any]:
         raise Refusal(413, "too_large", f"the body is over {limit:,} bytes") from None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as problem:
+    except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_body", "the body must be a JSON object")

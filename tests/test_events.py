@@ -93,6 +93,9 @@ def test_a_bad_event_names_the_event_and_the_field(raw: Any, message: str) -> No
         (True, None),
         (-5, None),
         (float("nan"), None),
+        (1e300, None),  # past any date: would overflow the store's 64-bit integer
+        ("1e30", None),
+        (10**20, None),
     ],
 )
 def test_timestamps_are_iso_or_epoch_seconds_or_milliseconds(value: Any, expected: int) -> None:

@@ -86,7 +86,11 @@ def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...
         return True
     if "*" in allowed or origin.rstrip("/") in allowed:
         return True
-    return urlsplit(origin).netloc.lower() in hosts
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[": not an origin a browser sends
+        return False
+    return netloc.lower() in hosts
 
 
 def identity_keys(event: Event) -> tuple[str, ...]:
@@ -122,7 +126,7 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
         raise Refusal(413, "too_large", f"the body is over {limit_text} bytes") from None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as problem:
+    except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     raw_events = events_of(document)
     if raw_events is None:
@@ -225,9 +229,9 @@ async def beacon(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     intake = BeaconIntake(edge, request, ip)
-    for event in events:
-        await intake.add(event)
     try:
+        for event in events:
+            await intake.add(event)  # may look the visitor up in the store
         await edge.commit("beacon", events, intake, started)
     except StoreError as failure:
         log.error("beacon: the store could not write: %s", failure)

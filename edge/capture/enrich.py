@@ -47,7 +47,8 @@ class Enriched:
 def event_click_id(body: dict[str, Any]) -> str | None:
     """The click id the event itself carries (the plugin's field, then the page's query)."""
     value = first_present(EVENT_CLICK_SOURCES, body)
-    return None if value is MISSING else str(value)
+    # An object or array is no click id (the mapping sends none for it either).
+    return None if value is MISSING or isinstance(value, dict | list) else str(value)
 
 
 def enrich(

@@ -77,7 +77,7 @@ def _json_rows(lines: Iterator[str]) -> Iterator[Row | BadRow]:
             continue
         try:
             value = json.loads(line)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             yield BadRow(number, f"not JSON: {error}")
             continue
         if isinstance(value, dict):

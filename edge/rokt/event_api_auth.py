@@ -155,7 +155,7 @@ class TokenSource:
             answer = response.json()
             token = answer["access_token"]
             life = float(answer.get("expires_in", DEFAULT_TOKEN_LIFE))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise TokenUnavailable("token endpoint: an answer without access_token") from None
         if not isinstance(token, str) or not token or life <= 0:
             raise TokenUnavailable("token endpoint: an unusable token or expires_in")

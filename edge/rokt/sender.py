@@ -218,7 +218,7 @@ class Sender:
             self._count_response("timeout")
             await self._trouble(request, None, "timeout", "no response within the timeout")
             return
-        except httpx.TransportError as error:
+        except httpx.HTTPError as error:  # no usable answer: connection, protocol, decoding
             self._count_response("connection")
             await self._trouble(request, None, "connection", f"{type(error).__name__}: {error}")
             return

@@ -101,8 +101,8 @@ class Wire(Protocol):
         ...
 
     async def send(self, client: httpx.AsyncClient, request: Request) -> Verdict:
-        """POST the request and judge the answer; raises httpx.TransportError (timeouts
-        included) when none came."""
+        """POST the request and judge the answer; raises httpx.HTTPError (timeouts included)
+        when no answer came or it could not be read."""
         ...
 
 

@@ -177,6 +177,7 @@ def test_bots_are_skipped(live: LiveEdge, settings: Settings) -> None:
     [
         ("application/x-www-form-urlencoded", "a=b", 415, "unsupported_media_type"),
         ("text/plain", "{not json", 400, "invalid_json"),
+        ("text/plain", "[" * 30_000, 400, "invalid_json"),
         ("text/plain", "42", 400, "invalid_body"),
         ("text/plain", '{"type": "launch"}', 400, "invalid_event"),
         ("text/plain", "x" * 70_000, 413, "too_large"),
@@ -262,6 +263,12 @@ def test_origins(tmp_path: Path, settings: Settings) -> None:
     assert own.status_code == 200
 
 
+def test_a_malformed_origin_is_refused_not_a_500(live: LiveEdge) -> None:
+    response = post(live, landing(), headers={"Origin": "http://["})  # urlsplit: ValueError
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "origin_not_allowed"
+
+
 class FailingStore(SQLiteStore):
     """A real SQLite store whose writes can be made to fail, as a full disk would."""
 
@@ -292,6 +299,25 @@ def test_a_failing_store_answers_503_and_loses_nothing_acknowledged(
     assert refused.json()["error"]["code"] == "store_unavailable"
     assert [b["events"][0]["data"]["custom_attributes"]["confirmationref"]
             for b in delivered(fake)] == ["o-before"]  # fmt: skip
+
+
+class UnreadableStore(SQLiteStore):
+    """A real SQLite store whose identity look-ups fail, as a locked or corrupt file would."""
+
+    async def identity(self, keys: Any, since: float) -> Any:
+        raise StoreUnavailable("database is locked (injected)")
+
+
+def test_a_failing_identity_look_up_answers_503_not_500(tmp_path: Path, settings: Settings) -> None:
+    store = UnreadableStore(tmp_path / "unreadable.db")
+    try:
+        with LiveEdge(settings, store=store) as live:
+            # No click id in the event or a cookie: the beacon asks the identity store.
+            response = post(live, order("o-1", userId="u"))
+    finally:
+        store.close()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "store_unavailable"
 
 
 @hypothesis_settings(

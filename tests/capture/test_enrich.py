@@ -87,3 +87,17 @@ def test_the_cookies_click_counts_within_the_attribution_window() -> None:
     assert cookie_click(cookie, now=900 + 31 * DAY, window_seconds=30 * DAY) is None
     assert cookie_click(Visitor("a", "c", None), now=1.0, window_seconds=DAY) is None
     assert cookie_click(Visitor("a"), now=1.0, window_seconds=DAY) is None
+
+
+def test_a_click_id_that_is_not_a_value_is_no_click_id() -> None:
+    # An object where the plugin's rtid belongs must not become the click id "{'bad': 1}",
+    # remembered in the cookie and the identity store and sent with the visitor's next events.
+    result = enriched(
+        {"integrations": {"Rokt Conversions API": {"rtid": {"bad": 1}}}},
+        known=Known("X", 500.0, "cookie"),
+    )
+    assert (result.click_id, result.click_seen_at) == ("X", 500.0)
+    assert result.event.body["integrations"]["Rokt Conversions API"]["rtid"] == "X"
+
+    alone = enriched({"integrations": {"Rokt Conversions API": {"rtid": ["bad"]}}})
+    assert (alone.click_id, alone.click_seen_at) == (None, None)

@@ -248,3 +248,20 @@ def test_a_missing_file_and_a_forced_progress_bar(tmp_path: Path, settings: Sett
     assert shown.returncode == 0
     assert "orders.csv" in shown.stderr
     assert "B/s" in shown.stderr or "it/s" in shown.stderr or "%" in shown.stderr
+
+
+def test_a_json_line_nested_too_deep_is_an_invalid_row_not_a_crash(
+    tmp_path: Path, settings: Settings
+) -> None:
+    good = {"email": "a@example.com", "segment": "vip"}
+    text = json.dumps(good) + "\n" + "[" * 100_000 + "\n" + json.dumps(good) + "\n"
+    export = write(tmp_path / "vip.jsonl", text)
+    mapfile = write(tmp_path / "vip.toml", AUDIENCE_MAP)
+
+    result = run_cli("import", str(export), "--map", str(mapfile), "--dry-run", env=env(settings))
+
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["requests"][0]["body"]) == 2
+    assert [row["row"] for row in document["invalid"]] == [2]
+    assert document["invalid"][0]["error"].startswith("not JSON")

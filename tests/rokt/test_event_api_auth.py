@@ -205,6 +205,15 @@ async def test_an_answer_without_a_token_is_worth_retrying(event_api: FakeEventA
             await TokenSource(client, event_api.url, APP_ID, APP_SECRET).token()
 
 
+@pytest.mark.parametrize("life", [10**400, "1e999x", [1]], ids=["huge", "text", "list"])
+async def test_an_unusable_expires_in_is_worth_retrying(event_api: FakeEventApi, life: Any) -> None:
+    # 10**400 is valid JSON that float() cannot hold (OverflowError, which stopped delivery).
+    event_api.token_faults.append(Fault(200, {"access_token": "t", "expires_in": life}))
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(TokenUnavailable):
+            await TokenSource(client, event_api.url, APP_ID, APP_SECRET).token()
+
+
 async def test_v1_sends_an_idempotency_key_and_a_repeat_is_already_delivered(
     event_api: FakeEventApi,
 ) -> None:

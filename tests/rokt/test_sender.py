@@ -268,6 +268,23 @@ async def test_connection_errors_are_retried(fake: FakeCapi, store: SQLiteStore)
     assert "ConnectError" in stats.upstream_errors[0].message
 
 
+async def test_an_answer_that_cannot_be_decoded_is_retried_not_fatal(
+    fake: FakeCapi, store: SQLiteStore
+) -> None:
+    # A proxy in front of Rokt answers with a body that is not the gzip it claims: httpx raises
+    # DecodingError, which is not a TransportError.
+    await store.put(Intake(outbound=conversions(5)))
+    fake.reply(Reply(502, "not gzip", headers={"Content-Encoding": "gzip"}))
+
+    async with running(Sender(make_settings(fake), store)):
+        await eventually(lambda: settled(store))
+
+    stats = await store.stats()
+    assert stats.delivered == 5
+    assert "DecodingError" in stats.upstream_errors[0].message
+    assert set(fake.accepted_message_ids()) == {item.message_id for item in conversions(5)}
+
+
 async def test_events_older_than_30_days_are_dead_lettered_as_expired_not_sent(
     fake: FakeCapi, store: SQLiteStore
 ) -> None:
