@@ -90,7 +90,7 @@ class Edge:
         self.metrics.count_skipped(item.reason for item in collected.skipped)
         # Items the store skipped as copies of a conversion it already holds.
         self.metrics.count_skipped([DUPLICATE] * result.deduplicated)
-        self.metrics.queued.inc(len(collected.outbound) - result.deduplicated)
+        self.metrics.queued.inc(result.stored)  # new items only: not replays, not duplicates
         self.metrics.observe_ingest(source, time.perf_counter() - started)
         if collected.outbound:
             self.sender.notify()

@@ -23,6 +23,8 @@ ENV_PREFIX: Final = "ROKT_EDGE_"
 CONFIG_ENV: Final = "ROKT_EDGE_CONFIG"
 
 Upstream = Literal["capi", "event-api"]
+# Where trusted proxies put the client's address (edge.capture.client_ip reads one of them).
+CLIENT_IP_HEADERS: Final = ("x-forwarded-for", "forwarded", "cf-connecting-ip", "true-client-ip")
 EventApiAuth = Literal["v2", "v1"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -146,7 +148,8 @@ def _origins(value: Any) -> tuple[str, ...]:
     for origin in origins:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ValueError(f"{origin!r} is not an origin such as https://shop.example")
-    return tuple(origin.rstrip("/") for origin in origins)
+    # Browsers send origins in lower case; so compare them.
+    return tuple(origin.rstrip("/").lower() for origin in origins)
 
 
 def _region(value: Any) -> str:
@@ -200,6 +203,13 @@ def _number(value: Any) -> float:
     if number != number or number in (float("inf"), float("-inf")):
         raise ValueError("must be a finite number")
     return number
+
+
+def _client_ip_header(value: Any) -> str:
+    text = (_text(value) or "").lower()
+    if text not in CLIENT_IP_HEADERS:
+        raise ValueError(f"must be one of {', '.join(CLIENT_IP_HEADERS)}")
+    return text
 
 
 def _cookie_name(value: Any) -> str:
@@ -260,6 +270,12 @@ class Settings:
     )
     trusted_proxies: tuple[IPNetwork, ...] = _setting(
         (), _networks, "Comma-separated CIDRs whose forwarding headers are believed."
+    )
+    client_ip_header: str = _setting(
+        "x-forwarded-for",
+        _client_ip_header,
+        "Header a trusted proxy writes the client's address in: x-forwarded-for, forwarded,"
+        " cf-connecting-ip or true-client-ip (only that one is read).",
     )
     allowed_origins: tuple[str, ...] = _setting(
         (), _origins, "Origins allowed to call the beacon cross-origin (default: same origin)."

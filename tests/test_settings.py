@@ -38,7 +38,7 @@ def test_environment_values_are_parsed() -> None:
             "ROKT_EDGE_API_SECRET": "secret",
             "ROKT_EDGE_WRITE_KEYS": "a, b,,c",
             "ROKT_EDGE_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
-            "ROKT_EDGE_ALLOWED_ORIGINS": "https://shop.example/",
+            "ROKT_EDGE_ALLOWED_ORIGINS": "https://Shop.Example/",
             "ROKT_EDGE_CLICK_ID_IN_OTHER2": "off",
             "ROKT_EDGE_PHONE_REGION": "gb",
         }

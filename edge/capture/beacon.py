@@ -41,6 +41,7 @@ ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALL
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
 RATE_LIMITED: Final = "too many requests from this client; retry later"
 STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
+MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -84,7 +85,7 @@ def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...
     edge itself refuses origins that are neither its own nor in `ROKT_EDGE_ALLOWED_ORIGINS`."""
     if not origin:  # not a browser's cross-site fetch (curl, a server, an old same-origin beacon)
         return True
-    if "*" in allowed or origin.rstrip("/") in allowed:
+    if "*" in allowed or origin.rstrip("/").lower() in allowed:
         return True
     try:
         netloc = urlsplit(origin).netloc
@@ -207,6 +208,8 @@ class BeaconIntake(Collected):
         """What the visitor cookie will hold after this event."""
         visitor = self.visitor
         anonymous_id = enriched.event.body.get("anonymousId") or visitor.anonymous_id
+        if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
+            anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
         if enriched.click_id and enriched.click_seen_at is not None:
             self.visitor = Visitor(anonymous_id, enriched.click_id, int(enriched.click_seen_at))
         else:
@@ -218,7 +221,7 @@ async def beacon(request: Request) -> Response:
     settings = edge.settings
     started = time.perf_counter()
     peer = request.client.host if request.client else None
-    ip = client_ip(peer, request.headers, settings.trusted_proxies)
+    ip = client_ip(peer, request.headers, settings.trusted_proxies, settings.client_ip_header)
     if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
         wait = edge.limiter.retry_after(ip or "unknown")
         return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})

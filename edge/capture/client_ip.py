@@ -1,10 +1,11 @@
 """The client's IP address and scheme, believing forwarding headers only from trusted proxies.
 
-The socket peer is the client unless the peer is in `ROKT_EDGE_TRUSTED_PROXIES`. Then the
-forwarding headers are read, in this order, first usable wins: `Forwarded` (RFC 7239),
-`X-Forwarded-For`, `CF-Connecting-IP`, `True-Client-IP`. In a hop list the right hop is the first
-one from the right that is not itself a trusted proxy: hops further left were written by
-whoever sent the request, and anyone can write anything there.
+The socket peer is the client unless the peer is in `ROKT_EDGE_TRUSTED_PROXIES`. Then one header
+is read, the one the proxy writes (`ROKT_EDGE_CLIENT_IP_HEADER`): `X-Forwarded-For` (nginx, AWS
+load balancers, Cloudflare, most CDNs), `Forwarded` (RFC 7239), `CF-Connecting-IP` or
+`True-Client-IP`. Only that one: a proxy passes the client's own copies of the others through
+untouched, and anyone can write anything there. In a hop list the right hop is the first one from
+the right that is not itself a trusted proxy: hops further left were written by the sender.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Final
 
 from edge.settings import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-SINGLE_VALUE_HEADERS: Final = ("cf-connecting-ip", "true-client-ip")
 
 
 @lru_cache(maxsize=4096)  # the same peers and proxies, request after request
@@ -65,28 +64,27 @@ def _pick(hops: list[str], proxies: tuple[IPNetwork, ...]) -> IPAddress | None:
 
 
 def client_ip(
-    peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
+    peer: str | None,
+    headers: Mapping[str, str],
+    proxies: tuple[IPNetwork, ...],
+    header: str = "x-forwarded-for",
 ) -> str | None:
-    """The client's address as text (IPv6 in its canonical compressed form)."""
+    """The client's address as text (IPv6 in its canonical compressed form). From a trusted
+    proxy without a usable `header`, the proxy itself is the best known address."""
     peer_address = parse_ip(peer) if peer else None
     if peer_address is None or not _trusted(peer_address, proxies):
         return str(peer_address) if peer_address else None
-    forwarded = headers.get("forwarded")
-    if forwarded:
-        address = _pick(_forwarded_for(forwarded), proxies)
-        if address is not None:
-            return str(address)
-    forwarded_for = headers.get("x-forwarded-for")
-    if forwarded_for:
-        address = _pick(forwarded_for.split(","), proxies)
-        if address is not None:
-            return str(address)
-    for name in SINGLE_VALUE_HEADERS:
-        value = headers.get(name)
-        address = parse_ip(value) if value else None
-        if address is not None:
-            return str(address)
-    return str(peer_address)
+    value = headers.get(header)
+    address: IPAddress | None = None
+    if not value:
+        pass
+    elif header == "x-forwarded-for":
+        address = _pick(value.split(","), proxies)
+    elif header == "forwarded":
+        address = _pick(_forwarded_for(value), proxies)
+    else:
+        address = parse_ip(value)
+    return str(address if address is not None else peer_address)
 
 
 def request_hosts(

@@ -208,6 +208,10 @@ class Sender:
             except StoreError as error:
                 # The leases run out and a sweep puts the items back: nothing is lost.
                 log.error("store unavailable while settling a request: %s", error)
+            except Exception:
+                # A bug, not the upstream: say so loudly and keep delivering the rest. This
+                # request's leases run out and a sweep puts its items back, so nothing is lost.
+                log.exception("unexpected error sending %d item(s)", len(request.claims))
 
     async def _send(self, request: Request) -> None:
         assert self._client is not None

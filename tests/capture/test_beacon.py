@@ -232,7 +232,11 @@ def test_trusted_and_untrusted_proxies(settings: Settings, fake: FakeCapi) -> No
 
 
 def test_ipv6_clients_are_kept_whole(settings: Settings, fake: FakeCapi) -> None:
-    behind_proxy = replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    behind_proxy = replace(
+        settings,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+        client_ip_header="forwarded",
+    )
     with LiveEdge(behind_proxy) as live:
         post(live, order(userId="u"), headers={"Forwarded": 'for="[2001:db8:cafe::17]:4711"'})
         wait_for(lambda: delivered(fake))
@@ -388,3 +392,10 @@ def test_same_origin_beacons_pass_behind_a_proxy_that_rewrites_host(settings: Se
     assert via_proxy.status_code == 200
     assert via_forwarded.status_code == 200
     assert spoofed.status_code == 403
+
+
+def test_an_anonymous_id_too_long_for_a_cookie_is_not_put_in_one(live: LiveEdge) -> None:
+    response = post(live, landing(anonymous_id="a" * 5000))
+
+    assert response.status_code == 200
+    assert len(response.headers["set-cookie"]) < 1000  # browsers drop cookies over ~4 KB

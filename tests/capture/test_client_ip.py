@@ -30,26 +30,36 @@ def test_x_forwarded_for_from_a_trusted_proxy_gives_the_rightmost_untrusted_hop(
     assert client_ip("10.0.0.1", headers, LB) == "198.51.100.4"
 
 
-def test_forwarded_wins_and_ipv6_is_kept_whole() -> None:
+def test_forwarded_when_the_proxy_writes_it_and_ipv6_is_kept_whole() -> None:
     headers = {
         "forwarded": 'for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.3',
         "x-forwarded-for": "198.51.100.4",
     }
-    assert client_ip("10.0.0.1", headers, LB) == "2001:db8:cafe::17"
+    assert client_ip("10.0.0.1", headers, LB, "forwarded") == "2001:db8:cafe::17"
+    assert client_ip("10.0.0.1", headers, LB, "x-forwarded-for") == "198.51.100.4"
+
+
+def test_only_the_header_the_proxy_writes_is_read() -> None:
+    # nginx appends to X-Forwarded-For and passes the client's own Forwarded through untouched:
+    # a client that writes Forwarded itself must not choose its address.
+    headers = {"forwarded": "for=1.2.3.4", "x-forwarded-for": "198.51.100.4"}
+    assert client_ip("10.0.0.1", headers, LB) == "198.51.100.4"
+    assert client_ip("10.0.0.1", {"forwarded": "for=1.2.3.4"}, LB) == "10.0.0.1"
 
 
 @pytest.mark.parametrize("name", ["cf-connecting-ip", "true-client-ip"])
 def test_cdn_headers_from_a_trusted_proxy(name: str) -> None:
-    assert client_ip("10.0.0.1", {name: "2001:db8::5"}, LB) == "2001:db8::5"
+    assert client_ip("10.0.0.1", {name: "2001:db8::5"}, LB, name) == "2001:db8::5"
+    assert client_ip("10.0.0.1", {name: "2001:db8::5"}, LB) == "10.0.0.1"
 
 
 def test_a_trusted_proxy_without_headers_is_itself_the_client() -> None:
     assert client_ip("10.0.0.1", {}, LB) == "10.0.0.1"
 
 
-def test_an_unusable_header_falls_through_to_the_next() -> None:
+def test_an_unusable_header_leaves_the_proxy_as_the_best_known_address() -> None:
     headers = {"x-forwarded-for": "not-an-ip", "cf-connecting-ip": "198.51.100.9"}
-    assert client_ip("10.0.0.1", headers, LB) == "198.51.100.9"
+    assert client_ip("10.0.0.1", headers, LB) == "10.0.0.1"
 
 
 def test_every_hop_trusted_gives_the_leftmost() -> None:

@@ -285,6 +285,33 @@ async def test_an_answer_that_cannot_be_decoded_is_retried_not_fatal(
     assert set(fake.accepted_message_ids()) == {item.message_id for item in conversions(5)}
 
 
+async def test_an_unexpected_error_costs_one_lease_not_the_delivery_loop(
+    fake: FakeCapi, store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a sender whose first send hits a bug (injected: no real part produces one on cue)
+    await store.put(Intake(outbound=conversions(3)))
+    sender = Sender(make_settings(fake, lease_seconds=1, request_timeout=0.5), store)
+    real_send = sender.wire.send
+    calls = 0
+
+    async def send_with_a_bug_once(client: Any, request: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await real_send(client, request)
+
+    sender.wire.send = send_with_a_bug_once  # type: ignore[method-assign]
+
+    # When it runs, the loop survives, the lease expires, the sweep returns the items
+    async with running(sender):
+        await eventually(lambda: settled(store), timeout=20)
+
+    # Then every item is delivered, and the bug was logged loudly
+    assert set(fake.accepted_message_ids()) == {item.message_id for item in conversions(3)}
+    assert "unexpected error sending 3 item(s)" in caplog.text
+
+
 async def test_events_older_than_30_days_are_dead_lettered_as_expired_not_sent(
     fake: FakeCapi, store: SQLiteStore
 ) -> None:
