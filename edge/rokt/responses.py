@@ -28,7 +28,10 @@ from edge.rokt.verdict import Kind, Verdict
 MESSAGE_CHARS: Final = 500
 _PATH_INDEX = re.compile(r"Path '\[(\d+)\]")
 # Quoted values and anything like an email: upstream messages can quote the data sent.
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*@[^']*'|\S+@\S+")
+# Values an upstream message may quote from the data sent: anything in double quotes, single-quoted
+# values holding an @ or five digits in a row (not paths such as '[1].ip' or types such as
+# 'System.Guid', which say where the problem is), emails, and phone-like runs of digits.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^'\[]*(?:@|\d{5})[^']*'|\S+@\S+|\+?\d[\d ().-]{6,}\d")
 
 
 def upstream_errors(response: httpx.Response) -> list[str]:

@@ -377,3 +377,8 @@ def test_upstream_messages_are_redacted_for_the_log() -> None:
     message = "Error converting value \"jane@example.com\" to type 'System.Guid'. Path '[1]'"
     assert "jane" not in redact(message)
     assert "Path '[1]'" in redact(message)
+    assert "'System.Guid'" in redact(message)
+    quoted_phone = "Invalid value '+61412345678' at Path '[0].user_attributes.mobile'"
+    assert "61412345678" not in redact(quoted_phone)
+    assert "Path '[0].user_attributes.mobile'" in redact(quoted_phone)
+    assert "412 345" not in redact("bad mobile +61 412 345 678 in batch 3")
