@@ -27,11 +27,11 @@ from edge.rokt.verdict import Kind, Verdict
 
 MESSAGE_CHARS: Final = 500
 _PATH_INDEX = re.compile(r"Path '\[(\d+)\]")
-# Quoted values and anything like an email: upstream messages can quote the data sent.
-# Values an upstream message may quote from the data sent: anything in double quotes, single-quoted
-# values holding an @ or five digits in a row (not paths such as '[1].ip' or types such as
-# 'System.Guid', which say where the problem is), emails, and phone-like runs of digits.
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^'\[]*(?:@|\d{5})[^']*'|\S+@\S+|\+?\d[\d ().-]{6,}\d")
+# Values an upstream message may quote from the data sent: anything in double quotes, anything in
+# single quotes except paths ('[1].ip') and .NET type names ('System.Guid'), which say where the
+# problem is; emails; and phone-like runs of digits.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|\S+@\S+|\+?\d[\d ().-]{6,}\d")
+_KEPT = ("'[", "'System.")
 
 
 def upstream_errors(response: httpx.Response) -> list[str]:
@@ -78,7 +78,9 @@ def upstream_message(response: httpx.Response) -> str:
 
 def redact(message: str) -> str:
     """An upstream message fit for a log: quoted values and anything like an email hidden."""
-    return _QUOTED.sub("…", message)
+    # Quoted segments are matched in order, so a kept one's closing quote is never taken for
+    # the opening quote of the next.
+    return _QUOTED.sub(lambda found: found[0] if found[0].startswith(_KEPT) else "…", message)
 
 
 def classify(response: httpx.Response, batches: int, *, now: float) -> Verdict:

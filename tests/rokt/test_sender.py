@@ -382,3 +382,4 @@ def test_upstream_messages_are_redacted_for_the_log() -> None:
     assert "61412345678" not in redact(quoted_phone)
     assert "Path '[0].user_attributes.mobile'" in redact(quoted_phone)
     assert "412 345" not in redact("bad mobile +61 412 345 678 in batch 3")
+    assert "not-a-uuid" not in redact("Error converting value 'not-a-uuid' to type 'System.Guid'")
