@@ -4,17 +4,17 @@ transport that records (or loses) what crosses the network."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 
 from edge.rokt.event_api import EventApiContract
-from edge.rokt.fields import Mapped
 from edge.rokt.pipeline import Outbound
-from edge.settings import Settings, load_settings
+from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from tests.fake_event_api import FakeEventApi
+from tests.outbound import MAPPING, mapped_order
+from tests.sending import quick_settings
 
 ACCOUNT = "12345"
 PUBLIC_KEY, SECRET_KEY = "rpub-test-1", "rsec-test-1"
@@ -26,22 +26,11 @@ MONTH = 31 * 24 * 3600
 def order(n: int, *, age_seconds: float = 60.0) -> Outbound:
     """Order n as the pipeline stores it for contract B, built when it happened (so an old
     order was inside the Event API's window then); its clientEventId is `msg-n`."""
-    message_id = f"msg-{n:06d}"
-    timestamp_ms = int((time.time() - age_seconds) * 1000)
-    mapped = Mapped(
-        mapping="Send",
-        message_id=message_id,
-        timestamp_ms=timestamp_ms,
-        conversion_type="Order Completed",
-        confirmation_ref=f"order-{n}",
-        amount=10.0 + n,
-        currency="USD",
-        email=f"buyer{n}@example.com",
-        click_id=f"rtid-{n}",
-    )
-    contract = EventApiContract(ACCOUNT, plain_ids_for="Send", clock=lambda: timestamp_ms / 1000)
+    mapped = mapped_order(n, age_seconds=age_seconds)
+    stamp = mapped.timestamp_ms
+    contract = EventApiContract(ACCOUNT, plain_ids_for=MAPPING, clock=lambda: stamp / 1000)
     body = contract.build(mapped)
-    return Outbound(f"Send\n{message_id}", "Send", message_id, timestamp_ms, body)
+    return Outbound(f"{MAPPING}\n{mapped.message_id}", MAPPING, mapped.message_id, stamp, body)
 
 
 def orders(count: int) -> list[Outbound]:
@@ -53,23 +42,15 @@ def ids(items: list[Outbound]) -> list[str]:
 
 
 def make_settings(fake: FakeEventApi, **overrides: Any) -> Settings:
-    """Contract B with v2 keys; quick retries and polls, no rate limit, unless a test says."""
+    """Contract B with v2 keys at the fake, for a delivery loop under test."""
     values: dict[str, Any] = {
         "upstream": "event-api",
         "account_id": ACCOUNT,
         "api_key": PUBLIC_KEY,
         "api_secret": SECRET_KEY,
         "rokt_url": fake.url,
-        "rate_limit": 0,
-        "backoff_base": 0.05,
-        "backoff_cap": 0.2,
-        "pause_retry": 0.2,
-        "poll_interval": 0.02,
-        "request_timeout": 2,
-        "lease_seconds": 5,
-        **overrides,
     }
-    return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
+    return quick_settings(**{**values, **overrides})
 
 
 def v1(fake: FakeEventApi, **overrides: Any) -> Settings:

@@ -20,8 +20,22 @@ import uvicorn
 
 from edge.app import create_app
 from edge.settings import Settings
+from edge.store.base import Intake, PutResult, StoreUnavailable
+from edge.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class FailingStore(SQLiteStore):
+    """A real SQLite store whose writes fail while `failing` is set, as a full disk would (the
+    edge then answers 503)."""
+
+    failing = False
+
+    async def put(self, intake: Intake) -> PutResult:
+        if self.failing:
+            raise StoreUnavailable("disk full (injected)")
+        return await super().put(intake)
 
 
 class LiveEdge:

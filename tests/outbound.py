@@ -12,14 +12,12 @@ from edge.rokt.pipeline import Outbound, Skipped
 MAPPING = "Send"
 
 
-def conversion(n: int, *, age_seconds: float = 60.0, **fields: Any) -> Outbound:
-    """Order n: a conversion with an email and a click id, `age_seconds` old."""
-    message_id = f"msg-{n:06d}"
-    timestamp_ms = int((time.time() - age_seconds) * 1000)
-    mapped = Mapped(
+def mapped_order(n: int, *, age_seconds: float = 60.0, **fields: Any) -> Mapped:
+    """Order n as a mapping resolves it: an email and a click id, `age_seconds` old."""
+    return Mapped(
         mapping=MAPPING,
-        message_id=message_id,
-        timestamp_ms=timestamp_ms,
+        message_id=f"msg-{n:06d}",
+        timestamp_ms=int((time.time() - age_seconds) * 1000),
         conversion_type="Order Completed",
         confirmation_ref=f"order-{n}",
         amount=10.0 + n,
@@ -28,9 +26,15 @@ def conversion(n: int, *, age_seconds: float = 60.0, **fields: Any) -> Outbound:
         click_id=f"rtid-{n}",
         **fields,
     )
+
+
+def conversion(n: int, *, age_seconds: float = 60.0, **fields: Any) -> Outbound:
+    """Order n as the pipeline stores it for contract A."""
+    mapped = mapped_order(n, age_seconds=age_seconds, **fields)
     body = capi.build_batch(mapped)
     assert body["source_request_id"]
-    return Outbound(f"{MAPPING}\n{message_id}", MAPPING, message_id, timestamp_ms, body)
+    key = f"{MAPPING}\n{mapped.message_id}"
+    return Outbound(key, MAPPING, mapped.message_id, mapped.timestamp_ms, body)
 
 
 def skipped(n: int, reason: str = "not triggered") -> Skipped:

@@ -6,9 +6,27 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from edge.rokt.sender import Sender
+from edge.settings import Settings, load_settings
 from edge.store.sqlite import SQLiteStore
+
+
+def quick_settings(**values: Any) -> Settings:
+    """Settings for a delivery loop under test: quick retries and polls, no rate limit, short
+    leases, unless `values` say otherwise; read as the environment would give them."""
+    values = {
+        "rate_limit": 0,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.2,
+        "pause_retry": 0.2,
+        "poll_interval": 0.02,
+        "request_timeout": 2,
+        "lease_seconds": 5,
+        **values,
+    }
+    return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
 
 
 @asynccontextmanager

@@ -21,10 +21,8 @@ from hypothesis import strategies as st
 from segment.analytics import Client
 
 from edge.settings import Settings
-from edge.store.base import StoreUnavailable
-from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import FakeCapi
-from tests.live import LiveEdge, wait_for
+from tests.live import FailingStore, LiveEdge, wait_for
 
 WRITE_KEY = "wk-test-1"
 CHROME = (
@@ -390,19 +388,11 @@ def test_gzip_bodies_are_inflated_within_the_limit(live: LiveEdge, fake: FakeCap
     wait_for(lambda: delivered(fake))
 
 
-class FailingStore(SQLiteStore):
-    failing = True
-
-    async def put(self, intake: Any) -> Any:
-        if self.failing:
-            raise StoreUnavailable("disk full (injected)")
-        return await super().put(intake)
-
-
 def test_a_failing_store_answers_503_so_the_library_retries(
     tmp_path: Path, settings: Settings
 ) -> None:
     store = FailingStore(tmp_path / "failing.db")
+    store.failing = True
     try:
         with LiveEdge(settings, store=store) as live:
             response = api(live, "/v1/track", order(userId="u"))

@@ -33,10 +33,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from edge.settings import Settings
-from edge.store.base import Intake, PutResult, StoreUnavailable
-from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import FakeCapi
-from tests.live import LiveEdge
+from tests.live import FailingStore, LiveEdge
 
 CHROMIUM = Path("/usr/bin/chromium")
 SNIPPET = Path(__file__).resolve().parents[2] / "static" / "rokt-edge.js"
@@ -506,18 +504,6 @@ class RealEdge:
             for batch in self.delivered()
             for event in batch["events"]
         ]
-
-
-class FailingStore(SQLiteStore):
-    """A real SQLite store whose writes fail while `failing` is set, as a full disk would (the
-    edge then answers the beacon 503)."""
-
-    failing = False
-
-    async def put(self, intake: Intake) -> PutResult:
-        if self.failing:
-            raise StoreUnavailable("disk full (injected)")
-        return await super().put(intake)
 
 
 def _free_port() -> int:

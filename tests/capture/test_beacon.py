@@ -20,7 +20,7 @@ from edge.settings import Settings
 from edge.store.base import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import FakeCapi, Reply
-from tests.live import LiveEdge, wait_for
+from tests.live import FailingStore, LiveEdge, wait_for
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -271,17 +271,6 @@ def test_a_malformed_origin_is_refused_not_a_500(live: LiveEdge) -> None:
     response = post(live, landing(), headers={"Origin": "http://["})  # urlsplit: ValueError
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "origin_not_allowed"
-
-
-class FailingStore(SQLiteStore):
-    """A real SQLite store whose writes can be made to fail, as a full disk would."""
-
-    failing = False
-
-    async def put(self, intake: Any) -> Any:
-        if self.failing:
-            raise StoreUnavailable("disk full (injected)")
-        return await super().put(intake)
 
 
 def test_a_failing_store_answers_503_and_loses_nothing_acknowledged(

@@ -15,12 +15,12 @@ from edge.metrics import Metrics
 from edge.rokt import capi
 from edge.rokt.responses import redact
 from edge.rokt.sender import Sender
-from edge.settings import Settings, load_settings
+from edge.settings import Settings
 from edge.store.base import EXPIRED, REJECTED, Intake
 from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, quick_settings, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -28,21 +28,9 @@ BAD_IDFA = "not-a-uuid"
 
 
 def make_settings(fake: FakeCapi, **overrides: Any) -> Settings:
-    """Quick retries and polls, no rate limit, unless a test says otherwise."""
-    values: dict[str, Any] = {
-        "api_key": API_KEY,
-        "api_secret": API_SECRET,
-        "rokt_url": fake.url,
-        "rate_limit": 0,
-        "backoff_base": 0.05,
-        "backoff_cap": 0.2,
-        "pause_retry": 0.2,
-        "poll_interval": 0.02,
-        "request_timeout": 2,
-        "lease_seconds": 5,
-        **overrides,
-    }
-    return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
+    """Contract A at the fake, for a delivery loop under test."""
+    values: dict[str, Any] = {"api_key": API_KEY, "api_secret": API_SECRET, "rokt_url": fake.url}
+    return quick_settings(**{**values, **overrides})
 
 
 def with_bad_idfa(n: int) -> Any:
