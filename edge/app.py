@@ -1,14 +1,16 @@
 """The edge service: `create_app(settings, transport=None)` builds the Starlette application.
 
-The lifespan owns the long-lived parts: the store, the delivery loop (with its httpx client,
-whose transport tests may replace) and the metrics. Configuration errors (settings, mappings)
-surface when the app is created, before anything listens.
+The lifespan owns the long-lived parts: the store, the processing loop (`edge.processing`), the
+delivery loop (with its httpx client, whose transport tests may replace) and the metrics.
+Configuration errors (settings, mappings) surface when the app is created, before anything
+listens.
 
     POST /e              the first-party beacon (edge.capture.beacon)
     POST /v1/track …     the server-side tracking API, Segment-compatible (edge.tracking_api)
     GET  /rokt-edge.js   the browser snippet, with ETag, Cache-Control and gzip
     GET  /healthz        the process is alive
-    GET  /readyz         store writable, delivery running, not paused on credentials (else 503)
+    GET  /readyz         store writable, processing and delivery running, not paused on
+                         credentials (else 503)
     GET  /metrics        Prometheus text format
     GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
 """
@@ -40,12 +42,13 @@ from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
 from edge.intake import Collected
 from edge.metrics import Metrics
+from edge.processing import Processor
 from edge.rokt.mapping import load_mappings
 from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
-from edge.store.base import DUPLICATE, Store, StoreError
+from edge.store.base import DUPLICATE, Arrival, Store, StoreError
 from edge.tracking_api import routes as tracking_routes
 
 log = logging.getLogger("rokt_edge.app")
@@ -76,6 +79,8 @@ class Edge:
         self.sender = sender
         self.clock = clock
         self.delivery: asyncio.Task[None] | None = None
+        self.processor: Processor | None = None
+        self.processing: asyncio.Task[None] | None = None
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
 
@@ -94,6 +99,18 @@ class Edge:
         self.metrics.observe_ingest(source, time.perf_counter() - started)
         if collected.outbound:
             self.sender.notify()
+
+    async def commit_arrival(
+        self, arrival: Arrival, events: Sequence[Event], started: float
+    ) -> None:
+        """Store a request's arrival durably (raises StoreError), count its events and wake the
+        processor. `started`: when the request arrived (time.perf_counter)."""
+        await self.store.put_arrival(arrival)
+        for event in events:
+            self.metrics.count_received(arrival.source, event.type)
+        self.metrics.observe_ingest(arrival.source, time.perf_counter() - started)
+        if self.processor is not None:
+            self.processor.notify()
 
 
 class Snippet:
@@ -139,6 +156,8 @@ async def readyz(request: Request) -> Response:
         problems.append(f"store not writable: {failure}")
     if edge.delivery is None or edge.delivery.done() or not edge.sender.running:
         problems.append("delivery is not running")
+    if edge.processing is None or edge.processing.done():
+        problems.append("processing is not running")
     if edge.sender.paused is not None:
         problems.append(f"delivery paused: {edge.sender.paused.reason}")
     if problems:
@@ -173,6 +192,8 @@ def create_app(
             sender, clock,
         )  # fmt: skip
         app.state.edge = edge
+        edge.processor = Processor(edge)
+        edge.processing = asyncio.create_task(edge.processor.run(), name="rokt-edge-processing")
         edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
         log.info(
             "rokt-edge ready: upstream %s (%s)%s", settings.upstream_url, settings.upstream,
@@ -181,6 +202,13 @@ def create_app(
         try:
             yield
         finally:
+            edge.processor.stop()  # it finishes its slice; what is left is processed next start
+            try:
+                await asyncio.wait_for(edge.processing, SHUTDOWN_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("processing did not stop in time; its arrivals wait for the next start")
+            except Exception:
+                log.exception("the processing loop failed")
             sender.stop()
             try:
                 await asyncio.wait_for(edge.delivery, SHUTDOWN_GRACE_SECONDS)

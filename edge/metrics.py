@@ -133,6 +133,19 @@ class StoreCollector(Collector):
             return
         up.add_metric([], 1)
         yield up
+        arrivals = GaugeMetricFamily(
+            f"{PREFIX}_arrivals_waiting",
+            "Intake requests stored and answered but not processed into the outbox yet.",
+        )
+        arrivals.add_metric([], stats.arrivals)
+        yield arrivals
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_arrivals_oldest_age_seconds",
+            "Age of the oldest request not processed yet (0 when none waits).",
+        )
+        waited = stats.oldest_arrival
+        lag.add_metric([], 0.0 if waited is None else max(self.clock() - waited, 0.0))
+        yield lag
         items = GaugeMetricFamily(
             f"{PREFIX}_outbox_items", "Outbox items by state.", labels=["state"]
         )

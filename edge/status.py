@@ -53,6 +53,12 @@ def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
         "paused": None
         if stats.paused is None
         else {"since": iso(stats.paused.since), "reason": stats.paused.reason},
+        "arrivals": {
+            "waiting": stats.arrivals,
+            "oldest_age_seconds": None
+            if stats.oldest_arrival is None
+            else round(now - stats.oldest_arrival, 1),
+        },
         "queue": {
             "pending": stats.pending,
             "retrying": stats.retrying,
@@ -84,6 +90,7 @@ def text(doc: dict[str, Any]) -> str:
         [
             f"rokt-edge status  (store {doc['store']})",
             _delivery_line(doc),
+            _arrivals_line(doc["arrivals"]),
             _queue_line(doc["queue"]),
             f"delivered       {doc['delivered']:,} (dry run: {doc['delivered_dry_run']:,}; "
             "the last 30 days)",
@@ -107,6 +114,12 @@ def _delivery_line(doc: dict[str, Any]) -> str:
     if doc["delivery"] == "dry run":
         return "delivery        dry run (no credentials): bodies recorded, nothing sent"
     return f"delivery        sending to {doc['upstream']}"
+
+
+def _arrivals_line(arrivals: dict[str, Any]) -> str:
+    age = arrivals["oldest_age_seconds"]
+    oldest = "" if age is None else f"; oldest came {_ago(age)} ago"
+    return f"arrivals        {arrivals['waiting']:,} requests not processed yet{oldest}"
 
 
 def _queue_line(queue: dict[str, Any]) -> str:

@@ -8,8 +8,11 @@ sends events here. Per request:
 
     write key ─▶ content type ─▶ body (gzip or not) within the size limits ─▶ JSON ─▶ events
     (a single-event route sets `type`; a batch's top-level context and integrations are merged
-    into each event, the event's own keys winning) ─▶ per event: consent, identity stitching
-    (`edge.capture.stitch`), the pipeline ─▶ one durable write ─▶ 200 {"success": true}
+    into each event, the event's own keys winning) ─▶ one durable write of the request's
+    arrival ─▶ 200 {"success": true}
+
+    later, in order with the beacons (`edge.processing`): per event, consent, identity stitching
+    (`edge.capture.stitch`), the pipeline
 
 Authentication: HTTP Basic with a key of `ROKT_EDGE_WRITE_KEYS` as the user name (the password
 is ignored; Segment's libraries send none), or `writeKey` in the body. Without any write key
@@ -26,7 +29,6 @@ request with no valid event at all is a 400.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -41,15 +43,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edge.capture.beacon import JSON_TYPES, Refusal, TooLarge, error, read_body
+from edge.capture.beacon import JSON_TYPES, Refusal, TooLarge, encode_events, error, read_body
 from edge.capture.privacy import privacy_skip
 from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
 from edge.events import Event, EventError, parse_event
 from edge.intake import Collected
-from edge.store.base import Identity, StoreError
+from edge.store.base import Arrival, Identity, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
+    from edge.processing import IdentityView
 
 log = logging.getLogger("rokt_edge.tracking_api")
 
@@ -213,16 +216,16 @@ def parse_events(items: list[Any]) -> tuple[list[Event], list[dict[str, Any]], i
 
 
 class ServerIntake(Collected):
-    """One server request's events on their way to a single durable write."""
+    """One server request's events, processed from its arrival (see `edge.processing`)."""
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Edge, view: IdentityView, now: float) -> None:
         super().__init__()
         self.edge = edge
-        self.since = edge.clock() - edge.settings.attribution_window_days * 86400.0
+        self.view = view
+        self.since = now - edge.settings.attribution_window_days * 86400.0
 
     async def add_all(self, events: Sequence[Event]) -> None:
-        # Look-ups run together, so the store's writer answers them in one go.
-        found = await asyncio.gather(*(self._identity(event) for event in events))
+        found = [await self._identity(event) for event in events]
         for event, identity in zip(events, found, strict=True):
             self.add(event, identity)
 
@@ -230,7 +233,7 @@ class ServerIntake(Collected):
         keys = identity_keys(event)
         if not keys or not needs_identity(event):
             return None
-        return await self.edge.store.identity(keys, since=self.since)
+        return await self.view.identity(keys, since=self.since)
 
     def add(self, event: Event, identity: Identity | None) -> None:
         settings = self.edge.settings
@@ -244,6 +247,17 @@ class ServerIntake(Collected):
         link = linked(event, identity)
         if link is not None:
             self.identities.append(link)
+
+
+async def process_api(
+    edge: Edge, arrival: Arrival, view: IdentityView, collected: Collected
+) -> None:
+    """What a tracking API request's events produce, added to `collected`."""
+    intake = ServerIntake(edge, view, arrival.received_at)
+    await intake.add_all([Event(body) for body in json.loads(arrival.events)])
+    collected.outbound += intake.outbound
+    collected.skipped += intake.skipped
+    collected.identities += intake.identities
 
 
 async def handle(request: Request, kind: str | None) -> Response:
@@ -268,10 +282,9 @@ async def handle(request: Request, kind: str | None) -> Response:
     if not events:
         status, code = (413, "too_large") if oversized == len(problems) else (400, "invalid_event")
         return error(status, code, problems[0]["message"], events=problems)
-    intake = ServerIntake(edge)
+    arrival = Arrival("api", edge.clock(), encode_events(events))
     try:
-        await intake.add_all(events)
-        await edge.commit("api", events, intake, started)
+        await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:
         log.error("tracking API: the store could not write: %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)

@@ -10,6 +10,8 @@ delivery loop), and stops gracefully on exit, as `rokt-edge serve` does.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +22,7 @@ import uvicorn
 
 from edge.app import create_app
 from edge.settings import Settings
-from edge.store.base import Intake, PutResult, StoreUnavailable
+from edge.store.base import Arrival, Intake, PutResult, StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,11 @@ class FailingStore(SQLiteStore):
         if self.failing:
             raise StoreUnavailable("disk full (injected)")
         return await super().put(intake)
+
+    async def put_arrival(self, arrival: Arrival) -> None:
+        if self.failing:
+            raise StoreUnavailable("disk full (injected)")
+        await super().put_arrival(arrival)
 
 
 class LiveEdge:
@@ -85,6 +92,16 @@ class LiveEdge:
     def edge(self) -> Any:
         """The app's shared state (store, sender, metrics), for assertions."""
         return self.app.state.edge
+
+    def processed(self, timeout: float = 10.0) -> None:
+        """Wait until every request answered so far has been processed (`edge.processing`):
+        its outbox items, skip records and identity links are in the store."""
+
+        def no_arrivals() -> bool:
+            with contextlib.closing(sqlite3.connect(self.edge.store.path)) as db:
+                return bool(db.execute("SELECT count(*) FROM arrivals").fetchone()[0] == 0)
+
+        wait_for(no_arrivals, timeout)
 
 
 def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.status import parse_since
-from edge.store.base import EXPIRED, REJECTED, DeadLetter, Intake, Paused
+from edge.store.base import EXPIRED, REJECTED, Arrival, DeadLetter, Intake, Paused
 from edge.store.sqlite import SQLiteStore
 from tests.conftest import run_cli
 from tests.outbound import conversions, skipped
@@ -35,6 +35,8 @@ def database(tmp_path: Path) -> Path:
         )
         await store.record_upstream_error(400, "Required event field missing")
         await store.set_paused(Paused(time.time(), "403: the upstream rejects the API key"))
+        # a request answered but not processed yet (the edge stopped right after it)
+        await store.put_arrival(Arrival("beacon", time.time() - 90, "[]"))
 
     asyncio.run(fill())
     store.close()
@@ -52,6 +54,7 @@ def test_status_tells_queue_dead_letters_errors_and_pause(database: Path) -> Non
     out = result.stdout
     assert "PAUSED since" in out
     assert "2 pending (0 retrying), 0 in flight; oldest stored" in out
+    assert "arrivals        1 requests not processed yet; oldest came 1m 30s ago" in out
     assert "dead letters    3 (rokt-edge replay puts them back)" in out
     assert "rejected      2" in out
     assert "400   Required event field missing" in out
@@ -64,6 +67,8 @@ def test_status_as_json(database: Path) -> None:
     document = json.loads(result.stdout)
     assert document["delivery"] == "paused"
     assert document["queue"]["pending"] == 2
+    assert document["arrivals"]["waiting"] == 1
+    assert document["arrivals"]["oldest_age_seconds"] >= 90
     assert document["queue"]["oldest_pending_age_seconds"] >= 0
     assert document["delivered"] == 1
     assert document["dead_letters"]["by_reason"] == {REJECTED: 2, EXPIRED: 1}

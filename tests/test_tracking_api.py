@@ -231,6 +231,7 @@ def test_the_browser_and_the_backend_reporting_one_order_send_it_once(
     # Then Rokt receives it once, and the later copy is recorded as a duplicate
     assert response.status_code == 200
     wait_for(lambda: delivered(fake))
+    live.processed()
     with database(settings) as db:
         assert db.execute("SELECT message_id, reason FROM skipped").fetchall() == [
             ("server-copy", "duplicate")
@@ -283,6 +284,7 @@ def test_every_single_event_route_sets_the_type(live: LiveEdge, settings: Settin
         body = {"userId": "u", "event": "Signed Up", "previousId": "p", "groupId": "g",
                 "messageId": f"m-{kind}", "type": "ignored"}  # fmt: skip
         assert api(live, f"/v1/{kind}", body).json() == {"success": True}, kind
+    live.processed()
     with database(settings) as db:
         assert db.execute("SELECT count(*) FROM skipped").fetchone() == (6,)  # none is an order
 

@@ -1,19 +1,26 @@
 """`POST /e`: the first-party beacon the browser snippet sends events to.
 
-    rate limit per client IP ─▶ content type ─▶ body size ─▶ JSON ─▶ events (one, a batch or an
-    array) ─▶ per event: privacy and bot checks, enrichment, the pipeline ─▶ one durable write
-    (outbox items, skip records, identity links) ─▶ 200 and a refreshed visitor cookie
+    rate limit per client IP ─▶ origin ─▶ content type ─▶ body size ─▶ JSON ─▶ events (one, a
+    batch or an array), each validated ─▶ the visitor cookie's next value ─▶ one durable write
+    of the request's arrival ─▶ 200 and the refreshed visitor cookie
 
-A 2xx is sent only after the write is on disk; when the store cannot write, 503 tells the snippet
-to keep the events and send them again. Every error is JSON: `{"error": {"code", "message"}}`,
-and an event that cannot be read is named by its index and field.
+    later, in order (`edge.processing`): per event, privacy and bot checks, enrichment (click id
+    from the event, the cookie or the identity store; IP; user agent), the pipeline ─▶ outbox
+    items, skip records, identity links
+
+A 2xx is sent only after the arrival is on disk; when the store cannot write, 503 tells the
+snippet to keep the events and send them again. Every error is JSON: `{"error": {"code",
+"message"}}`, and an event that cannot be read is named by its index and field. An arrival whose
+events are all private (GPC, a consent denial) is stored without the IP address and user agent.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -26,11 +33,12 @@ from edge.capture.enrich import Enriched, Known, cookie_click, enrich, event_cli
 from edge.capture.privacy import privacy_skip
 from edge.events import Event, EventError, parse_event
 from edge.intake import Collected
-from edge.store.base import IdentityUpdate, StoreError
+from edge.store.base import Arrival, IdentityUpdate, StoreError
 from edge.useragent import parse_user_agent
 
 if TYPE_CHECKING:
     from edge.app import Edge
+    from edge.processing import IdentityView
     from edge.settings import Settings
 
 log = logging.getLogger("rokt_edge.beacon")
@@ -149,29 +157,24 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
 
 
 class BeaconIntake(Collected):
-    """One browser request's events on their way to a single durable write."""
+    """One beacon request's events, processed from its arrival (see `edge.processing`)."""
 
-    def __init__(self, edge: Edge, request: Request, ip: str | None) -> None:
+    def __init__(self, edge: Edge, arrival: Arrival, view: IdentityView) -> None:
         self.edge = edge
-        self.ip = ip
-        self.user_agent = request.headers.get("user-agent")
-        self.gpc = request.headers.get("sec-gpc")
-        settings = edge.settings
-        self.is_bot = bool(
-            settings.skip_bots and self.user_agent and parse_user_agent(self.user_agent).is_bot
+        self.view = view
+        self.ip = arrival.ip
+        self.user_agent = arrival.user_agent
+        self.gpc = "1" if arrival.gpc else None
+        self.is_bot = is_bot(edge.settings, self.user_agent)
+        self.visitor = Visitor(
+            arrival.cookie_anonymous_id, arrival.cookie_click_id, arrival.cookie_click_seen_at
         )
-        self.visitor = edge.cookies.read(request.cookies.get(settings.cookie_name))
-        self.now = edge.clock()
-        self.window = settings.attribution_window_days * 86400.0
-        self.private = False  # a privacy signal: no cookie is set or refreshed
+        self.now = arrival.received_at
+        self.window = edge.settings.attribution_window_days * 86400.0
         super().__init__()
 
     async def add(self, event: Event) -> None:
-        settings = self.edge.settings
-        reason = privacy_skip(
-            event.body, self.gpc, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
-        )
-        self.private = self.private or reason is not None
+        reason = private(self.edge.settings, event, self.gpc)
         if reason is None and self.is_bot:
             reason = BOT
         if reason is not None:
@@ -190,7 +193,7 @@ class BeaconIntake(Collected):
                     keys, enriched.click_id, enriched.click_seen_at, self.ip, self.user_agent
                 )
             )
-        self._remember(enriched)
+        self.visitor = remembered(self.visitor, enriched)
 
     async def _known_click(self, event: Event) -> Known | None:
         """The event's own click id wins; else the cookie's; else the identity store's."""
@@ -199,21 +202,72 @@ class BeaconIntake(Collected):
         known = cookie_click(self.visitor, now=self.now, window_seconds=self.window)
         keys = identity_keys(event)
         if known is None and keys:
-            found = await self.edge.store.identity(keys, since=self.now - self.window)
+            found = await self.view.identity(keys, since=self.now - self.window)
             if found is not None and found.click_id and found.click_seen_at is not None:
                 known = Known(found.click_id, found.click_seen_at, "identity")
         return known
 
-    def _remember(self, enriched: Enriched) -> None:
-        """What the visitor cookie will hold after this event."""
-        visitor = self.visitor
-        anonymous_id = enriched.event.body.get("anonymousId") or visitor.anonymous_id
-        if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
-            anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
-        if enriched.click_id and enriched.click_seen_at is not None:
-            self.visitor = Visitor(anonymous_id, enriched.click_id, int(enriched.click_seen_at))
-        else:
-            self.visitor = Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)
+
+async def process_beacon(
+    edge: Edge, arrival: Arrival, view: IdentityView, collected: Collected
+) -> None:
+    """What a beacon request's events produce, added to `collected`."""
+    intake = BeaconIntake(edge, arrival, view)
+    for body in json.loads(arrival.events):
+        await intake.add(Event(body))
+    collected.outbound += intake.outbound
+    collected.skipped += intake.skipped
+    collected.identities += intake.identities
+
+
+def is_bot(settings: Settings, user_agent: str | None) -> bool:
+    return bool(settings.skip_bots and user_agent and parse_user_agent(user_agent).is_bot)
+
+
+def private(settings: Settings, event: Event, gpc: str | None) -> str | None:
+    return privacy_skip(
+        event.body, gpc, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
+    )
+
+
+def remembered(visitor: Visitor, enriched: Enriched) -> Visitor:
+    """What the visitor cookie holds after an event."""
+    anonymous_id = enriched.event.body.get("anonymousId") or visitor.anonymous_id
+    if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
+        anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
+    if enriched.click_id and enriched.click_seen_at is not None:
+        return Visitor(anonymous_id, enriched.click_id, int(enriched.click_seen_at))
+    return Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)
+
+
+def answer_cookie(
+    edge: Edge,
+    visitor: Visitor,
+    events: Sequence[Event],
+    gpc: str | None,
+    user_agent: str | None,
+    now: float,
+) -> tuple[Visitor | None, bool]:
+    """The visitor cookie to set (None: a privacy signal, set none), and whether every event is
+    private. The cookie learns the events' own click ids and anonymous ids, as processing will;
+    a click the identity store knows reaches it on a later beacon."""
+    settings = edge.settings
+    window = settings.attribution_window_days * 86400.0
+    bot = is_bot(settings, user_agent)
+    reasons = [private(settings, event, gpc) for event in events]
+    if any(reasons):
+        return None, all(reasons)
+    if bot:
+        return visitor, False
+    for event in events:
+        known = None
+        if event_click_id(event.body) is None:
+            known = cookie_click(visitor, now=now, window_seconds=window)
+        enriched = enrich(
+            event, ip=None, user_agent=None, visitor=visitor, known=known, now=now
+        )  # fmt: skip
+        visitor = remembered(visitor, enriched)
+    return visitor, False
 
 
 async def beacon(request: Request) -> Response:
@@ -231,19 +285,38 @@ async def beacon(request: Request) -> Response:
         return refusal.response
     except ClientDisconnect:
         return Response(status_code=400)
-    intake = BeaconIntake(edge, request, ip)
+    now = edge.clock()
+    headers = request.headers
+    user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc")
+    cookie = edge.cookies.read(request.cookies.get(settings.cookie_name))
+    visitor, all_private = answer_cookie(edge, cookie, events, gpc, user_agent, now)
+    arrival = Arrival(
+        "beacon", now, encode_events(events),
+        ip=None if all_private else ip, user_agent=None if all_private else user_agent,
+        gpc=gpc is not None and gpc.strip() == "1", cookie_anonymous_id=cookie.anonymous_id,
+        cookie_click_id=cookie.click_id, cookie_click_seen_at=cookie.click_seen_at,
+    )  # fmt: skip
     try:
-        for event in events:
-            await intake.add(event)  # may look the visitor up in the store
-        await edge.commit("beacon", events, intake, started)
+        await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:
         log.error("beacon: the store could not write: %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
-    payload: dict[str, Any] = {"success": True, "accepted": len(events)}
     if problems:
-        payload["errors"] = problems
-    response = JSONResponse(payload)
-    if not intake.private:
-        secure = is_https(request.url.scheme, peer, request.headers, settings.trusted_proxies)
-        response.headers.append("set-cookie", edge.cookies.header(intake.visitor, secure=secure))
+        payload = {"success": True, "accepted": len(events), "errors": problems}
+        response: Response = JSONResponse(payload)
+    else:
+        response = Response(accepted(len(events)), media_type="application/json")
+    if visitor is not None:
+        secure = is_https(request.url.scheme, peer, headers, settings.trusted_proxies)
+        response.headers.append("set-cookie", edge.cookies.header(visitor, secure=secure))
     return response
+
+
+@functools.lru_cache(maxsize=128)
+def accepted(count: int) -> bytes:
+    """The answer to a request whose events were all stored (the same few, again and again)."""
+    return json.dumps({"success": True, "accepted": count}, separators=(",", ":")).encode()
+
+
+def encode_events(events: Sequence[Event]) -> str:
+    return json.dumps([event.body for event in events], separators=(",", ":"), ensure_ascii=False)

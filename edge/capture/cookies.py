@@ -7,12 +7,15 @@ or is older than its max-age is ignored, never an error: the visitor simply star
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Final
 
 from itsdangerous import BadSignature, TimestampSigner
 from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.signer import HMACAlgorithm
 
 SALT: Final = "rokt-edge.cookie.v1"
 
@@ -38,7 +41,7 @@ class CookieJar:
         self.policy = policy
         # A TimestampSigner over base64 JSON: itsdangerous' URL-safe serializer would try zlib on
         # every dump, which costs more than the rest of the beacon's cookie work for ~80 bytes.
-        self._signer = TimestampSigner(secret_key, salt=SALT)
+        self._signer = _Signer(secret_key, salt=SALT, algorithm=_OneShotHMAC(hashlib.sha1))
 
     def read(self, value: str | None) -> Visitor:
         """The visitor in a cookie value (from Starlette's lenient `request.cookies`, so that a
@@ -77,6 +80,26 @@ class CookieJar:
         if secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+
+class _OneShotHMAC(HMACAlgorithm):
+    """The same signatures as itsdangerous' HMAC, from one C call (`hmac.digest`) rather than an
+    HMAC object built per cookie: a beacon signs one cookie and checks another."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, self.digest_method)
+
+
+class _Signer(TimestampSigner):
+    """itsdangerous' TimestampSigner, the same cookies, with each key derived once rather than
+    at every signature."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        cache: dict[str | bytes | None, bytes] = self.__dict__.setdefault("_derived", {})
+        key = cache.get(secret_key)
+        if key is None:
+            key = cache[secret_key] = super().derive_key(secret_key)
+        return key
 
 
 def _text(value: object) -> str | None:

@@ -118,6 +118,27 @@ class Intake:
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    """What one intake request left for processing (`edge.processing`): its valid events and
+    what the request itself said about the visitor. Stored before the request is answered."""
+
+    source: str  # "beacon" or "api"
+    received_at: float  # epoch seconds
+    events: str  # the valid events, validated and completed (message id, time): a JSON array
+    ip: str | None = None
+    user_agent: str | None = None
+    gpc: bool = False  # the request carried Sec-GPC: 1
+    cookie_anonymous_id: str | None = None  # the visitor cookie the request carried
+    cookie_click_id: str | None = None
+    cookie_click_seen_at: int | None = None
+
+
+class StoredArrival(NamedTuple):
+    id: int
+    arrival: Arrival
+
+
+@dataclass(frozen=True, slots=True)
 class PutResult:
     stored: int  # new outbox items
     duplicates: int  # items whose key was already stored (a replayed event), not stored again
@@ -175,6 +196,8 @@ class Stats:
     upstream_errors: list[UpstreamError] = field(default_factory=list)  # newest first
     paused: Paused | None = None
     dry_run_bodies: int = 0
+    arrivals: int = 0  # intake requests not processed yet
+    oldest_arrival: float | None = None  # when the oldest of them came
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +218,20 @@ class Store(ABC):
 
     @abstractmethod
     def put_sync(self, intake: Intake) -> PutResult: ...
+
+    @abstractmethod
+    async def put_arrival(self, arrival: Arrival) -> None:
+        """Store an intake request's arrival; returns once it is durable. Arrivals put at the
+        same time share one transaction (the web service's hot path)."""
+
+    @abstractmethod
+    async def arrivals(self, limit: int) -> list[StoredArrival]:
+        """The oldest `limit` arrivals not settled yet, in the order they came."""
+
+    @abstractmethod
+    async def settle(self, ids: Sequence[int], intake: Intake) -> PutResult:
+        """Store what processing the arrivals `ids` produced and forget them, in one
+        transaction: a crash before it leaves the arrivals to be processed again."""
 
     @abstractmethod
     async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:

@@ -38,15 +38,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from edge.rokt.capi import encode
-from edge.store import sqlite_dedup, sqlite_identity
+from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity
 from edge.store import sqlite_schema as schema
 from edge.store.base import (
     DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
+    Arrival,
     Claim,
     DeadLetter,
     DryRunBody,
@@ -57,8 +59,10 @@ from edge.store.base import (
     PutResult,
     Stats,
     Store,
+    StoredArrival,
     StoreUnavailable,
 )
+from edge.store.coalesce import Coalescer
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -87,6 +91,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._close_lock = threading.Lock()
+        self._arrivals: Coalescer[tuple[object, ...]] = Coalescer(self._write_arrivals)
         ready: Future[None] = Future()
         self._thread = threading.Thread(
             target=self._write_loop, args=(ready,), name="rokt-edge-store", daemon=True
@@ -222,6 +227,34 @@ class SQLiteStore(Store):
 
         return put
 
+    async def put_arrival(self, arrival: Arrival) -> None:
+        await self._arrivals.put(sqlite_arrivals.row(arrival))
+
+    def _write_arrivals(self, rows: list[tuple[object, ...]]) -> Future[None]:
+        return self._submit(lambda c: sqlite_arrivals.insert(c, rows))
+
+    async def arrivals(self, limit: int) -> list[StoredArrival]:
+        """Read on the caller's thread, beside the writer (WAL), like `identity`."""
+        try:
+            return sqlite_arrivals.waiting(self._reader(), limit)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: {error}") from None
+
+    async def settle(self, ids: Sequence[int], intake: Intake) -> PutResult:
+        # Not synced to disk (synchronous=NORMAL, as the lease transitions): a settle lost to a
+        # power cut is lost with everything after it (see the docstring), and its arrivals,
+        # committed with FULL before, are simply processed again (the outbox keeps one item
+        # per key, and the identity updates are the same again).
+        put = self._put_job(intake)
+        ids = list(ids)
+
+        def settle(connection: sqlite3.Connection) -> PutResult:
+            result = put(connection)
+            sqlite_arrivals.delete(connection, ids)
+            return result
+
+        return await self._run(settle, durable=False)
+
     async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
         now = self.clock()
         return await self._run(
@@ -308,10 +341,15 @@ class SQLiteStore(Store):
         await self._run(lambda c: schema.set_paused(c, paused))
 
     async def stats(self) -> Stats:
-        return await self._run(schema.stats)
+        return await self._run(_stats)
 
     def stats_sync(self) -> Stats:
-        return self._submit(schema.stats).result()
+        return self._submit(_stats).result()
+
+
+def _stats(connection: sqlite3.Connection) -> Stats:
+    arrivals, oldest_arrival = sqlite_arrivals.count(connection)
+    return replace(schema.stats(connection), arrivals=arrivals, oldest_arrival=oldest_arrival)
 
 
 def _text(body: dict[str, Any]) -> str:

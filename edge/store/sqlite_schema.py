@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from edge.store import sqlite_dedup, sqlite_identity
+from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity
 from edge.store.base import (
     Claim,
     DeadLetter,
@@ -76,7 +76,7 @@ def create(connection: sqlite3.Connection) -> None:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
     # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`.
     migrate = MIGRATE_FROM_1 if version == 1 else ""
-    tables = TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE
+    tables = TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
     connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
 
 

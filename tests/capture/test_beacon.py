@@ -144,6 +144,7 @@ def test_gpc_is_acknowledged_but_not_forwarded_and_nothing_personal_is_stored(
 
     assert response.status_code == 200
     assert "set-cookie" not in response.headers
+    live.processed()
     with database(settings) as db:
         assert db.execute("SELECT reason, count(*) FROM skipped GROUP BY reason").fetchall() == [
             ("gpc", 2)
@@ -160,6 +161,7 @@ def test_a_consent_denial_is_skipped_as_no_consent(live: LiveEdge, settings: Set
 
     assert post(live, denied).status_code == 200
 
+    live.processed()
     with database(settings) as db:
         assert db.execute("SELECT reason FROM skipped").fetchall() == [("no-consent",)]
         assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
@@ -168,6 +170,7 @@ def test_a_consent_denial_is_skipped_as_no_consent(live: LiveEdge, settings: Set
 def test_bots_are_skipped(live: LiveEdge, settings: Settings) -> None:
     assert post(live, order(userId="u"), headers={"user-agent": GOOGLEBOT}).status_code == 200
 
+    live.processed()
     with database(settings) as db:
         assert db.execute("SELECT reason FROM skipped").fetchall() == [("bot",)]
 
@@ -295,22 +298,40 @@ def test_a_failing_store_answers_503_and_loses_nothing_acknowledged(
 
 
 class UnreadableStore(SQLiteStore):
-    """A real SQLite store whose identity look-ups fail, as a locked or corrupt file would."""
+    """A real SQLite store whose identity look-ups fail while `failing` is set, as a locked or
+    corrupt file would."""
+
+    failing = True
+    refused = 0
 
     async def identity(self, keys: Any, since: float) -> Any:
-        raise StoreUnavailable("database is locked (injected)")
+        if self.failing:
+            self.refused += 1
+            raise StoreUnavailable("database is locked (injected)")
+        return await super().identity(keys, since)
 
 
-def test_a_failing_identity_look_up_answers_503_not_500(tmp_path: Path, settings: Settings) -> None:
+def test_a_failing_identity_look_up_delays_the_event_and_loses_nothing(
+    tmp_path: Path, fake: FakeCapi, settings: Settings
+) -> None:
     store = UnreadableStore(tmp_path / "unreadable.db")
     try:
         with LiveEdge(settings, store=store) as live:
-            # No click id in the event or a cookie: the beacon asks the identity store.
+            # given an identity store that cannot be read: processing a conversion with no click
+            # id in the event or a cookie asks it, and fails
             response = post(live, order("o-1", userId="u"))
+            wait_for(lambda: store.refused >= 1)
+            # then the beacon was acknowledged all the same, and its event waits, unprocessed,
+            # for the store to answer again
+            assert response.status_code == 200
+            assert store.stats_sync().arrivals == 1
+            assert live.edge.processor.processed == 0
+            # when the store reads again
+            store.failing = False
+            # then the conversion goes through (without a click id: none is known)
+            wait_for(lambda: len(delivered(fake)) == 1, timeout=15)
     finally:
         store.close()
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "store_unavailable"
 
 
 @hypothesis_settings(

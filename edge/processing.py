@@ -1,0 +1,201 @@
+"""Processing: what intake stored (arrivals) becomes outbox items, skip records and identity links.
+
+    beacon, tracking API ──put_arrival──▶ arrivals ──Processor──▶ enrichment / stitching, the
+    (validate, answer)     (durable first)           (in order)    pipeline ─▶ settle: outbox,
+                                                                   skipped, identities; the
+                                                                   arrivals deleted (one
+                                                                   transaction)
+
+Why intake does not map events itself: a request is answered once its events are durable, and
+nothing else on its path helps the answer. Mapping, identity look-ups and the outbox writes cost
+several times what storing the request does, so a burst of beacons would otherwise queue behind
+them: the browser's keepalive fetch is best effort, and a beacon that times out is an event lost.
+Here intake stores the request as it came (validated, with the IP, user agent, GPC signal and
+visitor cookie it carried), and processing follows a moment later.
+
+Order: arrivals are processed in the order they came, a slice at a time. Identity links made by
+an earlier arrival of the slice are seen by later ones (`IdentityView`) before the slice is
+written, so a server-side conversion right behind the browser's identify finds the click, as it
+would if each had been written on its own.
+
+Priority: intake first. While the event loop is saturated with requests (after a slice, the other
+work waiting in the loop took at least half as long as the slice), processing takes about
+`BUSY_SHARE` of the loop, until its oldest arrival waits `MAX_LAG` seconds: then it takes what it
+needs, and intake slows down with it (backpressure rather than an unbounded backlog). Otherwise it
+runs slice after slice. A slice is small, so a request arriving meanwhile waits a few ms at most.
+
+Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
+(`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
+key. Several processes sharing a store would each process the same arrivals (wasted work, no
+duplicate delivery, for the same reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from edge.capture.beacon import process_beacon
+from edge.intake import Collected
+from edge.store.base import DUPLICATE, Identity, IdentityUpdate, StoredArrival, StoreError
+from edge.tracking_api import process_api
+
+if TYPE_CHECKING:
+    from edge.app import Edge
+
+log = logging.getLogger("rokt_edge.processing")
+
+SLICE: Final = 32  # arrivals per transaction: a few ms of work
+BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake saturates it
+MAX_LAG: Final = 30.0  # seconds the oldest arrival may wait before processing stops yielding
+POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
+RETRY_SECONDS: Final = 1.0  # after the store failed
+
+
+Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
+
+
+class IdentityView:
+    """The identity store as a slice being processed sees it: what is stored, plus the links
+    that the slice's earlier arrivals made (written only when the slice settles)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+        self._fresh: dict[str, Identity] = {}
+
+    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+        stored = await self._lookup(keys, since)
+        found = [stored] if stored is not None else []
+        found += [self._fresh[key] for key in keys if key in self._fresh]
+        return merged(found, since)
+
+    def record(self, updates: Sequence[IdentityUpdate], now: float) -> None:
+        """As the store will apply them: a newer (or equally new) click replaces an older one;
+        an IP address or user agent replaces when given."""
+        for update in updates:
+            for key in update.keys:
+                old = self._fresh.get(key)
+                click_id, click_seen_at = update.click_id, update.click_seen_at
+                newer = click_id is not None and (
+                    old is None or old.click_seen_at is None
+                    or (click_seen_at or 0.0) >= old.click_seen_at
+                )  # fmt: skip
+                if not newer and old is not None:
+                    click_id, click_seen_at = old.click_id, old.click_seen_at
+                self._fresh[key] = Identity(
+                    click_id=click_id,
+                    click_seen_at=click_seen_at if click_id else None,
+                    ip=update.ip or (old.ip if old else None),
+                    user_agent=update.user_agent or (old.user_agent if old else None),
+                    seen_at=now,
+                )
+
+
+def merged(found: Sequence[Identity], since: float) -> Identity | None:
+    """One visitor from several records of it: the freshest click within the window, and the
+    IP address and user agent last seen."""
+    if not found:
+        return None
+    clicks = [
+        each for each in found
+        if each.click_id and each.click_seen_at is not None and each.click_seen_at >= since
+    ]  # fmt: skip
+    click = max(clicks, key=lambda each: each.click_seen_at or 0.0) if clicks else None
+    latest = sorted(found, key=lambda each: each.seen_at, reverse=True)
+    return Identity(
+        click_id=click.click_id if click else None,
+        click_seen_at=click.click_seen_at if click else None,
+        ip=next((each.ip for each in latest if each.ip), None),
+        user_agent=next((each.user_agent for each in latest if each.user_agent), None),
+        seen_at=latest[0].seen_at,
+    )
+
+
+def pause_for_intake(spent: float, others: float, lag: float) -> float:
+    """Seconds to leave the loop to intake after a slice that took `spent` seconds, when one turn
+    of the loop then took `others` and the slice's oldest arrival had waited `lag`."""
+    saturated = others >= spent / 2
+    if saturated and lag < MAX_LAG:
+        return spent * (1 / BUSY_SHARE - 1)
+    return 0.0
+
+
+class Processor:
+    """The task that processes arrivals; the web app's lifespan owns it."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.processed = 0  # arrivals settled by this process
+        self._arrived = 0  # arrivals intake announced (`notify`)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def notify(self) -> None:
+        """Intake stored an arrival."""
+        self._arrived += 1
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the slice in hand, then return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before looking: an arrival stored after the look wakes the wait
+            try:
+                batch = await self.edge.store.arrivals(SLICE)
+            except StoreError as failure:
+                log.error("processing: cannot read arrivals: %s", failure)
+                await self._wait(RETRY_SECONDS)
+                continue
+            if not batch:
+                await self._wait(POLL_SECONDS)
+                continue
+            started = time.perf_counter()
+            try:
+                await self.process(batch)
+            except StoreError as failure:
+                log.error("processing: the store could not write (will retry): %s", failure)
+                await self._wait(RETRY_SECONDS)
+                continue
+            spent = time.perf_counter() - started
+            await self._yield_to_intake(spent, lag=self.edge.clock() - batch[0].arrival.received_at)
+
+    async def process(self, batch: Sequence[StoredArrival]) -> None:
+        """Process a slice of arrivals and settle them in one transaction."""
+        edge = self.edge
+        view = IdentityView(edge.store.identity)
+        collected = Collected()
+        for stored in batch:
+            arrival = stored.arrival
+            start = len(collected.identities)
+            handle = process_beacon if arrival.source == "beacon" else process_api
+            await handle(edge, arrival, view, collected)
+            view.record(collected.identities[start:], arrival.received_at)
+        result = await edge.store.settle([stored.id for stored in batch], collected.intake())
+        self.processed += len(batch)
+        metrics = edge.metrics
+        metrics.count_skipped(item.reason for item in collected.skipped)
+        metrics.count_skipped([DUPLICATE] * result.deduplicated)
+        metrics.queued.inc(result.stored)  # new items only: not replays, not duplicates
+        if collected.outbound:
+            edge.sender.notify()
+
+    async def _yield_to_intake(self, spent: float, lag: float) -> None:
+        """Let requests waiting in the loop go first; see the module docstring."""
+        before = time.perf_counter()
+        await asyncio.sleep(0)  # one turn of the loop: everything ready runs
+        pause = pause_for_intake(spent, time.perf_counter() - before, lag)
+        if pause:
+            await asyncio.sleep(pause)
+
+    async def _wait(self, seconds: float) -> None:
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)

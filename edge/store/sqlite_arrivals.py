@@ -1,0 +1,70 @@
+"""The SQLite store's arrivals: what intake requests left, kept until the processor settles them.
+
+Like `sqlite_schema`, these functions run inside the writer's transaction and never commit
+(except `waiting`, a read on the caller's connection). An arrival row is deleted in the same
+transaction that writes what processing it produced (`edge.store.base.Store.settle`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Final
+
+from edge.store.base import Arrival, StoredArrival
+
+TABLE: Final = """
+CREATE TABLE IF NOT EXISTS arrivals (
+    id INTEGER PRIMARY KEY,            -- the order of arrival, the order of processing
+    source TEXT NOT NULL,              -- beacon or api
+    received_at REAL NOT NULL,
+    events TEXT NOT NULL,              -- the request's valid events, a JSON array
+    ip TEXT,                           -- none when every event was private (GPC, no consent)
+    user_agent TEXT,
+    gpc INTEGER NOT NULL DEFAULT 0,
+    cookie_anonymous_id TEXT,          -- the visitor cookie the request carried
+    cookie_click_id TEXT,
+    cookie_click_seen_at INTEGER
+);
+"""
+
+INSERT: Final = (
+    "INSERT INTO arrivals (source, received_at, events, ip, user_agent, gpc, cookie_anonymous_id,"
+    " cookie_click_id, cookie_click_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def row(arrival: Arrival) -> tuple[object, ...]:
+    return (
+        arrival.source, arrival.received_at, arrival.events, arrival.ip, arrival.user_agent,
+        int(arrival.gpc), arrival.cookie_anonymous_id, arrival.cookie_click_id,
+        arrival.cookie_click_seen_at,
+    )  # fmt: skip
+
+
+def insert(connection: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    connection.executemany(INSERT, rows)
+
+
+def waiting(connection: sqlite3.Connection, limit: int) -> list[StoredArrival]:
+    """The oldest `limit` arrivals, in the order they came."""
+    rows = connection.execute(
+        "SELECT id, source, received_at, events, ip, user_agent, gpc, cookie_anonymous_id,"
+        " cookie_click_id, cookie_click_seen_at FROM arrivals ORDER BY id LIMIT ?",
+        (limit,),
+    )
+    return [
+        StoredArrival(id, Arrival(source, at, events, ip, agent, bool(gpc), anonymous, click, seen))
+        for id, source, at, events, ip, agent, gpc, anonymous, click, seen in rows
+    ]
+
+
+def delete(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
+    connection.executemany("DELETE FROM arrivals WHERE id = ?", [(id,) for id in ids])
+
+
+def count(connection: sqlite3.Connection) -> tuple[int, float | None]:
+    """How many arrivals wait, and when the oldest came."""
+    query = "SELECT count(*), min(received_at) FROM arrivals"
+    number, oldest = connection.execute(query).fetchone()
+    return int(number), oldest

@@ -1,0 +1,111 @@
+"""Arrivals: what intake requests left, durable before their answer, settled by processing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from edge.store import sqlite_arrivals
+from edge.store.base import Arrival, Intake, StoreUnavailable
+from edge.store.sqlite import SQLiteStore
+from tests.outbound import conversion, skipped
+
+pytestmark = pytest.mark.anyio
+
+
+def arrival(n: int, **fields: object) -> Arrival:
+    events = f'[{{"type":"track","event":"Order Completed","messageId":"m-{n}"}}]'
+    return Arrival("beacon", 1_700_000_000.0 + n, events, **fields)  # type: ignore[arg-type]
+
+
+def on_disk(store: SQLiteStore, sql: str) -> list[tuple[object, ...]]:
+    """What another process would see: a separate connection to the file."""
+    with sqlite3.connect(store.path) as connection:
+        return connection.execute(sql).fetchall()
+
+
+async def test_an_arrival_comes_back_exactly_as_it_was_put(store: SQLiteStore) -> None:
+    # given a beacon's arrival with everything the request said about the visitor
+    sent = arrival(
+        1, ip="2001:db8::1", user_agent="Mozilla/5.0", gpc=True, cookie_anonymous_id="anon-1",
+        cookie_click_id="click-1", cookie_click_seen_at=1_699_000_000,
+    )  # fmt: skip
+    # when it is put
+    await store.put_arrival(sent)
+    # then it waits, unchanged, to be processed
+    [(_, stored)] = await store.arrivals(10)
+    assert stored == sent
+
+
+async def test_concurrent_arrivals_share_commits_and_each_returns_once_on_disk(
+    store: SQLiteStore,
+) -> None:
+    before = store.transactions
+    seen_on_disk: list[bool] = []
+
+    async def request(n: int) -> None:
+        await store.put_arrival(arrival(n))
+        rows = on_disk(store, f"SELECT 1 FROM arrivals WHERE events LIKE '%m-{n}\"%'")
+        seen_on_disk.append(bool(rows))
+
+    # when 200 requests store their arrivals at once
+    await asyncio.gather(*(request(n) for n in range(200)))
+
+    # then each returned only once its arrival was committed, in a few shared transactions
+    assert seen_on_disk == [True] * 200
+    assert store.transactions - before < 20  # coalesced: typically 2
+    assert [stored.arrival.received_at for stored in await store.arrivals(500)] == [
+        1_700_000_000.0 + n for n in range(200)
+    ]
+
+
+async def test_arrivals_come_oldest_first_a_slice_at_a_time(store: SQLiteStore) -> None:
+    for n in range(5):
+        await store.put_arrival(arrival(n))
+    first = await store.arrivals(2)
+    assert [stored.arrival.received_at - 1_700_000_000.0 for stored in first] == [0, 1]
+
+
+async def test_settling_stores_what_processing_made_and_forgets_the_arrivals_together(
+    store: SQLiteStore,
+) -> None:
+    # given two arrivals waiting
+    await store.put_arrival(arrival(1))
+    await store.put_arrival(arrival(2))
+    first, second = await store.arrivals(10)
+    # when the first is settled with what processing made of it
+    result = await store.settle([first.id], Intake(outbound=[conversion(1)], skipped=[skipped(2)]))
+    # then its items and skip records are stored, and only the second still waits
+    assert result.stored == 1
+    assert on_disk(store, "SELECT message_id FROM outbox") == [("msg-000001",)]
+    assert on_disk(store, "SELECT reason FROM skipped") == [("not triggered",)]
+    assert [stored.id for stored in await store.arrivals(10)] == [second.id]
+    stats = await store.stats()
+    assert (stats.arrivals, stats.oldest_arrival) == (1, second.arrival.received_at)
+
+
+async def test_a_settle_that_fails_leaves_its_arrivals_to_be_processed_again(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put_arrival(arrival(1))
+    [waiting] = await store.arrivals(10)
+
+    # given a disk that fails once the items are written, before the arrival is forgotten
+    def full_disk(connection: sqlite3.Connection, ids: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite_arrivals, "delete", full_disk)
+    # when settling fails
+    with pytest.raises(StoreUnavailable):
+        await store.settle([waiting.id], Intake(outbound=[conversion(1)]))
+    # then nothing of it is stored and the arrival still waits
+    assert on_disk(store, "SELECT count(*) FROM outbox") == [(0,)]
+    assert [stored.id for stored in await store.arrivals(10)] == [waiting.id]
+
+
+async def test_a_closed_store_refuses_arrivals(store: SQLiteStore) -> None:
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.put_arrival(arrival(1))

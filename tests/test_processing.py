@@ -1,0 +1,117 @@
+"""Processing: arrivals become outbox items in the order they came, after any restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.processing import BUSY_SHARE, MAX_LAG, IdentityView, pause_for_intake
+from edge.settings import Settings
+from edge.store.base import Arrival, Identity, IdentityUpdate
+from edge.store.sqlite import SQLiteStore
+from tests.fake_capi import FakeCapi
+from tests.live import LiveEdge, wait_for
+
+NOW = 1_700_000_000.0
+CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.0.0"
+
+
+def events(*bodies: dict[str, Any]) -> str:
+    return json.dumps(list(bodies))
+
+
+def delivered(fake: FakeCapi) -> list[dict[str, Any]]:
+    return [batch for request in fake.requests() for batch in request.accepted]
+
+
+# -- the order of arrivals ---------------------------------------------------------------------
+
+
+def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
+    tmp_path: Path, fake: FakeCapi
+) -> None:
+    # given a store holding two acknowledged requests that no process has handled yet (the
+    # edge was killed after answering them): the browser's identify, which links the landing's
+    # click to the user, and right behind it the backend's order for that user
+    path = tmp_path / "edge.db"
+    store = SQLiteStore(path)
+    identify = {"type": "identify", "anonymousId": "A", "userId": "U", "messageId": "m-1",
+                "timestamp": "2026-11-23T12:00:00Z",
+                "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}}}  # fmt: skip
+    order = {"type": "track", "event": "Order Completed", "userId": "U", "messageId": "m-2",
+             "timestamp": "2026-11-23T12:00:01Z",
+             "properties": {"order_id": "o-1", "revenue": 42, "currency": "USD"}}  # fmt: skip
+    received = time.time()
+
+    async def leave() -> None:
+        await store.put_arrival(
+            Arrival("beacon", received, events(identify), ip="198.51.100.7", user_agent=CHROME)
+        )
+        await store.put_arrival(Arrival("api", received, events(order)))
+
+    asyncio.run(leave())
+    store.close()
+    settings = Settings(
+        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
+        database_url=f"sqlite:///{path}",
+    )  # fmt: skip
+    # when the edge starts again
+    with LiveEdge(settings) as live:
+        wait_for(lambda: len(delivered(fake)) == 1)
+        live.processed()
+    # then the order went to Rokt with the click the identify had just linked to the user (both
+    # were processed in one slice, the identify first), and the browser's IP and user agent
+    [batch] = delivered(fake)
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "CLICK-1"
+    assert batch["ip"] == "198.51.100.7"
+    assert batch["device_info"]["http_header_user_agent"] == CHROME
+
+
+# -- what a slice sees of the identity store ---------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_slice_sees_the_links_its_earlier_arrivals_made(store_path: Path) -> None:
+    store = SQLiteStore(store_path)
+    try:
+        view = IdentityView(store.identity)
+        # given nothing stored, and an earlier arrival that linked A and U to a click
+        assert await view.identity(("u:U",), since=NOW - 60) is None
+        view.record([IdentityUpdate(("a:A", "u:U"), "CLICK-1", NOW - 10, "ip-1", "ua-1")], NOW)
+        # then a later arrival asking by either id finds it
+        found = await view.identity(("u:U",), since=NOW - 60)
+        assert found == Identity("CLICK-1", NOW - 10, "ip-1", "ua-1", NOW)
+        # and an older click never replaces a newer one, while a new IP does replace
+        view.record([IdentityUpdate(("u:U",), "CLICK-0", NOW - 20, "ip-2", None)], NOW + 1)
+        found = await view.identity(("a:A", "u:U"), since=NOW - 60)
+        assert found is not None
+        assert (found.click_id, found.ip, found.user_agent) == ("CLICK-1", "ip-2", "ua-1")
+        # and a click outside the window asked for is not found
+        found = await view.identity(("u:U",), since=NOW - 5)
+        assert found is not None
+        assert found.click_id is None
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "edge.db"
+
+
+# -- priority --------------------------------------------------------------------------------
+
+
+def test_processing_yields_to_a_saturated_intake_until_it_lags_too_far() -> None:
+    # a quiet loop: no pause, the next slice follows at once
+    assert pause_for_intake(spent=0.004, others=0.0005, lag=0.1) == 0.0
+    # intake saturating the loop: processing keeps about BUSY_SHARE of it
+    pause = pause_for_intake(spent=0.004, others=0.004, lag=2.0)
+    assert 0.004 / (0.004 + pause) == pytest.approx(BUSY_SHARE)
+    # but not once its oldest arrival waited MAX_LAG: then it takes what it needs
+    assert pause_for_intake(spent=0.004, others=0.004, lag=MAX_LAG) == 0.0
