@@ -81,6 +81,7 @@ class Edge:
         self.delivery: asyncio.Task[None] | None = None
         self.processor: Processor | None = None
         self.processing: asyncio.Task[None] | None = None
+        self.arriving = 0  # requests waiting for their arrival's write (edge.processing)
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
 
@@ -105,7 +106,11 @@ class Edge:
     ) -> None:
         """Store a request's arrival durably (raises StoreError), count its events and wake the
         processor. `started`: when the request arrived (time.perf_counter)."""
-        await self.store.put_arrival(arrival)
+        self.arriving += 1
+        try:
+            await self.store.put_arrival(arrival)
+        finally:
+            self.arriving -= 1
         for event in events:
             self.metrics.count_received(arrival.source, event.type)
         self.metrics.observe_ingest(arrival.source, time.perf_counter() - started)

@@ -8,9 +8,11 @@ in the body is kept as it came, because mappings may read any path.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +115,24 @@ def parse_event(
             index,
         )
     return Event(body)
+
+
+# A \\uD800-\\uDFFF escape in JSON text: half of a surrogate pair, or a lone one.
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def lone_surrogate(raw: bytes, document: Any) -> bool:
+    """Whether the JSON text `raw` (decoded as `document`) holds a string with an unpaired
+    surrogate escape such as "\\ud800": valid JSON, but no text that can be stored or sent as
+    UTF-8. Only a body with a surrogate escape at all (emoji may be sent as escaped pairs) is
+    encoded again to tell."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def parse_timestamp(value: Any) -> int | None:

@@ -18,11 +18,12 @@ an earlier arrival of the slice are seen by later ones (`IdentityView`) before t
 written, so a server-side conversion right behind the browser's identify finds the click, as it
 would if each had been written on its own.
 
-Priority: intake first. While the event loop is saturated with requests (after a slice, the other
-work waiting in the loop took at least half as long as the slice), processing takes about
-`BUSY_SHARE` of the loop, until its oldest arrival waits `MAX_LAG` seconds: then it takes what it
-needs, and intake slows down with it (backpressure rather than an unbounded backlog). Otherwise it
-runs slice after slice. A slice is small, so a request arriving meanwhile waits a few ms at most.
+Priority: intake first. While intake is busy (after a slice, at least `BUSY_REQUESTS` requests
+are waiting for their arrival to be stored: at 1,000 requests/s there are one or two, when clients
+queue up there are as many as they have connections), processing takes about `BUSY_SHARE` of the
+loop, until its oldest arrival waits `MAX_LAG` seconds: then it takes what it needs, and intake
+slows down with it (backpressure rather than an unbounded backlog). Otherwise it runs slice after
+slice. A slice is small, so a request arriving meanwhile waits a few ms at most.
 
 Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
 (`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
@@ -34,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from edge.capture.beacon import process_beacon
+from edge.events import Event
 from edge.intake import Collected
 from edge.store.base import DUPLICATE, Identity, IdentityUpdate, StoredArrival, StoreError
 from edge.tracking_api import process_api
@@ -49,11 +52,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rokt_edge.processing")
 
-SLICE: Final = 32  # arrivals per transaction: a few ms of work
+SLICE: Final = 16  # arrivals per transaction: a few ms of work
+BUSY_REQUESTS: Final = 8  # requests waiting for their arrival's write: intake is busy
 BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake saturates it
 MAX_LAG: Final = 30.0  # seconds the oldest arrival may wait before processing stops yielding
 POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
 RETRY_SECONDS: Final = 1.0  # after the store failed
+PROCESSING_FAILED: Final = "processing failed"  # skip reason: see `Processor.process`
 
 
 Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
@@ -115,11 +120,11 @@ def merged(found: Sequence[Identity], since: float) -> Identity | None:
     )
 
 
-def pause_for_intake(spent: float, others: float, lag: float) -> float:
-    """Seconds to leave the loop to intake after a slice that took `spent` seconds, when one turn
-    of the loop then took `others` and the slice's oldest arrival had waited `lag`."""
-    saturated = others >= spent / 2
-    if saturated and lag < MAX_LAG:
+def pause_for_intake(spent: float, arriving: int, lag: float) -> float:
+    """Seconds to leave the loop to intake after a slice that took `spent` seconds, when
+    `arriving` requests wait for their arrival's write and the slice's oldest arrival had waited
+    `lag` seconds."""
+    if arriving >= BUSY_REQUESTS and lag < MAX_LAG:
         return spent * (1 / BUSY_SHARE - 1)
     return 0.0
 
@@ -167,7 +172,31 @@ class Processor:
             await self._yield_to_intake(spent, lag=self.edge.clock() - batch[0].arrival.received_at)
 
     async def process(self, batch: Sequence[StoredArrival]) -> None:
-        """Process a slice of arrivals and settle them in one transaction."""
+        """Process a slice of arrivals and settle them in one transaction. A store failure is
+        raised (the slice is tried again later); any other failure is a bug or data no check
+        foresaw: the slice is processed again one arrival at a time, and an arrival that still
+        fails has its events recorded as skipped (`PROCESSING_FAILED`) so the rest go on."""
+        try:
+            await self._process(batch)
+        except StoreError:
+            raise
+        except Exception:
+            if len(batch) > 1:
+                for stored in batch:
+                    await self.process([stored])
+                return
+            log.exception("processing: arrival %s failed; its events are skipped", batch[0].id)
+            await self._give_up(batch[0])
+
+    async def _give_up(self, stored: StoredArrival) -> None:
+        collected = Collected()
+        for body in json.loads(stored.arrival.events):
+            collected.skip(Event(body), PROCESSING_FAILED)
+        await self.edge.store.settle([stored.id], collected.intake())
+        self.processed += 1
+        self.edge.metrics.count_skipped(item.reason for item in collected.skipped)
+
+    async def _process(self, batch: Sequence[StoredArrival]) -> None:
         edge = self.edge
         view = IdentityView(edge.store.identity)
         collected = Collected()
@@ -188,11 +217,7 @@ class Processor:
 
     async def _yield_to_intake(self, spent: float, lag: float) -> None:
         """Let requests waiting in the loop go first; see the module docstring."""
-        before = time.perf_counter()
-        await asyncio.sleep(0)  # one turn of the loop: everything ready runs
-        pause = pause_for_intake(spent, time.perf_counter() - before, lag)
-        if pause:
-            await asyncio.sleep(pause)
+        await asyncio.sleep(pause_for_intake(spent, self.edge.arriving, lag))
 
     async def _wait(self, seconds: float) -> None:
         if self._stopping:

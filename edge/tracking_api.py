@@ -43,10 +43,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edge.capture.beacon import JSON_TYPES, Refusal, TooLarge, encode_events, error, read_body
+from edge.capture.beacon import (
+    JSON_TYPES,
+    LONE_SURROGATE,
+    Refusal,
+    TooLarge,
+    encode_events,
+    error,
+    read_body,
+)
 from edge.capture.privacy import privacy_skip
 from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
-from edge.events import Event, EventError, parse_event
+from edge.events import Event, EventError, lone_surrogate, parse_event
 from edge.intake import Collected
 from edge.store.base import Arrival, Identity, StoreError
 
@@ -146,6 +154,8 @@ async def read_document(request: Request, limit: int) -> dict[str, Any]:
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_body", "the body must be a JSON object")
+    if lone_surrogate(raw, document):
+        raise Refusal(400, "invalid_json", LONE_SURROGATE)
     return document
 
 

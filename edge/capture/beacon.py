@@ -16,12 +16,13 @@ events are all private (GPC, a consent denial) is stored without the IP address 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
@@ -29,9 +30,9 @@ from starlette.responses import JSONResponse, Response
 
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
-from edge.capture.enrich import Enriched, Known, cookie_click, enrich, event_click_id
+from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
 from edge.capture.privacy import privacy_skip
-from edge.events import Event, EventError, parse_event
+from edge.events import Event, EventError, lone_surrogate, parse_event
 from edge.intake import Collected
 from edge.store.base import Arrival, IdentityUpdate, StoreError
 from edge.useragent import parse_user_agent
@@ -49,6 +50,9 @@ ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALL
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
 RATE_LIMITED: Final = "too many requests from this client; retry later"
 STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
+LONE_SURROGATE: Final = (
+    "the body holds a string with an unpaired surrogate escape (such as \\ud800), which is not text"
+)
 MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
 
 
@@ -61,11 +65,26 @@ class TooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers, the first of each name, decoded once: Starlette's `Headers.get`
+    scans the raw list at every look-up, and a beacon makes a dozen (ASGI names are lowercase)."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        key = name.decode("latin-1")
+        if key not in found:
+            found[key] = value.decode("latin-1")
+    return found
+
+
+async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
     """The body, refusing to read past `limit` bytes whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
+    if declared is None:
+        declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise TooLarge
+        # The server reads no more than a declared length (HTTP/1.1 framing): read it whole.
+        return await request.body()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -119,17 +138,25 @@ class Refusal(Exception):
         self.response = error(status, code, message, **extra)
 
 
-async def read_events(request: Request, settings: Settings) -> tuple[list[Event], list[Any]]:
+class Read(NamedTuple):
+    events: list[Event]
+    problems: list[dict[str, Any]]  # the invalid events, by index and field
+    encoded: str  # the valid events as a JSON array, for the arrival
+
+
+async def read_events(request: Request, headers: Mapping[str, str], settings: Settings) -> Read:
     """The request's valid events and the problems of the invalid ones; Refusal otherwise."""
-    peer = request.client.host if request.client else None
-    hosts = request_hosts(peer, request.headers, settings.trusted_proxies)
-    if not origin_allowed(request.headers.get("origin"), hosts, settings.allowed_origins):
-        raise Refusal(403, "origin_not_allowed", ORIGIN_REFUSED)
-    content_type = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+    origin = headers.get("origin")
+    if origin:  # the hosts it may name are worked out only for a browser's cross-site fetch
+        peer = request.client.host if request.client else None
+        hosts = request_hosts(peer, headers, settings.trusted_proxies)
+        if not origin_allowed(origin, hosts, settings.allowed_origins):
+            raise Refusal(403, "origin_not_allowed", ORIGIN_REFUSED)
+    content_type = headers.get("content-type", "text/plain").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise Refusal(415, "unsupported_media_type", f"{CONTENT_TYPE_REFUSED}, not {content_type}")
     try:
-        raw = await read_body(request, settings.beacon_max_bytes)
+        raw = await read_body(request, settings.beacon_max_bytes, headers.get("content-length"))
     except TooLarge:
         limit_text = f"{settings.beacon_max_bytes:,}"
         raise Refusal(413, "too_large", f"the body is over {limit_text} bytes") from None
@@ -137,6 +164,8 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
+    if lone_surrogate(raw, document):
+        raise Refusal(400, "invalid_json", LONE_SURROGATE)
     raw_events = events_of(document)
     if raw_events is None:
         raise Refusal(400, "invalid_body", 'send one event, {"batch": [events]} or [events]')
@@ -153,7 +182,12 @@ async def read_events(request: Request, settings: Settings) -> tuple[list[Event]
     if not events:
         message = problems[0]["message"] if problems else "no events in the body"
         raise Refusal(400, "invalid_event", message, events=problems)
-    return events, problems
+    if len(events) == 1 and events[0].body == document:
+        # The one event as it was sent (the snippet's usual beacon): its own text is the
+        # arrival's, with no second encoding (unless it is not UTF-8: JSON may be UTF-16).
+        with contextlib.suppress(UnicodeDecodeError):
+            return Read(events, problems, f"[{raw.decode('utf-8')}]")
+    return Read(events, problems, encode_events(events))
 
 
 class BeaconIntake(Collected):
@@ -193,7 +227,10 @@ class BeaconIntake(Collected):
                     keys, enriched.click_id, enriched.click_seen_at, self.ip, self.user_agent
                 )
             )
-        self.visitor = remembered(self.visitor, enriched)
+        anonymous_id = enriched.event.body.get("anonymousId") or self.visitor.anonymous_id
+        self.visitor = remembered(
+            self.visitor, anonymous_id, enriched.click_id, enriched.click_seen_at
+        )
 
     async def _known_click(self, event: Event) -> Known | None:
         """The event's own click id wins; else the cookie's; else the identity store's."""
@@ -230,13 +267,14 @@ def private(settings: Settings, event: Event, gpc: str | None) -> str | None:
     )
 
 
-def remembered(visitor: Visitor, enriched: Enriched) -> Visitor:
-    """What the visitor cookie holds after an event."""
-    anonymous_id = enriched.event.body.get("anonymousId") or visitor.anonymous_id
+def remembered(
+    visitor: Visitor, anonymous_id: str | None, click_id: str | None, seen_at: float | None
+) -> Visitor:
+    """What the visitor cookie holds after an event with these ids."""
     if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
         anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
-    if enriched.click_id and enriched.click_seen_at is not None:
-        return Visitor(anonymous_id, enriched.click_id, int(enriched.click_seen_at))
+    if click_id and seen_at is not None:
+        return Visitor(anonymous_id, click_id, int(seen_at))
     return Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)
 
 
@@ -249,24 +287,24 @@ def answer_cookie(
     now: float,
 ) -> tuple[Visitor | None, bool]:
     """The visitor cookie to set (None: a privacy signal, set none), and whether every event is
-    private. The cookie learns the events' own click ids and anonymous ids, as processing will;
-    a click the identity store knows reaches it on a later beacon."""
+    private. The cookie learns the events' own click ids and anonymous ids by the rules
+    processing follows (`edge.capture.enrich.click_of`); a click only the identity store knows
+    reaches it on a later beacon."""
     settings = edge.settings
     window = settings.attribution_window_days * 86400.0
-    bot = is_bot(settings, user_agent)
     reasons = [private(settings, event, gpc) for event in events]
     if any(reasons):
         return None, all(reasons)
-    if bot:
+    if is_bot(settings, user_agent):
         return visitor, False
     for event in events:
-        known = None
-        if event_click_id(event.body) is None:
-            known = cookie_click(visitor, now=now, window_seconds=window)
-        enriched = enrich(
-            event, ip=None, user_agent=None, visitor=visitor, known=known, now=now
-        )  # fmt: skip
-        visitor = remembered(visitor, enriched)
+        body = event.body
+        own = event_click_id(body)
+        # As `BeaconIntake._known_click`: the cookie's click counts only for an event without one.
+        known = None if own else cookie_click(visitor, now=now, window_seconds=window)
+        click_id, seen_at, _ = click_of(own, known, now)
+        anonymous_id = body.get("anonymousId") or visitor.anonymous_id
+        visitor = remembered(visitor, anonymous_id, click_id, seen_at)
     return visitor, False
 
 
@@ -275,23 +313,23 @@ async def beacon(request: Request) -> Response:
     settings = edge.settings
     started = time.perf_counter()
     peer = request.client.host if request.client else None
-    ip = client_ip(peer, request.headers, settings.trusted_proxies, settings.client_ip_header)
+    headers = header_map(request)
+    ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
     if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
         wait = edge.limiter.retry_after(ip or "unknown")
         return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
     try:
-        events, problems = await read_events(request, settings)
+        events, problems, encoded = await read_events(request, headers, settings)
     except Refusal as refusal:
         return refusal.response
     except ClientDisconnect:
         return Response(status_code=400)
     now = edge.clock()
-    headers = request.headers
     user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc")
     cookie = edge.cookies.read(request.cookies.get(settings.cookie_name))
     visitor, all_private = answer_cookie(edge, cookie, events, gpc, user_agent, now)
     arrival = Arrival(
-        "beacon", now, encode_events(events),
+        "beacon", now, encoded,
         ip=None if all_private else ip, user_agent=None if all_private else user_agent,
         gpc=gpc is not None and gpc.strip() == "1", cookie_anonymous_id=cookie.anonymous_id,
         cookie_click_id=cookie.click_id, cookie_click_seen_at=cookie.click_seen_at,
@@ -307,7 +345,8 @@ async def beacon(request: Request) -> Response:
     else:
         response = Response(accepted(len(events)), media_type="application/json")
     if visitor is not None:
-        secure = is_https(request.url.scheme, peer, headers, settings.trusted_proxies)
+        scheme = request.scope.get("scheme", "http")
+        secure = is_https(scheme, peer, headers, settings.trusted_proxies)
         response.headers.append("set-cookie", edge.cookies.header(visitor, secure=secure))
     return response
 
@@ -319,4 +358,6 @@ def accepted(count: int) -> bytes:
 
 
 def encode_events(events: Sequence[Event]) -> str:
-    return json.dumps([event.body for event in events], separators=(",", ":"), ensure_ascii=False)
+    # ASCII: a lone surrogate ("\\ud800" in the JSON sent) stays escaped, where SQLite could not
+    # store it as text (and arrivals put together are written together).
+    return json.dumps([event.body for event in events], separators=(",", ":"))

@@ -51,6 +51,21 @@ def event_click_id(body: dict[str, Any]) -> str | None:
     return None if value is MISSING or isinstance(value, dict | list) else str(value)
 
 
+def click_of(
+    own: str | None, known: Known | None, now: float
+) -> tuple[str | None, float | None, str | None]:
+    """The click id an event carries after enrichment, when it was first seen, and where it came
+    from ("event", or the known click's source): the event's own click wins; when it is the known
+    click seen again, the first sighting stands."""
+    if own is not None:
+        if known is not None and known.click_id == own:
+            return own, known.seen_at, "event"
+        return own, now, "event"
+    if known is not None:
+        return known.click_id, known.seen_at, known.source
+    return None, None, None
+
+
 def enrich(
     event: Event,
     *,
@@ -74,23 +89,16 @@ def enrich(
     if "anonymousId" not in body and visitor.anonymous_id:
         body["anonymousId"] = visitor.anonymous_id
         record["anonymousId"] = "cookie"
-    click_id = event_click_id(body)
-    seen_at: float | None = now
-    if click_id is not None:
-        record["clickId"] = "event"
-        if known is not None and known.click_id == click_id:
-            seen_at = known.seen_at  # the same click seen again: its first sighting stands
-    elif known is not None:
-        click_id, seen_at = known.click_id, known.seen_at
-        record["clickId"] = known.source
+    click_id, seen_at, source = click_of(event_click_id(body), known, now)
+    if source is not None:
+        record["clickId"] = source
+    if source is not None and source != "event":
         integrations = body["integrations"] = dict(body.get("integrations") or {})
         plugin = integrations.get(INTEGRATION)
         integrations[INTEGRATION] = {
             **(plugin if isinstance(plugin, dict) else {}),
             "rtid": click_id,
         }
-    else:
-        seen_at = None
     context["rokt_edge"] = record
     return Enriched(Event(body), click_id, seen_at)
 

@@ -409,3 +409,23 @@ def test_an_anonymous_id_too_long_for_a_cookie_is_not_put_in_one(live: LiveEdge)
 
     assert response.status_code == 200
     assert len(response.headers["set-cookie"]) < 1000  # browsers drop cookies over ~4 KB
+
+
+def test_a_string_that_is_not_text_is_refused_with_a_clear_error(
+    live: LiveEdge, settings: Settings
+) -> None:
+    # given an order whose ids hold a lone surrogate escape: valid JSON, but no text that can be
+    # stored or sent as UTF-8, alone and in a batch
+    weird = '{"type": "track", "event": "Order Completed", "userId": "u-\\ud800", '
+    weird += '"properties": {"order_id": "o-\\ud800", "revenue": 1, "currency": "USD"}}'
+    # and an order with an emoji sent as an escaped surrogate pair, which is text
+    emoji = weird.replace("\\ud800", "\\ud83d\\ude00")
+    # then the first two are refused, saying why, and the emoji is taken
+    for body in (weird, '{"batch": [' + weird + "]}"):
+        refused = post(live, body)
+        assert refused.status_code == 400
+        assert "unpaired surrogate" in refused.json()["error"]["message"]
+    assert post(live, emoji).status_code == 200
+    live.processed()
+    with database(settings) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
