@@ -84,7 +84,7 @@
  * A second copy of the script on a page is not guarded against (it would send a second page
  * event); the guard cost 20 gzip bytes.
  */
-((w, d, loc) => {
+((d, loc) => {
   var R = 'Rokt Conversions API';
   // S: the stored record (see Storage); c: consent granted; pend: events waiting for a consent
   // decision (an array only while pending); fresh: the click id in this page's URL
@@ -198,11 +198,11 @@
     gpc = navigator.globalPrivacyControl;
     pend = !gpc && S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
     flush();
-    var calls = w.roktEdge;
-    w.roktEdge = api;
+    var calls = self.roktEdge;
+    self.roktEdge = api;
     ((calls || 0).q || []).forEach((args) => api(...args));
     ds.autoPage != 'false' && api('page');
     addEventListener('pagehide', flush);
     segment();
   })();
-})(window, document, location);
+})(document, location);
