@@ -32,6 +32,7 @@ from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
 from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
 from edge.capture.privacy import privacy_skip
+from edge.capture.short_form import expand
 from edge.events import Event, EventError, lone_surrogate, parse_event
 from edge.intake import Collected
 from edge.store.base import Arrival, IdentityUpdate, StoreError
@@ -176,7 +177,7 @@ async def read_events(request: Request, headers: Mapping[str, str], settings: Se
     problems: list[dict[str, Any]] = []
     for index, raw_event in enumerate(raw_events):
         try:
-            events.append(parse_event(raw_event, index))
+            events.append(parse_event(expand(raw_event, index), index))
         except EventError as bad:
             problems.append({"event": index, "field": bad.field, "message": str(bad)})
     if not events:

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from edge.capture.short_form import expand
 from edge.settings import Settings
 from tests.fake_capi import FakeCapi
 from tests.live import FailingStore, LiveEdge
@@ -104,9 +105,14 @@ class Recorder:
         with self.lock:
             return [b for b in self.beacons if b.method == "POST"]
 
-    def events(self, *, delivered: bool = True) -> list[dict[str, Any]]:
-        """Bodies of the POSTs (only those answered 2xx unless delivered=False)."""
+    def raw(self, *, delivered: bool = True) -> list[Any]:
+        """Bodies of the POSTs as sent (only those answered 2xx unless delivered=False)."""
         return [b.body for b in self.posts() if not delivered or 200 <= b.status < 300]
+
+    def events(self, *, delivered: bool = True) -> list[dict[str, Any]]:
+        """The POSTed events as the edge reads them: the snippet's short form expanded into
+        Segment's shape by edge/capture/short_form.py, as the real beacon does."""
+        return [expand(body) for body in self.raw(delivered=delivered)]
 
     def preflights(self) -> list[Beacon]:
         with self.lock:
@@ -326,7 +332,7 @@ class Tab:
 
     def stored(self) -> dict[str, Any]:
         """The snippet's localStorage record ({} when absent)."""
-        raw = self.js("() => localStorage.getItem('rokt-edge')")
+        raw = self.js("() => localStorage.getItem('roktEdge')")
         return json.loads(raw) if raw else {}
 
     def cookies(self) -> dict[str, str]:

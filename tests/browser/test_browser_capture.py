@@ -30,8 +30,8 @@ def test_landing_with_rtid_stores_it_in_localstorage_and_a_cookie(site: Site, ta
     tab.goto(site.url("/landing?rtid=click-X"))
     # then the click id is kept in localStorage (with its expiry) and in the first-party cookie
     stored = tab.stored()
-    assert stored["rtid"] == "click-X"
-    assert stored["exp"] / 1000 == pytest.approx(time.time() + 2592000, abs=120)
+    assert stored["c"] == "click-X"
+    assert stored["x"] / 1000 == pytest.approx(time.time() + 2592000, abs=120)
     cookie = next(c for c in tab.page.context.cookies() if c["name"] == "rtid")
     assert cookie["value"] == "click-X"
     assert cookie["path"] == "/"
@@ -87,7 +87,7 @@ def test_the_click_survives_a_reload(site: Site, tab: Tab) -> None:
     # then the reloaded page still knows the click
     events = site.recorder.wait_for(lambda evs: len(evs) == 3)
     assert [rtid_of(e) for e in events] == ["X", "X", "X"]
-    assert tab.stored()["rtid"] == "X"
+    assert tab.stored()["c"] == "X"
 
 
 def test_the_click_is_read_back_from_the_cookie_when_localstorage_lost_it(
@@ -114,7 +114,7 @@ def test_a_newer_click_replaces_the_older_one(site: Site, tab: Tab) -> None:
     # then the newer click is stored and attached from then on
     events = site.recorder.wait_for(lambda evs: len(evs) == 4)
     assert [rtid_of(e) for e in in_order(events)] == ["old", "old", "new", "new"]
-    assert tab.stored()["rtid"] == "new"
+    assert tab.stored()["c"] == "new"
     assert tab.cookies()["rtid"] == "new"
 
 
@@ -124,7 +124,7 @@ def test_rclid_is_another_name_and_values_are_url_decoded(site: Site, tab: Tab) 
     tab.goto(site.url("/landing?rclid=a%2Bb%20c%3D%26%C3%A9"))
     (event,) = site.recorder.wait_for(lambda evs: len(evs) == 1)
     assert rtid_of(event) == "a+b c=&é"
-    assert tab.stored()["rtid"] == "a+b c=&é"
+    assert tab.stored()["c"] == "a+b c=&é"
     # the cookie holds it percent-encoded and reads back intact
     tab.js("() => localStorage.clear()")
     tab.goto(site.url("/product"))
@@ -139,7 +139,7 @@ def test_cookie_settings_come_from_data_attributes(site: Site, tab: Tab) -> None
     assert cookie["value"] == "X"
     assert cookie["expires"] == pytest.approx(time.time() + 3600, abs=60)
     assert "rtid" not in tab.cookies()
-    assert tab.stored()["exp"] / 1000 == pytest.approx(time.time() + 3600, abs=60)
+    assert tab.stored()["x"] / 1000 == pytest.approx(time.time() + 3600, abs=60)
     # data-auto-page="false": no page event on load; explicit calls still go
     tab.js("() => roktEdge('page', 'Landing', {section: 'promo'})")
     (event,) = site.recorder.wait_for(lambda evs: len(evs) == 1)
@@ -163,7 +163,7 @@ def test_an_expired_click_is_not_used(site: Site, tab: Tab) -> None:
 def test_identify_group_and_alias(site: Site, tab: Tab) -> None:
     site.shop({"auto-page": "false"})
     tab.goto(site.url("/landing?rtid=X"))
-    anonymous = tab.stored()["aid"]
+    anonymous = tab.stored()["a"]
     tab.js(
         """() => {
         roktEdge('identify', 'user-1', {email: 'a@example.com'});

@@ -28,13 +28,13 @@ def test_consent_required_stores_and_sends_nothing_until_granted(site: Site, tab
     # when the consent banner reports a yes
     tab.js("() => roktEdge('consent', {ads: true})")
     # then the click is persisted at once, and the held page event goes with it
-    assert tab.stored()["rtid"] == "X"
-    assert tab.stored()["consent"] == 1
+    assert tab.stored()["c"] == "X"
+    assert tab.stored()["k"] == 1
     assert tab.cookies()["rtid"] == "X"
     (page,) = site.recorder.wait_for(lambda evs: len(evs) == 1)
     assert page["type"] == "page"
     assert page["integrations"][ROKT]["rtid"] == "X"
-    assert page["anonymousId"] == tab.stored()["aid"]
+    assert page["anonymousId"] == tab.stored()["a"]
     # and the decision is remembered on later pages
     tab.goto(site.url("/checkout"))
     tab.page.click("#buy")
@@ -49,7 +49,7 @@ def test_consent_denied_drops_held_events_and_forgets_the_click(site: Site, tab:
     tab.js("() => roktEdge('consent', {ads: false})")
     # the held page event is dropped and only the decision is stored
     nothing_sent(site, tab)
-    assert tab.stored() == {"consent": 0}
+    assert tab.stored() == {"k": 0}
     assert tab.cookies() == {}
     # later events are not sent either
     tab.goto(site.url("/checkout"))
@@ -62,11 +62,11 @@ def test_withdrawing_consent_removes_the_stored_click(site: Site, tab: Tab) -> N
     site.shop()
     tab.goto(site.url("/landing?rtid=X"))
     site.recorder.wait_for(lambda evs: len(evs) == 1)
-    assert tab.stored()["rtid"] == "X"
+    assert tab.stored()["c"] == "X"
     # when the customer withdraws consent for ads
     tab.js("() => roktEdge('consent', {ads: false})")
     # then the click id, cookie, ids and queue are gone; the decision stays
-    assert tab.stored() == {"consent": 0}
+    assert tab.stored() == {"k": 0}
     assert "rtid" not in tab.cookies()
     tab.goto(site.url("/checkout"))
     tab.page.click("#buy")
@@ -83,7 +83,7 @@ def test_global_privacy_control_is_honoured(site: Site, new_tab) -> None:
     tab.goto(site.url("/checkout"))
     tab.page.click("#buy")
     # then nothing is stored (the snippet's record is empty: no id, no click) and nothing is sent
-    assert tab.js("() => localStorage.getItem('rokt-edge')") == "{}"
+    assert tab.js("() => localStorage.getItem('roktEdge')") == "{}"
     assert tab.cookies() == {}
     nothing_sent(site, tab)
     # even when a consent banner says yes: GPC wins
@@ -91,7 +91,7 @@ def test_global_privacy_control_is_honoured(site: Site, new_tab) -> None:
     tab.js("() => roktEdge('track', 'Order Completed', {order_id: 'o2'})")
     nothing_sent(site, tab)
     assert tab.cookies() == {}
-    assert "rtid" not in tab.stored()
+    assert "c" not in tab.stored()
     assert tab.page_errors == []
 
 
@@ -106,7 +106,7 @@ def test_gpc_removes_what_was_stored_before_it_was_turned_on(site: Site, browser
         context.add_init_script(GPC_ON)
         page.goto(site.url("/product"))
         # then the stored click is removed and nothing more is sent
-        assert page.evaluate("() => localStorage.getItem('rokt-edge')") == "{}"
+        assert page.evaluate("() => localStorage.getItem('roktEdge')") == "{}"
         assert [c["name"] for c in context.cookies()] == []
         page.wait_for_timeout(400)
         assert len(site.recorder.posts()) == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from edge.capture.short_form import expand
+from edge.events import EventError, parse_event
 from tests.browser.conftest import ROKT, Site, Tab
 
 pytestmark = pytest.mark.browser
@@ -93,7 +95,7 @@ def test_a_failing_endpoint_s_events_are_retried_on_the_next_page(site: Site, ta
     tab.js("() => roktEdge('track', 'Order Completed', {order_id: 'o1', revenue: 10})")
     failed = site.recorder.wait_for(lambda evs: len(evs) == 2, delivered=False)
     # the page keeps both events in its retry queue
-    tab.wait_until("() => (JSON.parse(localStorage.getItem('rokt-edge')).q || []).length == 2")
+    tab.wait_until("() => (JSON.parse(localStorage.getItem('roktEdge')).q || []).length == 2")
     # when the edge is back and the customer goes on
     site.recorder.status = 204
     tab.goto(site.url("/product"))
@@ -106,7 +108,7 @@ def test_a_failing_endpoint_s_events_are_retried_on_the_next_page(site: Site, ta
     # (a send made while the page is left cannot be confirmed, so the pagehide flush and the
     # next page's flush may both deliver an event: at least once, always with one messageId)
     # and the queue empties
-    tab.wait_until("() => (JSON.parse(localStorage.getItem('rokt-edge')).q || []).length == 0")
+    tab.wait_until("() => (JSON.parse(localStorage.getItem('roktEdge')).q || []).length == 0")
 
 
 def test_the_retry_queue_is_bounded(site: Site, tab: Tab) -> None:
@@ -116,7 +118,7 @@ def test_the_retry_queue_is_bounded(site: Site, tab: Tab) -> None:
     tab.js("() => { for (let i = 0; i < 25; i++) roktEdge('track', 'E' + i) }")
     site.recorder.wait_for(lambda evs: len(evs) >= 25, delivered=False)
     tab.page.wait_for_timeout(300)
-    queued = [e["event"] for e in tab.stored()["q"]]
+    queued = [expand(e)["event"] for e in tab.stored()["q"]]
     # about 20 events, the oldest dropped
     assert len(queued) == 20
     assert "E24" in queued
@@ -134,8 +136,8 @@ def test_an_event_the_edge_rejects_as_invalid_is_not_retried(site: Site, tab: Ta
     site.recorder.status = 429
     tab.js("() => roktEdge('track', 'Later')")
     site.recorder.wait_for(lambda evs: len(evs) == 2, delivered=False)
-    tab.wait_until("() => (JSON.parse(localStorage.getItem('rokt-edge')).q || []).length == 1")
-    assert [e["event"] for e in tab.stored()["q"]] == ["Later"]
+    tab.wait_until("() => (JSON.parse(localStorage.getItem('roktEdge')).q || []).length == 1")
+    assert [expand(e)["event"] for e in tab.stored()["q"]] == ["Later"]
 
 
 def test_beacons_are_text_plain_and_need_no_preflight_cross_origin(site: Site, tab: Tab) -> None:
@@ -175,3 +177,25 @@ def test_send_beacon_is_the_fallback_when_fetch_is_missing(site: Site, new_tab) 
     assert event["integrations"][ROKT]["rtid"] == "X"
     assert site.recorder.posts()[0].content_type.startswith("text/plain")
     assert tab.page_errors == []
+
+
+def test_events_travel_in_the_short_form_and_an_unknown_method_is_the_edge_s_to_refuse(
+    site: Site, tab: Tab
+) -> None:
+    site.page("/p", attrs={"auto-page": "false"})
+    tab.goto(site.url("/p?rtid=X"))
+    # when the page makes a typo
+    tab.js("() => roktEdge('trak', 'Order Completed', {order_id: 'o1'})")
+    # then the call goes out as it was made, in the snippet's short form
+    site.recorder.wait_for(lambda evs: len(evs) == 1)
+    (raw,) = site.recorder.raw()
+    assert set(raw) == set("tnpacmslrh")  # no userId yet
+    assert (raw["t"], raw["n"], raw["p"], raw["c"]) == (
+        "trak",
+        "Order Completed",
+        {"order_id": "o1"},
+        "X",
+    )
+    # and the edge's parser refuses it, naming the field: the typo shows in the network panel
+    with pytest.raises(EventError, match="type: must be one of"):
+        parse_event(expand(raw))

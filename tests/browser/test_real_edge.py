@@ -48,7 +48,7 @@ def test_a_click_on_the_landing_url_reaches_rokt_with_a_later_conversion(
     land(tab, edge, "CLICK-1")
 
     # Then the snippet stored the click (localStorage and its cookie) and the edge set its own
-    assert tab.stored()["rtid"] == "CLICK-1"
+    assert tab.stored()["c"] == "CLICK-1"
     cookies = {c["name"]: c for c in tab.page.context.cookies()}
     assert cookies["rtid"]["value"] == "CLICK-1"
     assert cookies["rtid"]["httpOnly"] is False
@@ -138,7 +138,7 @@ def test_when_consent_is_required_nothing_is_stored_or_sent_until_granted(
     tab.js("() => roktEdge('consent', {ads: true})")
 
     # Then the click is stored at once and the waiting order reaches Rokt with it
-    assert tab.stored()["rtid"] == "CLICK-5"
+    assert tab.stored()["c"] == "CLICK-5"
     assert tab.cookies()["rtid"] == "CLICK-5"
     wait_for(lambda: edge.orders() == ["o1"])
     assert click_of(edge.delivered()[0]) == "CLICK-5"
@@ -154,7 +154,7 @@ def test_global_privacy_control_keeps_everything_from_the_edge_and_rokt(
     tab.goto(edge.page("/product"))
     quiet()
 
-    assert tab.stored().get("rtid") is None
+    assert tab.stored().get("c") is None
     assert "rtid" not in tab.cookies()
     assert "rokt_edge" not in tab.cookies()
     assert edge.beacons() == []
@@ -171,7 +171,7 @@ def test_an_order_the_failing_edge_refused_is_sent_again_from_the_next_page_once
     edge.failing(True)
     tab.js(f"() => {ORDER}")
     wait_for(lambda: any(seen.status == 503 for seen in edge.beacons("POST")))
-    tab.wait_until("JSON.parse(localStorage['rokt-edge']).q.length == 1")
+    tab.wait_until("JSON.parse(localStorage.roktEdge).q.length == 1")
 
     # When the edge recovers and the shopper moves on
     edge.failing(False)
@@ -179,7 +179,7 @@ def test_an_order_the_failing_edge_refused_is_sent_again_from_the_next_page_once
 
     # Then the queued order reaches Rokt, once, with its click; the page saw no exception
     wait_for(lambda: edge.orders() == ["o1"])
-    tab.wait_until("JSON.parse(localStorage['rokt-edge']).q.length == 0")
+    tab.wait_until("JSON.parse(localStorage.roktEdge).q.length == 0")
     quiet()
     assert edge.orders() == ["o1"]
     assert click_of(edge.delivered()[0]) == "CLICK-7"
@@ -206,7 +206,7 @@ def test_a_page_on_another_allowed_origin_sends_without_a_preflight(
     assert click_of(edge.delivered()[0]) == "CLICK-8"
     assert edge.beacons("OPTIONS") == []
     assert {seen.status for seen in edge.beacons("POST")} == {200}
-    tab.wait_until("!(JSON.parse(localStorage['rokt-edge']).q || []).length")
+    tab.wait_until("!(JSON.parse(localStorage.roktEdge).q || []).length")
     assert site.recorder.posts() == []  # nothing went to the page's own origin
 
 

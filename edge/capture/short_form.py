@@ -1,0 +1,125 @@
+"""The snippet's short form: the compact event the browser snippet sends, expanded by the edge.
+
+The snippet's size is measured in gzip bytes, and Segment's field names (messageId, anonymousId,
+context.page.referrer, integrations["Rokt Conversions API"].rtid, ...) were close to half of it.
+As in Plausible's tracker, the browser sends one-letter keys and the server expands them:
+
+    t  type          the call: page, track, identify, group, alias (screen too)
+    n  the call's first argument, named as in Segment's calls: name (page, screen), event
+       (track), userId (identify, alias), groupId (group). An object with no `p` is the call's
+       object argument instead (roktEdge('page', props), roktEdge('identify', traits))
+    p  the call's second argument: properties (page, screen, track), traits (identify, group),
+       previousId (alias)
+    u  userId        the user id known before this call (from an earlier identify or alias)
+    a  anonymousId
+    c  integrations["Rokt Conversions API"].rtid, the click id
+    m  messageId
+    s  timestamp     epoch milliseconds, written as ISO 8601 text (`2025-01-31T12:00:00.000Z`)
+    l  context.page.url, and from it context.page.path and context.page.search
+    r  context.page.referrer
+    h  context.page.title
+
+What the edge derives: userId is `n` for identify and alias, else `u`; an alias's previousId is
+`p`, else `u`, else `a` (the snippet's alias(newId) names the id the visitor had until now).
+
+A short-form event is a JSON object with `t` and no `type`; anything else (every Segment-shaped
+event: they all have `type`) passes through untouched. A short-form event with a key not listed
+here is refused, and so is one whose `l` is not text or whose `s` is not epoch milliseconds; every
+other check is `parse_event`'s, which names the Segment field.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from edge.capture.enrich import INTEGRATION
+from edge.events import MAX_TIMESTAMP_MS, EventError
+
+KEYS: Final = frozenset("tnpuacmslrh")
+# Where the first and the second argument of each call go.
+ARGUMENTS: Final = {
+    "page": ("name", "properties"),
+    "screen": ("name", "properties"),
+    "track": ("event", "properties"),
+    "identify": ("userId", "traits"),
+    "group": ("groupId", "traits"),
+    "alias": ("userId", "previousId"),
+}
+PAGE: Final = (("l", "url"), ("r", "referrer"), ("h", "title"))
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_short(raw: Any) -> bool:
+    return isinstance(raw, dict) and "t" in raw and "type" not in raw
+
+
+def expand(raw: Any, index: int | None = None) -> Any:
+    """The Segment-shaped event a short-form event stands for; anything else as it came.
+
+    Raises EventError (naming the event by `index`) for what the short form itself forbids."""
+    if not is_short(raw):
+        return raw
+    short = {key: value for key, value in raw.items() if value is not None}
+    unknown = sorted(set(short) - KEYS)
+    if unknown:
+        listed = ", ".join(sorted(KEYS))
+        raise EventError("", f"short form: unknown keys {unknown}; the keys are {listed}", index)
+    kind = short.get("t")  # null: parse_event says the type is missing
+    first, second = short.get("n"), short.get("p")
+    if isinstance(first, dict) and second is None:  # page(props), identify(traits)
+        first, second = None, first
+    event: dict[str, Any] = {"type": kind}
+    names = ARGUMENTS.get(kind) if isinstance(kind, str) else None
+    if names is not None:  # an unknown type is parse_event's to refuse
+        for name, value in zip(names, (first, second), strict=True):
+            if value is not None:
+                event[name] = value
+    if "userId" not in event and "u" in short:
+        event["userId"] = short["u"]
+    if kind == "alias" and "previousId" not in event:
+        previous = short.get("u", short.get("a"))
+        if previous is not None:
+            event["previousId"] = previous
+    if "a" in short:
+        event["anonymousId"] = short["a"]
+    if "m" in short:
+        event["messageId"] = short["m"]
+    if "s" in short:
+        event["timestamp"] = _iso(short["s"], index)
+    page = {name: short[key] for key, name in PAGE if key in short}
+    if "url" in page:
+        page |= _path_and_search(page["url"], index)
+    if page:
+        event["context"] = {"page": page}
+    if "c" in short:
+        event["integrations"] = {INTEGRATION: {"rtid": short["c"]}}
+    return event
+
+
+def _iso(stamp: Any, index: int | None) -> str:
+    """Epoch milliseconds as the ISO 8601 text analytics.js writes (`Date.prototype.toJSON`)."""
+    if (
+        isinstance(stamp, bool)
+        or not isinstance(stamp, int | float)
+        or not math.isfinite(stamp)
+        or not 0 <= stamp <= MAX_TIMESTAMP_MS
+    ):
+        raise EventError(
+            "timestamp", f"short form: s must be epoch milliseconds, not {stamp!r}", index
+        )
+    moment = EPOCH + timedelta(milliseconds=int(stamp))
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _path_and_search(url: Any, index: int | None) -> dict[str, str]:
+    """location.pathname and location.search of the page's URL."""
+    if not isinstance(url, str):
+        raise EventError("context.page.url", f"short form: l must be a string, not {url!r}", index)
+    try:
+        parts = urlsplit(url)
+    except ValueError as problem:  # "http://[": no URL a browser has
+        raise EventError("context.page.url", f"not a URL: {problem}", index) from None
+    return {"path": parts.path or "/", "search": f"?{parts.query}" if parts.query else ""}
