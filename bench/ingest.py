@@ -13,8 +13,8 @@ The load comes from another process (this script's child) over keep-alive HTTP/1
     fixed rate   1,000 requests/s spread evenly (open loop: latency counts from when a request
                  was due, so a slow server cannot hide queueing), p50/p99
 
-Each request carries one event as the snippet sends it (message id, time, page context, the
-click id): a conversion (`Order Completed`) half the time, a page view the other half. Prints
+Each request carries one event as the snippet sends it (its short form: message id, time, the
+page, the click id): a conversion (`Order Completed`) half the time, a page view the other half. Prints
 both servers' figures and the ratios.
 
     python bench/ingest.py [--seconds 8] [--connections 32]
@@ -59,25 +59,20 @@ def free_port() -> int:
 
 
 def request_bytes(port: int, n: int) -> bytes:
-    """An event as the snippet sends it: ids, time, page context, the click id it keeps."""
-    page = {
-        "url": f"https://shop.example/p/{n}", "path": f"/p/{n}", "search": "",
-        "referrer": "https://shop.example/", "title": "Product",
-    }  # fmt: skip
+    """An event as the snippet sends it (its short form, `edge.capture.short_form`): ids, time,
+    the page, the click id it keeps."""
     event: dict[str, Any] = {
-        "messageId": f"{n:08d}-0000-4000-8000-000000000000",
-        "timestamp": "2026-11-23T12:00:00.000Z",
-        "anonymousId": f"anon-{n}",
-        "context": {"page": page},
-        "integrations": {"Rokt Conversions API": {"rtid": f"click-{n}"}},
-    }
+        "m": f"{n:08d}-0000-4000-8000-000000000000", "s": 1795435200000 + n, "a": f"anon-{n}",
+        "l": f"https://shop.example/p/{n}", "r": "https://shop.example/", "h": "Product",
+        "c": f"click-{n}",
+    }  # fmt: skip
     if n % 2:
         event |= {
-            "type": "track", "event": "Order Completed", "userId": f"user-{n}",
-            "properties": {"order_id": f"o-{n}", "revenue": 19.5, "currency": "USD"},
+            "t": "track", "n": "Order Completed", "u": f"user-{n}",
+            "p": {"order_id": f"o-{n}", "revenue": 19.5, "currency": "USD"},
         }  # fmt: skip
     else:
-        event |= {"type": "page", "name": "Product"}
+        event |= {"t": "page", "n": "Product"}
     body = json.dumps(event).encode()
     head = (
         f"POST /e HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
