@@ -8,6 +8,7 @@ in the body is kept as it came, because mappings may read any path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,31 @@ def new_message_id() -> str:
     """A random version-4 UUID. Drawn from a generator the OS seeds rather than from
     os.urandom per id, which costs ~50 µs a call on some VMs: ids need to be unique, not secret."""
     return str(uuid.UUID(int=_ids.getrandbits(128), version=4))
+
+
+ARRIVAL_IDS: Final = uuid.UUID("5f4c7a2e-7e1b-4b8e-9d3a-0c2f4e6a8b1d")
+
+
+class ArrivalDefaults:
+    """What `parse_event` fills in for an event of a stored request (`edge.processing`): its time
+    of arrival, and a message id derived from the request and the event's place in it. Intake
+    and processing read the same body with the same defaults, so they see the same events."""
+
+    def __init__(self, received_at: float, body: bytes) -> None:
+        self.received_at = received_at
+        self.body = body
+        self._digest: str | None = None
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.received_at, UTC)
+
+    def message_id(self, index: int) -> str:
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.body).hexdigest()
+        return str(uuid.uuid5(ARRIVAL_IDS, f"{self.received_at!r}/{index}/{self._digest}"))
+
+    def parse(self, raw: Any, index: int) -> Event:
+        return parse_event(raw, index, now=self.now, new_id=lambda: self.message_id(index))
 
 
 class EventError(ValueError):

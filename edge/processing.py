@@ -41,11 +41,20 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from edge.capture.beacon import process_beacon
-from edge.events import Event
+from edge.capture.beacon import beacon_events, events_of, process_beacon
+from edge.events import ArrivalDefaults, Event
 from edge.intake import Collected
-from edge.store.base import DUPLICATE, Identity, IdentityUpdate, StoredArrival, StoreError
-from edge.tracking_api import process_api
+from edge.rokt.pipeline import Skipped
+from edge.store.base import (
+    DUPLICATE,
+    Arrival,
+    Identity,
+    IdentityUpdate,
+    StoredArrival,
+    StoreError,
+)
+from edge.tracking_api import parse_events, process_api
+from edge.tracking_api import raw_events as raw_events_of_api
 
 if TYPE_CHECKING:
     from edge.app import Edge
@@ -129,6 +138,20 @@ def pause_for_intake(spent: float, arriving: int, lag: float) -> float:
     return 0.0
 
 
+def arrival_events(arrival: Arrival) -> list[Event]:
+    """The valid events of an arrival's body, or none when even that fails."""
+    try:
+        if arrival.source == "beacon":
+            document = json.loads(arrival.body)
+            raw_events = events_of(document) or []
+            return beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))[0]
+        items = raw_events_of_api(json.loads(arrival.body), arrival.kind)
+        return parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))[0]
+    except Exception:
+        log.exception("processing: the body of an arrival cannot be read again")
+        return []
+
+
 class Processor:
     """The task that processes arrivals; the web app's lifespan owns it."""
 
@@ -190,8 +213,11 @@ class Processor:
 
     async def _give_up(self, stored: StoredArrival) -> None:
         collected = Collected()
-        for body in json.loads(stored.arrival.events):
-            collected.skip(Event(body), PROCESSING_FAILED)
+        events = arrival_events(stored.arrival)
+        for event in events:
+            collected.skip(event, PROCESSING_FAILED)
+        if not events:  # not even its events could be read: the request is counted as one
+            collected.skipped.append(Skipped(f"arrival-{stored.id}", PROCESSING_FAILED))
         await self.edge.store.settle([stored.id], collected.intake())
         self.processed += 1
         self.edge.metrics.count_skipped(item.reason for item in collected.skipped)

@@ -48,13 +48,12 @@ from edge.capture.beacon import (
     LONE_SURROGATE,
     Refusal,
     TooLarge,
-    encode_events,
     error,
     read_body,
 )
 from edge.capture.privacy import privacy_skip
 from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
-from edge.events import Event, EventError, lone_surrogate, parse_event
+from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
 from edge.intake import Collected
 from edge.store.base import Arrival, Identity, StoreError
 
@@ -133,8 +132,9 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return inflated
 
 
-async def read_document(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object, decompressed, within `limit` bytes; Refusal otherwise."""
+async def read_document(request: Request, limit: int) -> tuple[dict[str, Any], bytes]:
+    """The request's JSON object and its text, decompressed, within `limit` bytes; Refusal
+    otherwise."""
     content_type = request.headers.get("content-type", "application/json")
     media = content_type.split(";")[0].strip().lower()
     if media not in JSON_TYPES:
@@ -156,7 +156,7 @@ async def read_document(request: Request, limit: int) -> dict[str, Any]:
         raise Refusal(400, "invalid_body", "the body must be a JSON object")
     if lone_surrogate(raw, document):
         raise Refusal(400, "invalid_json", LONE_SURROGATE)
-    return document
+    return document, raw
 
 
 def authorize(request: Request, document: dict[str, Any] | None, keys: Sequence[str]) -> bool:
@@ -203,7 +203,9 @@ def raw_events(document: dict[str, Any], kind: str | None) -> list[Any]:
     return merged
 
 
-def parse_events(items: list[Any]) -> tuple[list[Event], list[dict[str, Any]], int]:
+def parse_events(
+    items: list[Any], defaults: ArrivalDefaults
+) -> tuple[list[Event], list[dict[str, Any]], int]:
     """Valid events, the problems of the others (by index), and how many were over 32 KB."""
     events: list[Event] = []
     problems: list[dict[str, Any]] = []
@@ -216,7 +218,7 @@ def parse_events(items: list[Any]) -> tuple[list[Event], list[dict[str, Any]], i
             oversized += 1
             continue
         try:
-            events.append(parse_event(item, index))
+            events.append(defaults.parse(item, index))
         except EventError as bad:
             problems.append({"event": index, "field": bad.field, "message": str(bad)})
     return events, problems, oversized
@@ -264,7 +266,9 @@ async def process_api(
 ) -> None:
     """What a tracking API request's events produce, added to `collected`."""
     intake = ServerIntake(edge, view, arrival.received_at)
-    await intake.add_all([Event(body) for body in json.loads(arrival.events)])
+    items = raw_events(json.loads(arrival.body), arrival.kind)
+    events, _, _ = parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))
+    await intake.add_all(events)
     collected.outbound += intake.outbound
     collected.skipped += intake.skipped
     collected.identities += intake.identities
@@ -281,10 +285,15 @@ async def handle(request: Request, kind: str | None) -> Response:
         return error(401, "unauthorized", BAD_WRITE_KEY)
     limit = MAX_BATCH_BYTES if kind is None else MAX_EVENT_BYTES
     try:
-        document = await read_document(request, limit)
+        document, body = await read_document(request, limit)
         if not authorize(request, document, keys):
             return error(401, "unauthorized", BAD_WRITE_KEY)
-        events, problems, oversized = parse_events(raw_events(document, kind))
+        if "writeKey" in document:  # a secret: the stored arrival does without it
+            document = {name: value for name, value in document.items() if name != "writeKey"}
+            body = json.dumps(document, separators=(",", ":")).encode()
+        received_at = edge.clock()
+        defaults = ArrivalDefaults(received_at, body)
+        events, problems, oversized = parse_events(raw_events(document, kind), defaults)
     except Refusal as refusal:
         return refusal.response
     except ClientDisconnect:
@@ -292,7 +301,7 @@ async def handle(request: Request, kind: str | None) -> Response:
     if not events:
         status, code = (413, "too_large") if oversized == len(problems) else (400, "invalid_event")
         return error(status, code, problems[0]["message"], events=problems)
-    arrival = Arrival("api", edge.clock(), encode_events(events))
+    arrival = Arrival("api", received_at, body, kind=kind)
     try:
         await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:

@@ -36,7 +36,7 @@ def database(tmp_path: Path) -> Path:
         await store.record_upstream_error(400, "Required event field missing")
         await store.set_paused(Paused(time.time(), "403: the upstream rejects the API key"))
         # a request answered but not processed yet (the edge stopped right after it)
-        await store.put_arrival(Arrival("beacon", time.time() - 90, "[]"))
+        await store.put_arrival(Arrival("beacon", time.time() - 90, b'{"batch": []}'))
 
     asyncio.run(fill())
     store.close()

@@ -28,8 +28,9 @@ NOW = 1_700_000_000.0
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.0.0"
 
 
-def events(*bodies: dict[str, Any]) -> str:
-    return json.dumps(list(bodies))
+def body_of(*events: dict[str, Any]) -> bytes:
+    """A request body as the beacon and /v1/batch take it."""
+    return json.dumps({"batch": list(events)}).encode()
 
 
 def delivered(fake: FakeCapi) -> list[dict[str, Any]]:
@@ -57,9 +58,9 @@ def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
 
     async def leave() -> None:
         await store.put_arrival(
-            Arrival("beacon", received, events(identify), ip="198.51.100.7", user_agent=CHROME)
+            Arrival("beacon", received, body_of(identify), ip="198.51.100.7", user_agent=CHROME)
         )
-        await store.put_arrival(Arrival("api", received, events(order)))
+        await store.put_arrival(Arrival("api", received, body_of(order)))
 
     asyncio.run(leave())
     store.close()
@@ -95,7 +96,7 @@ def test_an_arrival_that_cannot_be_processed_is_skipped_and_the_rest_go_on(
 
     async def leave() -> None:
         for body in (broken, good):
-            await store.put_arrival(Arrival("api", time.time(), json.dumps([body])))
+            await store.put_arrival(Arrival("api", time.time(), body_of(body)))
 
     asyncio.run(leave())
     store.close()

@@ -16,7 +16,6 @@ events are all private (GPC, a consent denial) is stored without the IP address 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -33,7 +32,7 @@ from edge.capture.cookies import Visitor
 from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
 from edge.capture.privacy import privacy_skip
 from edge.capture.short_form import expand
-from edge.events import Event, EventError, lone_surrogate, parse_event
+from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
 from edge.intake import Collected
 from edge.store.base import Arrival, IdentityUpdate, StoreError
 from edge.useragent import parse_user_agent
@@ -142,10 +141,12 @@ class Refusal(Exception):
 class Read(NamedTuple):
     events: list[Event]
     problems: list[dict[str, Any]]  # the invalid events, by index and field
-    encoded: str  # the valid events as a JSON array, for the arrival
+    body: bytes  # the body as it came: the arrival keeps it (see `beacon_events`)
 
 
-async def read_events(request: Request, headers: Mapping[str, str], settings: Settings) -> Read:
+async def read_events(
+    request: Request, headers: Mapping[str, str], settings: Settings, received_at: float
+) -> Read:
     """The request's valid events and the problems of the invalid ones; Refusal otherwise."""
     origin = headers.get("origin")
     if origin:  # the hosts it may name are worked out only for a browser's cross-site fetch
@@ -173,22 +174,26 @@ async def read_events(request: Request, headers: Mapping[str, str], settings: Se
     limit = settings.beacon_max_events
     if len(raw_events) > limit:
         raise Refusal(413, "too_many_events", f"{len(raw_events)} events; at most {limit}")
+    events, problems = beacon_events(raw_events, ArrivalDefaults(received_at, raw))
+    if not events:
+        message = problems[0]["message"] if problems else "no events in the body"
+        raise Refusal(400, "invalid_event", message, events=problems)
+    return Read(events, problems, raw)
+
+
+def beacon_events(
+    raw_events: list[Any], defaults: ArrivalDefaults
+) -> tuple[list[Event], list[dict[str, Any]]]:
+    """The valid events of a beacon body and the problems of the others. Run at intake and again
+    at processing on the stored body, with the same defaults: the same events both times."""
     events: list[Event] = []
     problems: list[dict[str, Any]] = []
     for index, raw_event in enumerate(raw_events):
         try:
-            events.append(parse_event(expand(raw_event, index), index))
+            events.append(defaults.parse(expand(raw_event, index), index))
         except EventError as bad:
             problems.append({"event": index, "field": bad.field, "message": str(bad)})
-    if not events:
-        message = problems[0]["message"] if problems else "no events in the body"
-        raise Refusal(400, "invalid_event", message, events=problems)
-    if len(events) == 1 and events[0].body == document:
-        # The one event as it was sent (the snippet's usual beacon): its own text is the
-        # arrival's, with no second encoding (unless it is not UTF-8: JSON may be UTF-16).
-        with contextlib.suppress(UnicodeDecodeError):
-            return Read(events, problems, f"[{raw.decode('utf-8')}]")
-    return Read(events, problems, encode_events(events))
+    return events, problems
 
 
 class BeaconIntake(Collected):
@@ -251,8 +256,10 @@ async def process_beacon(
 ) -> None:
     """What a beacon request's events produce, added to `collected`."""
     intake = BeaconIntake(edge, arrival, view)
-    for body in json.loads(arrival.events):
-        await intake.add(Event(body))
+    raw_events = events_of(json.loads(arrival.body)) or []
+    events, _ = beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))
+    for event in events:
+        await intake.add(event)
     collected.outbound += intake.outbound
     collected.skipped += intake.skipped
     collected.identities += intake.identities
@@ -319,18 +326,18 @@ async def beacon(request: Request) -> Response:
     if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
         wait = edge.limiter.retry_after(ip or "unknown")
         return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
+    now = edge.clock()
     try:
-        events, problems, encoded = await read_events(request, headers, settings)
+        events, problems, body = await read_events(request, headers, settings, now)
     except Refusal as refusal:
         return refusal.response
     except ClientDisconnect:
         return Response(status_code=400)
-    now = edge.clock()
     user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc")
     cookie = edge.cookies.read(request.cookies.get(settings.cookie_name))
     visitor, all_private = answer_cookie(edge, cookie, events, gpc, user_agent, now)
     arrival = Arrival(
-        "beacon", now, encoded,
+        "beacon", now, body,
         ip=None if all_private else ip, user_agent=None if all_private else user_agent,
         gpc=gpc is not None and gpc.strip() == "1", cookie_anonymous_id=cookie.anonymous_id,
         cookie_click_id=cookie.click_id, cookie_click_seen_at=cookie.click_seen_at,
@@ -356,9 +363,3 @@ async def beacon(request: Request) -> Response:
 def accepted(count: int) -> bytes:
     """The answer to a request whose events were all stored (the same few, again and again)."""
     return json.dumps({"success": True, "accepted": count}, separators=(",", ":")).encode()
-
-
-def encode_events(events: Sequence[Event]) -> str:
-    # ASCII: a lone surrogate ("\\ud800" in the JSON sent) stays escaped, where SQLite could not
-    # store it as text (and arrivals put together are written together).
-    return json.dumps([event.body for event in events], separators=(",", ":"))

@@ -119,12 +119,14 @@ class Intake:
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """What one intake request left for processing (`edge.processing`): its valid events and
-    what the request itself said about the visitor. Stored before the request is answered."""
+    """What one intake request left for processing (`edge.processing`): its body and what the
+    request itself said about the visitor. Stored before the request is answered; processing
+    reads the body again as intake did (`edge.events.ArrivalDefaults`)."""
 
     source: str  # "beacon" or "api"
     received_at: float  # epoch seconds
-    events: str  # the valid events, validated and completed (message id, time): a JSON array
+    body: bytes  # the request's JSON as it came (decompressed), read again by processing
+    kind: str | None = None  # the tracking API route's event type (None: a batch, a beacon)
     ip: str | None = None
     user_agent: str | None = None
     gpc: bool = False  # the request carried Sec-GPC: 1

@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS arrivals (
     id INTEGER PRIMARY KEY,            -- the order of arrival, the order of processing
     source TEXT NOT NULL,              -- beacon or api
     received_at REAL NOT NULL,
-    events TEXT NOT NULL,              -- the request's valid events, a JSON array
+    body BLOB NOT NULL,                -- the request's JSON, as it came
+    kind TEXT,                         -- the tracking API route's event type
     ip TEXT,                           -- none when every event was private (GPC, no consent)
     user_agent TEXT,
     gpc INTEGER NOT NULL DEFAULT 0,
@@ -29,14 +30,16 @@ CREATE TABLE IF NOT EXISTS arrivals (
 """
 
 INSERT: Final = (
-    "INSERT INTO arrivals (source, received_at, events, ip, user_agent, gpc, cookie_anonymous_id,"
-    " cookie_click_id, cookie_click_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO arrivals (source, received_at, body, kind, ip, user_agent, gpc,"
+    " cookie_anonymous_id, cookie_click_id, cookie_click_seen_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def row(arrival: Arrival) -> tuple[object, ...]:
     return (
-        arrival.source, arrival.received_at, arrival.events, arrival.ip, arrival.user_agent,
+        arrival.source, arrival.received_at, arrival.body, arrival.kind, arrival.ip,
+        arrival.user_agent,
         int(arrival.gpc), arrival.cookie_anonymous_id, arrival.cookie_click_id,
         arrival.cookie_click_seen_at,
     )  # fmt: skip
@@ -49,13 +52,15 @@ def insert(connection: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -
 def waiting(connection: sqlite3.Connection, limit: int) -> list[StoredArrival]:
     """The oldest `limit` arrivals, in the order they came."""
     rows = connection.execute(
-        "SELECT id, source, received_at, events, ip, user_agent, gpc, cookie_anonymous_id,"
+        "SELECT id, source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
         " cookie_click_id, cookie_click_seen_at FROM arrivals ORDER BY id LIMIT ?",
         (limit,),
     )
     return [
-        StoredArrival(id, Arrival(source, at, events, ip, agent, bool(gpc), anonymous, click, seen))
-        for id, source, at, events, ip, agent, gpc, anonymous, click, seen in rows
+        StoredArrival(
+            id, Arrival(source, at, body, kind, ip, agent, bool(gpc), anonymous, click, seen)
+        )
+        for id, source, at, body, kind, ip, agent, gpc, anonymous, click, seen in rows
     ]
 
 

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.anyio
 
 
 def arrival(n: int, **fields: object) -> Arrival:
-    events = f'[{{"type":"track","event":"Order Completed","messageId":"m-{n}"}}]'
-    return Arrival("beacon", 1_700_000_000.0 + n, events, **fields)  # type: ignore[arg-type]
+    body = f'{{"type":"track","event":"Order Completed","messageId":"m-{n}"}}'.encode()
+    return Arrival("beacon", 1_700_000_000.0 + n, body, **fields)  # type: ignore[arg-type]
 
 
 def on_disk(store: SQLiteStore, sql: str) -> list[tuple[object, ...]]:
@@ -47,7 +47,7 @@ async def test_concurrent_arrivals_share_commits_and_each_returns_once_on_disk(
 
     async def request(n: int) -> None:
         await store.put_arrival(arrival(n))
-        rows = on_disk(store, f"SELECT 1 FROM arrivals WHERE events LIKE '%m-{n}\"%'")
+        rows = on_disk(store, f"SELECT 1 FROM arrivals WHERE CAST(body AS TEXT) LIKE '%m-{n}\"%'")
         seen_on_disk.append(bool(rows))
 
     # when 200 requests store their arrivals at once
