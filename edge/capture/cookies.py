@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from itsdangerous import BadSignature, TimestampSigner
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -41,7 +41,7 @@ class CookieJar:
         self.policy = policy
         # A TimestampSigner over base64 JSON: itsdangerous' URL-safe serializer would try zlib on
         # every dump, which costs more than the rest of the beacon's cookie work for ~80 bytes.
-        self._signer = _Signer(secret_key, salt=SALT, algorithm=_OneShotHMAC(hashlib.sha1))
+        self._signer = _Signer(secret_key, salt=SALT, algorithm=_KeyedHMAC(hashlib.sha1))
 
     def read(self, value: str | None) -> Visitor:
         """The visitor in a cookie value (from Starlette's lenient `request.cookies`, so that a
@@ -82,12 +82,21 @@ class CookieJar:
         return "; ".join(parts)
 
 
-class _OneShotHMAC(HMACAlgorithm):
-    """The same signatures as itsdangerous' HMAC, from one C call (`hmac.digest`) rather than an
-    HMAC object built per cookie: a beacon signs one cookie and checks another."""
+class _KeyedHMAC(HMACAlgorithm):
+    """The same signatures as itsdangerous' HMAC, from an HMAC state keyed once per key and copied
+    per cookie, rather than keyed afresh each time: a beacon signs one cookie and checks another."""
+
+    def __init__(self, digest_method: Any) -> None:
+        super().__init__(digest_method)
+        self._keyed: dict[bytes, hmac.HMAC] = {}
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
-        return hmac.digest(key, value, self.digest_method)
+        keyed = self._keyed.get(key)
+        if keyed is None:
+            keyed = self._keyed[key] = hmac.new(key, digestmod=self.digest_method)
+        signature = keyed.copy()
+        signature.update(value)
+        return signature.digest()
 
 
 class _Signer(TimestampSigner):

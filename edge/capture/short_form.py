@@ -30,6 +30,7 @@ other check is `parse_event`'s, which names the Segment field.
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -110,16 +111,46 @@ def _iso(stamp: Any, index: int | None) -> str:
         raise EventError(
             "timestamp", f"short form: s must be epoch milliseconds, not {stamp!r}", index
         )
-    moment = EPOCH + timedelta(milliseconds=int(stamp))
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, milliseconds = divmod(int(stamp), 1000)
+    return f"{_second(seconds)}.{milliseconds:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)  # beacons arriving together share their second
+def _second(seconds: int) -> str:
+    return (EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 def _path_and_search(url: Any, index: int | None) -> dict[str, str]:
     """location.pathname and location.search of the page's URL."""
     if not isinstance(url, str):
         raise EventError("context.page.url", f"short form: l must be a string, not {url!r}", index)
+    fast = _plain_split(url)
+    if fast is not None:
+        return fast
     try:
         parts = urlsplit(url)
     except ValueError as problem:  # "http://[": no URL a browser has
         raise EventError("context.page.url", f"not a URL: {problem}", index) from None
     return {"path": parts.path or "/", "search": f"?{parts.query}" if parts.query else ""}
+
+
+def _plain_split(url: str) -> dict[str, str] | None:
+    """`_path_and_search` of a plain http(s) URL, as urlsplit would give it, without its cost;
+    None for anything else (another scheme, brackets, spaces, backslashes...)."""
+    if not url.startswith(("https://", "http://")) or any(c in url for c in "[]\\ \t\r\n"):
+        return None
+    start = url.find("/", url.index("//") + 2)
+    query = url.find("?")
+    fragment = url.find("#")
+    if fragment >= 0 and (query < 0 or query > fragment):
+        query = -1  # a "?" after the "#" is the fragment's
+    end = [mark for mark in (query, fragment) if mark >= 0]
+    if start < 0 or (end and start > min(end)):
+        path = "/"
+    else:
+        path = url[start : min(end)] if end else url[start:]
+    search = ""
+    if query >= 0:
+        search = url[query : fragment if fragment > query else len(url)]
+        search = "" if search == "?" else search
+    return {"path": path or "/", "search": search}

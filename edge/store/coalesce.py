@@ -1,79 +1,103 @@
-"""Coalescing on the event loop: rows put while a write is in flight share the next write.
+"""Coalesced rows: many requests' rows, one job on the writer thread, one hand-over each way.
 
-The writer thread already groups jobs into one transaction, but handing each request's job to
-it costs a thread-safe future, a queue put and a wake-up per request, more than the row's own
-write. On the hot path (an arrival per beacon) the loop gathers instead: the first row starts a
-write at once; rows that come while it is on its way to disk wait in a list and all go in the
-next one, which starts the moment the last one is durable. One hand-over per transaction, and
-the same one-fsync-per-group durability: a row's future resolves only after its commit.
+The writer thread already groups waiting jobs into one transaction, but a job per request costs
+a thread-safe future, a queue put and a wake-up each, more than the row's own write, and every
+hand-over of the interpreter lock between the writer and a busy event loop costs more still.
+Here a request only appends its row to a list under a lock. The first row after the list was
+last taken submits one job; the writer runs it at the start of its next transaction, and it
+takes every row waiting by then. Rows that come while that transaction is on its way to disk
+wait for the next, which the writer starts the moment this one is durable, without waiting for
+the event loop. When the transaction is durable, each event loop with rows in it is handed back
+their results once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row")
-# Starts the durable write of some rows on the writer thread.
-Write = Callable[[list[Row]], "Future[None]"]
+Job = Callable[[sqlite3.Connection], Any]
+Waiting = list[tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]]
 
 
 class Coalescer(Generic[Row]):
-    def __init__(self, write: Write[Row]) -> None:
+    def __init__(
+        self,
+        submit: Callable[[Job], Future[Any]],
+        write: Callable[[sqlite3.Connection, list[Row]], None],
+    ) -> None:
+        """`submit` hands a job to the writer thread (raising when the store is closed);
+        `write` writes rows inside the writer's transaction."""
+        self._submit = submit
         self._write = write
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
         self._rows: list[Row] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._writing = False
+        self._waiting: Waiting = []
+        self._scheduled = False  # a job is submitted and has not taken the rows yet
 
     def put(self, row: Row) -> asyncio.Future[None]:
         """A future that resolves once `row` is durable (or fails with the write's error)."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new loop (tests run several): nothing of the old carries
-            self._loop, self._rows, self._waiters, self._writing = loop, [], [], False
         waiter = loop.create_future()
-        self._rows.append(row)
-        self._waiters.append(waiter)
-        if not self._writing:
-            self._writing = True
-            loop.call_soon(self._flush)  # after this tick's other puts have joined
+        with self._lock:
+            self._rows.append(row)
+            self._waiting.append((loop, waiter))
+            if self._scheduled:
+                return waiter
+            self._scheduled = True
+        taken: Waiting = []
+        try:
+            done = self._submit(lambda connection: self._take_and_write(connection, taken))
+        except Exception as error:  # the store is closed: nothing was submitted
+            with self._lock:
+                taken, self._rows, self._waiting = self._waiting, [], []
+                self._scheduled = False
+            _hand_back(taken, error)
+            return waiter
+        done.add_done_callback(lambda written: self._written(written, taken))
         return waiter
 
-    def _flush(self) -> None:
-        rows, waiters = self._rows, self._waiters
-        self._rows, self._waiters = [], []
-        if not rows:
-            self._writing = False
-            return
-        loop = self._loop
-        assert loop is not None
-        try:
-            written = self._write(rows)
-        except Exception as error:  # the store is closed: nothing was submitted
-            self._settle(waiters, error)
-            loop.call_soon(self._flush)
-            return
+    def _written(self, written: Future[Any], taken: Waiting) -> None:
+        error = written.exception()
+        if error is not None and not taken:  # the transaction failed before the job ran:
+            with self._lock:  # the rows it was to take fail with it
+                taken, self._rows, self._waiting = self._waiting, [], []
+                self._scheduled = False
+        _hand_back(taken, error)
 
-        def hand_back(done: Future[None]) -> None:  # runs on the writer thread
-            # RuntimeError: the loop has closed, and no one waits for these rows any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._done, done, waiters)
+    def _take_and_write(self, connection: sqlite3.Connection, taken: Waiting) -> None:
+        # On the writer thread, inside its transaction.
+        with self._lock:
+            rows, self._rows = self._rows, []
+            taken += self._waiting
+            self._waiting = []
+            self._scheduled = False
+        self._write(connection, rows)
 
-        written.add_done_callback(hand_back)
 
-    def _done(self, written: Future[None], waiters: list[asyncio.Future[None]]) -> None:
-        self._settle(waiters, written.exception())
-        self._flush()
+def _hand_back(taken: Waiting, error: BaseException | None) -> None:
+    """Resolve the waiters, one call into each event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = defaultdict(list)
+    for loop, waiter in taken:
+        by_loop[loop].append(waiter)
+    for loop, waiters in by_loop.items():
+        # RuntimeError: that loop has closed, and no one waits for these rows any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, waiters, error)
 
-    @staticmethod
-    def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
-        for waiter in waiters:
-            if waiter.done():  # its request was cancelled (the client went away)
-                continue
-            if error is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(error)
+
+def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():  # its request was cancelled (the client went away)
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)

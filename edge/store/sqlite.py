@@ -91,7 +91,9 @@ class SQLiteStore(Store):
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._close_lock = threading.Lock()
-        self._arrivals: Coalescer[tuple[object, ...]] = Coalescer(self._write_arrivals)
+        self._arrivals: Coalescer[tuple[object, ...]] = Coalescer(
+            self._submit, sqlite_arrivals.insert
+        )
         ready: Future[None] = Future()
         self._thread = threading.Thread(
             target=self._write_loop, args=(ready,), name="rokt-edge-store", daemon=True
@@ -141,7 +143,14 @@ class SQLiteStore(Store):
                 connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
                 self._synced = durable
             connection.execute("BEGIN IMMEDIATE")
-            for job, _ in live:
+            if len(live) == 1:  # alone, a job needs no savepoint: a failure rolls back all
+                job, _ = live[0]
+                try:
+                    outcomes.append((True, job(connection)))
+                except Exception as error:
+                    connection.rollback()
+                    outcomes.append((False, error))
+            for job, _ in live if len(live) > 1 else ():
                 connection.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, job(connection)))
@@ -149,7 +158,8 @@ class SQLiteStore(Store):
                     connection.execute("ROLLBACK TO job")
                     outcomes.append((False, error))
                 connection.execute("RELEASE job")
-            connection.execute("COMMIT")
+            if connection.in_transaction:
+                connection.execute("COMMIT")
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.rollback()
@@ -229,9 +239,6 @@ class SQLiteStore(Store):
 
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(sqlite_arrivals.row(arrival))
-
-    def _write_arrivals(self, rows: list[tuple[object, ...]]) -> Future[None]:
-        return self._submit(lambda c: sqlite_arrivals.insert(c, rows))
 
     async def arrivals(self, limit: int) -> list[StoredArrival]:
         """Read on the caller's thread, beside the writer (WAL), like `identity`."""

@@ -6,13 +6,14 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.capture.short_form import expand
+from edge.capture.short_form import _plain_split, expand
 from edge.events import EventError, parse_event
 from edge.settings import Settings
 from tests.live import LiveEdge
@@ -204,3 +205,23 @@ def test_the_beacon_takes_short_form_and_segment_events_side_by_side(tmp_path: P
     assert problem["event"] == 2
     assert problem["field"] == "timestamp"
     assert "epoch milliseconds" in problem["message"]
+
+
+@given(
+    scheme=st.sampled_from(["https://", "http://"]),
+    rest=st.text(st.sampled_from(list("ab/?#:.=&%@x1")), max_size=24),
+)
+def test_the_quick_url_split_agrees_with_urlsplit(scheme: str, rest: str) -> None:
+    # given a page URL of the characters that matter to splitting
+    url = scheme + rest
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return  # not a URL: the slow path reports it
+    # then the quick split, when it takes the URL, finds the path and query urlsplit finds
+    quick = _plain_split(url)
+    if quick is not None:
+        assert quick == {
+            "path": parts.path or "/",
+            "search": f"?{parts.query}" if parts.query else "",
+        }

@@ -109,3 +109,11 @@ async def test_a_closed_store_refuses_arrivals(store: SQLiteStore) -> None:
     store.close()
     with pytest.raises(StoreUnavailable):
         await store.put_arrival(arrival(1))
+
+
+async def test_a_burst_larger_than_one_statement_is_stored_whole(store: SQLiteStore) -> None:
+    # given more arrivals at once than one INSERT statement takes
+    await asyncio.gather(*(store.put_arrival(arrival(n)) for n in range(2500)))
+    # then every one is stored, in order
+    stored = await store.arrivals(3000)
+    assert [each.arrival.received_at - 1_700_000_000.0 for each in stored] == list(range(2500))
