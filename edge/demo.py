@@ -116,8 +116,11 @@ def _read(path: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, 
     connection.row_factory = sqlite3.Row
     try:
         queued = connection.execute(
-            "SELECT message_id, mapping, state, dry_run, dead_reason, created_at FROM outbox"
-            " ORDER BY id DESC LIMIT ?",
+            "SELECT message_id, mapping, CASE WHEN delivered.id IS NOT NULL THEN 'delivered'"
+            " WHEN dead.id IS NOT NULL THEN 'dead' ELSE 'pending' END AS state,"
+            " coalesce(delivered.dry_run, 0) AS dry_run, dead.reason AS dead_reason, created_at"
+            " FROM outbox LEFT JOIN delivered ON delivered.id = outbox.id"
+            " LEFT JOIN dead ON dead.id = outbox.id ORDER BY outbox.id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         skipped = connection.execute(

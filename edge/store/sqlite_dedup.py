@@ -39,16 +39,17 @@ def admit(connection: sqlite3.Connection, checks: Sequence[Check], window_ms: in
             verdicts.append(True)
             continue
         first = connection.execute(
-            "SELECT d.outbox_key, d.timestamp_ms, o.state FROM dedup d"
-            " LEFT JOIN outbox o ON o.key = d.outbox_key WHERE d.key = ?",
+            "SELECT d.outbox_key, d.timestamp_ms, dead.id IS NOT NULL FROM dedup d"
+            " LEFT JOIN outbox o ON o.key = d.outbox_key LEFT JOIN dead ON dead.id = o.id"
+            " WHERE d.key = ?",
             (dedup_key,),
         ).fetchone()
         if first is not None:
-            first_key, first_ms, state = first
+            first_key, first_ms, dead = first
             if first_key == outbox_key:  # the same event again: the outbox key settles it
                 verdicts.append(True)
                 continue
-            if abs(first_ms - timestamp_ms) <= window_ms and state != "dead":
+            if abs(first_ms - timestamp_ms) <= window_ms and not dead:
                 verdicts.append(False)
                 continue
         connection.execute(

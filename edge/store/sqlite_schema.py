@@ -2,6 +2,17 @@
 
 Each function runs inside the writer's transaction (see `edge.store.sqlite`) and never commits.
 Times are epoch seconds (REAL); item states are the ones drawn in `edge.store.base`.
+
+An item's state is the table that holds it, beside its `outbox` row (written once at put):
+
+    queue        pending (lease_until NULL) or claimed (lease_until set): narrow rows
+    delivered    delivered (or recorded in a dry run), until pruned with its outbox row
+    dead         dead-lettered, with the reason and the upstream's message
+
+so a claim and an ack touch only narrow rows and one small table each: neither rewrites the
+wide outbox row nor moves it between the entries of a `state` index, which together cost the
+sender more than everything else it does per item (schema 2 did both). Each outbox item is in
+exactly one of the three tables; counts per state are counts of their rows.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from edge.store.base import (
     UpstreamError,
 )
 
-VERSION: Final = 2  # 2: bodies moved out of the outbox rows
+VERSION: Final = 3  # 2: bodies moved out of the outbox rows; 3: states moved out of them
 PAUSED: Final = "paused"
 DEAD_MESSAGES_SHOWN: Final = 10
 
@@ -34,21 +45,30 @@ CREATE TABLE IF NOT EXISTS outbox (
     mapping TEXT NOT NULL,
     message_id TEXT NOT NULL,
     timestamp_ms INTEGER NOT NULL,     -- the event's time (the upstream's data-age limit)
-    state TEXT NOT NULL DEFAULT 'pending',
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+-- Items waiting to be sent (pending) or being sent (claimed), in id order: claims take the
+-- lowest due ids. No other index: the table holds only the queue, not what was delivered.
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY,            -- outbox.id
     available_at REAL NOT NULL,        -- not claimed before (retries)
     attempts INTEGER NOT NULL DEFAULT 0,
-    lease_until REAL,
-    last_error TEXT,
-    dead_reason TEXT,
-    dead_at REAL,
-    delivered_at REAL,
-    dry_run INTEGER NOT NULL DEFAULT 0
+    lease_until REAL,                  -- claimed until; NULL: pending
+    last_error TEXT
 );
--- (state, rowid): claims walk pending items in id order; counts per state stay cheap.
-CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (state);
--- Bodies apart from the state they would otherwise be rewritten with at every claim and ack
--- (SQLite rewrites a whole row on UPDATE); a delivered item's body is deleted at its ack.
+CREATE TABLE IF NOT EXISTS delivered (
+    id INTEGER PRIMARY KEY,            -- outbox.id
+    at REAL NOT NULL,
+    dry_run INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead (
+    id INTEGER PRIMARY KEY,            -- outbox.id
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at REAL NOT NULL
+);
+-- Bodies of queued and dead items, apart from their state (SQLite rewrites a whole row on
+-- UPDATE); a delivered item's body is deleted at its ack.
 CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,            -- outbox.id
     body TEXT NOT NULL                 -- one contract A batch, as it is sent
@@ -74,8 +94,11 @@ def create(connection: sqlite3.Connection) -> None:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > VERSION:
         raise sqlite3.DatabaseError(f"the database is from a newer rokt-edge (schema {version})")
-    # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`.
-    migrate = MIGRATE_FROM_1 if version == 1 else ""
+    # Schema 1 kept each body in its outbox row: move the ones still needed to `bodies`; schemas
+    # 1 and 2 kept each item's state there too: move it to the table of its state.
+    migrate = (MIGRATE_FROM_1 if version == 1 else "") + (
+        MIGRATE_FROM_2 if version in (1, 2) else ""
+    )
     tables = TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
     connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
 
@@ -83,6 +106,24 @@ def create(connection: sqlite3.Connection) -> None:
 MIGRATE_FROM_1: Final = """
 INSERT OR IGNORE INTO bodies (id, body) SELECT id, body FROM outbox WHERE state != 'delivered';
 ALTER TABLE outbox DROP COLUMN body;
+"""
+
+MIGRATE_FROM_2: Final = """
+INSERT OR IGNORE INTO queue (id, available_at, attempts, lease_until, last_error)
+    SELECT id, available_at, attempts, CASE state WHEN 'claimed' THEN coalesce(lease_until, 0) END,
+    last_error FROM outbox WHERE state IN ('pending', 'claimed');
+INSERT OR IGNORE INTO delivered (id, at, dry_run)
+    SELECT id, coalesce(delivered_at, created_at), dry_run FROM outbox WHERE state = 'delivered';
+INSERT OR IGNORE INTO dead (id, reason, message, at)
+    SELECT id, coalesce(dead_reason, 'rejected'), coalesce(last_error, ''),
+    coalesce(dead_at, created_at) FROM outbox WHERE state = 'dead';
+CREATE TABLE outbox_3 (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, mapping TEXT NOT NULL,
+    message_id TEXT NOT NULL, timestamp_ms INTEGER NOT NULL, created_at REAL NOT NULL
+);
+INSERT INTO outbox_3 SELECT id, key, mapping, message_id, timestamp_ms, created_at FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_3 RENAME TO outbox;
 """
 
 
@@ -93,15 +134,22 @@ def put(
     now: float,
 ) -> PutResult:
     cursor = connection.executemany(
-        "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, created_at, available_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?6, ?6) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (key) DO NOTHING",
         rows,
     )
     stored = max(cursor.rowcount, 0) if rows else 0
-    # A key seen before keeps its body (pending) or needs none (delivered): OR IGNORE, pending.
+    # A new item is in no state yet; a key seen before keeps the state and body it has.
+    connection.executemany(
+        "INSERT INTO queue (id, available_at) SELECT id, ? FROM outbox o WHERE key = ?"
+        " AND NOT EXISTS (SELECT 1 FROM delivered WHERE id = o.id)"
+        " AND NOT EXISTS (SELECT 1 FROM dead WHERE id = o.id) ON CONFLICT (id) DO NOTHING",
+        [(now, row[0]) for row in rows],
+    )
     connection.executemany(
         "INSERT OR IGNORE INTO bodies (id, body)"
-        " SELECT id, ? FROM outbox WHERE key = ? AND state = 'pending'",
+        " SELECT id, ? FROM outbox o WHERE key = ?"
+        " AND EXISTS (SELECT 1 FROM queue WHERE id = o.id)",
         [(row[4], row[0]) for row in rows],
     )
     connection.executemany(
@@ -124,19 +172,18 @@ def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) 
     # their id range: every due pending item between the first and the last id is among them
     # (ORDER BY id LIMIT), and the writer's transaction holds the lock between the two.
     count, fields, bodies, first, last = connection.execute(
-        "SELECT count(*), json_group_array(json_array(id, key, message_id, timestamp_ms,"
-        " attempts)), group_concat(body, char(30)), min(id), max(id) FROM ("
-        " SELECT outbox.id, key, message_id, timestamp_ms, attempts, body FROM outbox"
-        " LEFT JOIN bodies ON bodies.id = outbox.id"
-        " WHERE state = 'pending' AND available_at <= ? ORDER BY outbox.id LIMIT ?)",
+        "SELECT count(*), json_group_array(json_array(q.id, key, message_id, timestamp_ms,"
+        " attempts)), group_concat(body, char(30)), min(q.id), max(q.id) FROM ("
+        " SELECT id, attempts FROM queue WHERE lease_until IS NULL AND available_at <= ?"
+        " ORDER BY id LIMIT ?) q JOIN outbox USING (id) LEFT JOIN bodies USING (id)",
         (now, limit),
     ).fetchone()
     if not count:
         return []
     texts = bodies.split(SEPARATOR) if bodies is not None else []
     leased = connection.execute(
-        "UPDATE outbox SET state = 'claimed', lease_until = ?"
-        " WHERE id BETWEEN ? AND ? AND state = 'pending' AND available_at <= ?",
+        "UPDATE queue SET lease_until = ?"
+        " WHERE id BETWEEN ? AND ? AND lease_until IS NULL AND available_at <= ?",
         (until, first, last, now),
     ).rowcount
     if not count == leased == len(texts):
@@ -171,60 +218,61 @@ def ack(connection: sqlite3.Connection, ids: Sequence[ItemId], now: float, dry_r
     # Delivered wins over any other state: another sender may have dead-lettered or re-queued
     # the same item after its lease expired, but it did reach the upstream.
     connection.executemany(
-        "UPDATE outbox SET state = 'delivered', delivered_at = ?, dry_run = ?, lease_until = NULL,"
-        " dead_reason = NULL, dead_at = NULL"
-        " WHERE id BETWEEN ? AND ? AND state != 'delivered'",
+        "INSERT OR IGNORE INTO delivered (id, at, dry_run) SELECT id, ?1, ?2 FROM ("
+        " SELECT id FROM queue WHERE id BETWEEN ?3 AND ?4"
+        " UNION ALL SELECT id FROM dead WHERE id BETWEEN ?3 AND ?4)",
         [(now, int(dry_run), first, last) for first, last in runs],
     )
+    connection.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", runs)
+    connection.executemany("DELETE FROM dead WHERE id BETWEEN ? AND ?", runs)
     connection.executemany("DELETE FROM bodies WHERE id BETWEEN ? AND ?", runs)
 
 
 def retry(connection: sqlite3.Connection, ids: Sequence[ItemId], at: float, error: str) -> None:
     connection.executemany(
-        "UPDATE outbox SET state = 'pending', available_at = ?, attempts = attempts + 1,"
-        " last_error = ?, lease_until = NULL WHERE id = ? AND state = 'claimed'",
+        "UPDATE queue SET available_at = ?, attempts = attempts + 1, last_error = ?,"
+        " lease_until = NULL WHERE id = ? AND lease_until IS NOT NULL",
         [(at, error, item) for item in ids],
     )
 
 
 def release(connection: sqlite3.Connection, ids: Sequence[ItemId]) -> None:
     connection.executemany(
-        "UPDATE outbox SET state = 'pending', lease_until = NULL"
-        " WHERE id = ? AND state = 'claimed'",
+        "UPDATE queue SET lease_until = NULL WHERE id = ? AND lease_until IS NOT NULL",
         [(item,) for item in ids],
     )
 
 
 def dead(connection: sqlite3.Connection, letters: Sequence[DeadLetter], now: float) -> None:
+    # Only a queued item (pending or claimed) can die: a delivered one stays delivered.
     connection.executemany(
-        "UPDATE outbox SET state = 'dead', dead_reason = ?, last_error = ?, dead_at = ?,"
-        " lease_until = NULL WHERE id = ? AND state IN ('pending', 'claimed')",
+        "INSERT OR IGNORE INTO dead (id, reason, message, at) SELECT id, ?, ?, ? FROM queue"
+        " WHERE id = ?",
         [(letter.reason, letter.message, now, letter.id) for letter in letters],
     )
+    connection.executemany("DELETE FROM queue WHERE id = ?", [(letter.id,) for letter in letters])
 
 
 def sweep(connection: sqlite3.Connection, now: float) -> int:
-    cursor = connection.execute(
-        "UPDATE outbox SET state = 'pending', lease_until = NULL"
-        " WHERE state = 'claimed' AND lease_until < ?",
-        (now,),
-    )
+    cursor = connection.execute("UPDATE queue SET lease_until = NULL WHERE lease_until < ?", (now,))
     return cursor.rowcount
 
 
 def replay(connection: sqlite3.Connection, since: float | None, now: float) -> int:
-    cursor = connection.execute(
-        "UPDATE outbox SET state = 'pending', available_at = ?1, attempts = 0, dead_reason = NULL,"
-        " dead_at = NULL WHERE state = 'dead' AND (?2 IS NULL OR dead_at >= ?2)",
-        (now, since),
+    chosen = "?1 IS NULL OR at >= ?1"
+    connection.execute(
+        "INSERT OR IGNORE INTO queue (id, available_at, last_error)"
+        f" SELECT id, ?2, message FROM dead WHERE {chosen}",
+        (since, now),
     )
-    return cursor.rowcount
+    return connection.execute(f"DELETE FROM dead WHERE {chosen}", (since,)).rowcount
 
 
 def prune(connection: sqlite3.Connection, before: float) -> int:
-    delivered = connection.execute(
-        "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?", (before,)
-    ).rowcount
+    connection.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM delivered WHERE at < ?)", (before,)
+    )
+    delivered = connection.execute("DELETE FROM delivered WHERE at < ?", (before,)).rowcount
     skipped = connection.execute("DELETE FROM skipped WHERE created_at < ?", (before,)).rowcount
     return delivered + skipped
 
@@ -278,31 +326,33 @@ def stats(connection: sqlite3.Connection) -> Stats:
     def scalar(sql: str, *args: Any) -> Any:
         return connection.execute(sql, args).fetchone()[0]
 
-    waiting = "state IN ('pending', 'claimed')"
-    oldest_id = scalar(f"SELECT min(id) FROM outbox WHERE {waiting}")
+    pending, retrying, in_flight = connection.execute(
+        "SELECT count(*) FILTER (WHERE lease_until IS NULL),"
+        " count(*) FILTER (WHERE lease_until IS NULL AND attempts > 0),"
+        " count(*) FILTER (WHERE lease_until IS NOT NULL) FROM queue"
+    ).fetchone()
+    delivered, delivered_dry_run = connection.execute(
+        "SELECT count(*), count(*) FILTER (WHERE dry_run) FROM delivered"
+    ).fetchone()
     dead_messages = connection.execute(
-        "SELECT dead_reason, last_error, count(*) AS n FROM outbox WHERE state = 'dead'"
-        " GROUP BY dead_reason, last_error ORDER BY n DESC LIMIT ?",
+        "SELECT reason, message, count(*) AS n FROM dead"
+        " GROUP BY reason, message ORDER BY n DESC LIMIT ?",
         (DEAD_MESSAGES_SHOWN,),
     ).fetchall()
     paused = connection.execute("SELECT value FROM meta WHERE name = ?", (PAUSED,)).fetchone()
     return Stats(
-        pending=scalar("SELECT count(*) FROM outbox WHERE state = 'pending'"),
-        retrying=scalar("SELECT count(*) FROM outbox WHERE state = 'pending' AND attempts > 0"),
-        in_flight=scalar("SELECT count(*) FROM outbox WHERE state = 'claimed'"),
-        oldest_pending=None
-        if oldest_id is None
-        else scalar("SELECT created_at FROM outbox WHERE id = ?", oldest_id),
-        delivered=scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
-        delivered_dry_run=scalar(
-            "SELECT count(*) FROM outbox WHERE state = 'delivered' AND dry_run = 1"
+        pending=pending,
+        retrying=retrying,
+        in_flight=in_flight,
+        oldest_pending=scalar(
+            "SELECT created_at FROM (SELECT min(id) AS id FROM queue) LEFT JOIN outbox USING (id)"
         ),
+        delivered=delivered,
+        delivered_dry_run=delivered_dry_run,
         dead=dict(
-            connection.execute(
-                "SELECT dead_reason, count(*) FROM outbox WHERE state = 'dead' GROUP BY dead_reason"
-            ).fetchall()
+            connection.execute("SELECT reason, count(*) FROM dead GROUP BY reason").fetchall()
         ),
-        dead_messages=[(reason, message or "", n) for reason, message, n in dead_messages],
+        dead_messages=[(reason, message, n) for reason, message, n in dead_messages],
         skipped=dict(
             connection.execute("SELECT reason, count(*) FROM skipped GROUP BY reason").fetchall()
         ),

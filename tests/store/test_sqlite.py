@@ -192,6 +192,24 @@ async def test_dead_letters_keep_their_reason_and_replay_puts_them_back(
     assert (await store.stats()).dead == {}
 
 
+async def test_an_ack_wins_over_a_dead_letter_and_a_delivered_item_stays_delivered(
+    store: SQLiteStore,
+) -> None:
+    """Another sender dead-lettered an item whose lease had run out; this one's request had
+    reached the upstream all the same."""
+    await store.put(Intake(outbound=conversions(2)))
+    a, b = await store.claim(2, 30)
+    await store.dead([DeadLetter(a.id, REJECTED, "bad")])
+
+    await store.ack([a.id, b.id])
+    await store.dead([DeadLetter(b.id, EXPIRED, "too late")])
+    await store.retry([b.id], at=0, error="503")
+
+    stats = await store.stats()
+    assert (stats.delivered, stats.dead, stats.pending, stats.in_flight) == (2, {}, 0, 0)
+    assert await store.claim(10, 30) == []
+
+
 async def test_delivery_is_recorded_and_old_deliveries_are_pruned(
     store: SQLiteStore, clock: Clock
 ) -> None:
@@ -315,3 +333,53 @@ async def test_only_lease_transitions_skip_the_fsync(store: SQLiteStore) -> None
     durable = store._submit(setting)
     assert durable.result() == 2  # alone, or in the same group as the claim: FULL either way
     assert relaxed.result() in (1, 2)
+
+
+async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path) -> None:
+    """Schema 2 kept each item's state in its outbox row; opening it moves each to its table."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+            " mapping TEXT NOT NULL, message_id TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,"
+            " state TEXT NOT NULL DEFAULT 'pending', created_at REAL NOT NULL,"
+            " available_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL,"
+            " last_error TEXT, dead_reason TEXT, dead_at REAL, delivered_at REAL,"
+            " dry_run INTEGER NOT NULL DEFAULT 0);"
+            "CREATE INDEX outbox_by_state ON outbox (state);"
+            "CREATE TABLE bodies (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+            "PRAGMA user_version = 2;"
+        )
+        for n, (state, extra) in enumerate(
+            [
+                ("pending", "attempts = 2"),
+                ("claimed", "lease_until = 1e12"),
+                ("delivered", "delivered_at = 5, dry_run = 1"),
+                ("dead", "dead_reason = 'rejected', last_error = 'bad', dead_at = 7"),
+            ],
+            start=1,
+        ):
+            item = conversion(n)
+            old.execute(
+                "INSERT INTO outbox (id, key, mapping, message_id, timestamp_ms, created_at,"
+                " available_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
+                (n, item.key, item.mapping, item.message_id, item.timestamp_ms),
+            )
+            old.execute(f"UPDATE outbox SET state = ?, {extra} WHERE id = ?", (state, n))
+            if state != "delivered":
+                old.execute("INSERT INTO bodies (id, body) VALUES (?, ?)", (n, f"[{n}]"))
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        stats = await store.stats()
+        assert (stats.pending, stats.retrying, stats.in_flight) == (1, 1, 1)
+        assert (stats.delivered, stats.delivered_dry_run) == (1, 1)
+        assert stats.dead_messages == [(REJECTED, "bad", 1)]
+        [claim] = await store.claim(10, 60)
+        assert (claim.id, claim.attempts, claim.body) == (1, 2, "[1]")
+        assert await store.replay() == 1
+        assert [claim.body for claim in await store.claim(10, 60)] == ["[4]"]
+        assert (await store.put(Intake(outbound=[conversion(3)]))).duplicates == 1
+    finally:
+        store.close()
