@@ -18,12 +18,14 @@ an earlier arrival of the slice are seen by later ones (`IdentityView`) before t
 written, so a server-side conversion right behind the browser's identify finds the click, as it
 would if each had been written on its own.
 
-Priority: intake first. While intake is busy (after a slice, at least `BUSY_REQUESTS` requests
-are waiting for their arrival to be stored: at 1,000 requests/s there are one or two, when clients
-queue up there are as many as they have connections), processing takes about `BUSY_SHARE` of the
-loop, until its oldest arrival waits `MAX_LAG` seconds: then it takes what it needs, and intake
-slows down with it (backpressure rather than an unbounded backlog). Otherwise it runs slice after
-slice. A slice is small, so a request arriving meanwhile waits a few ms at most.
+Priority: intake first. While intake is saturated (after a slice, at least `BUSY_REQUESTS`
+requests are waiting for their arrival to be stored: at 1,000 requests/s there are one or two,
+when clients queue up there are as many as they have connections), processing takes about
+`BUSY_SHARE` of the loop; while requests merely come, half of it (a request needs several turns
+of the loop, and a slice after each turn would stretch it); when none came, all of it. Once its
+oldest arrival has waited `MAX_LAG` seconds, it takes what it needs, and intake slows down with it
+(backpressure rather than an unbounded backlog). A slice is small (`SLICE_SECONDS` of work), so a
+request arriving meanwhile waits a few ms at most.
 
 Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
 (`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
@@ -61,7 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rokt_edge.processing")
 
-SLICE: Final = 16  # arrivals per transaction: a few ms of work
+SLICE: Final = 16  # arrivals per transaction at most
+SLICE_SECONDS: Final = 0.004  # and about this much work: a request waits no longer for it
 BUSY_REQUESTS: Final = 8  # requests waiting for their arrival's write: intake is busy
 BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake saturates it
 MAX_LAG: Final = 30.0  # seconds the oldest arrival may wait before processing stops yielding
@@ -129,12 +132,16 @@ def merged(found: Sequence[Identity], since: float) -> Identity | None:
     )
 
 
-def pause_for_intake(spent: float, arriving: int, lag: float) -> float:
+def pause_for_intake(spent: float, arriving: int, active: bool, lag: float) -> float:
     """Seconds to leave the loop to intake after a slice that took `spent` seconds, when
-    `arriving` requests wait for their arrival's write and the slice's oldest arrival had waited
-    `lag` seconds."""
-    if arriving >= BUSY_REQUESTS and lag < MAX_LAG:
+    `arriving` requests wait for their arrival's write, requests came during the slice
+    (`active`), and the slice's oldest arrival had waited `lag` seconds."""
+    if lag >= MAX_LAG:
+        return 0.0
+    if arriving >= BUSY_REQUESTS:
         return spent * (1 / BUSY_SHARE - 1)
+    if active:  # a request takes several turns of the loop: leave it a slice's time for them
+        return spent
     return 0.0
 
 
@@ -184,7 +191,7 @@ class Processor:
             if not batch:
                 await self._wait(POLL_SECONDS)
                 continue
-            started = time.perf_counter()
+            started, arrived_before = time.perf_counter(), self._arrived
             try:
                 await self.process(batch)
             except StoreError as failure:
@@ -192,7 +199,8 @@ class Processor:
                 await self._wait(RETRY_SECONDS)
                 continue
             spent = time.perf_counter() - started
-            await self._yield_to_intake(spent, lag=self.edge.clock() - batch[0].arrival.received_at)
+            lag = self.edge.clock() - batch[0].arrival.received_at
+            await self._yield_to_intake(spent, lag, arrived_before)
 
     async def process(self, batch: Sequence[StoredArrival]) -> None:
         """Process a slice of arrivals and settle them in one transaction. A store failure is
@@ -226,14 +234,19 @@ class Processor:
         edge = self.edge
         view = IdentityView(edge.store.identity)
         collected = Collected()
+        deadline = time.perf_counter() + SLICE_SECONDS
+        done: list[int] = []
         for stored in batch:
             arrival = stored.arrival
             start = len(collected.identities)
             handle = process_beacon if arrival.source == "beacon" else process_api
             await handle(edge, arrival, view, collected)
             view.record(collected.identities[start:], arrival.received_at)
-        result = await edge.store.settle([stored.id for stored in batch], collected.intake())
-        self.processed += len(batch)
+            done.append(stored.id)
+            if time.perf_counter() > deadline:  # the rest wait for the next slice, in order
+                break
+        result = await edge.store.settle(done, collected.intake())
+        self.processed += len(done)
         metrics = edge.metrics
         metrics.count_skipped(item.reason for item in collected.skipped)
         metrics.count_skipped([DUPLICATE] * result.deduplicated)
@@ -241,9 +254,10 @@ class Processor:
         if collected.outbound:
             edge.sender.notify()
 
-    async def _yield_to_intake(self, spent: float, lag: float) -> None:
+    async def _yield_to_intake(self, spent: float, lag: float, arrived_before: int) -> None:
         """Let requests waiting in the loop go first; see the module docstring."""
-        await asyncio.sleep(pause_for_intake(spent, self.edge.arriving, lag))
+        active = self._arrived != arrived_before
+        await asyncio.sleep(pause_for_intake(spent, self.edge.arriving, active, lag))
 
     async def _wait(self, seconds: float) -> None:
         if self._stopping:

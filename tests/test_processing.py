@@ -151,10 +151,12 @@ def store_path(tmp_path: Path) -> Path:
 
 
 def test_processing_yields_to_a_busy_intake_until_it_lags_too_far() -> None:
-    # a steady trickle of requests: no pause, the next slice follows at once
-    assert pause_for_intake(spent=0.004, arriving=2, lag=0.1) == 0.0
+    # no request came during the slice: the next slice follows at once
+    assert pause_for_intake(spent=0.004, arriving=0, active=False, lag=0.1) == 0.0
+    # a steady trickle of requests: they get as much of the loop as processing
+    assert pause_for_intake(spent=0.004, arriving=2, active=True, lag=0.1) == 0.004
     # clients queueing up: processing keeps about BUSY_SHARE of the loop
-    pause = pause_for_intake(spent=0.004, arriving=BUSY_REQUESTS, lag=2.0)
+    pause = pause_for_intake(spent=0.004, arriving=BUSY_REQUESTS, active=True, lag=2.0)
     assert 0.004 / (0.004 + pause) == pytest.approx(BUSY_SHARE)
     # but not once its oldest arrival waited MAX_LAG: then it takes what it needs
-    assert pause_for_intake(spent=0.004, arriving=32, lag=MAX_LAG) == 0.0
+    assert pause_for_intake(spent=0.004, arriving=32, active=True, lag=MAX_LAG) == 0.0
