@@ -27,6 +27,10 @@ oldest arrival has waited `MAX_LAG` seconds, it takes what it needs, and intake 
 (backpressure rather than an unbounded backlog). A slice is small (`SLICE_SECONDS` of work), so a
 request arriving meanwhile waits a few ms at most.
 
+Privacy: an arrival holds the request's events as they came, personal data unhashed, for as long
+as it waits here (normally ms): the settle that stores the hashed outbox items deletes it, and the
+store's `secure_delete` overwrites it in the database file.
+
 Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
 (`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
 key. Several processes sharing a store would each process the same arrivals (wasted work, no
