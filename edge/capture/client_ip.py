@@ -71,9 +71,11 @@ def client_ip(
 ) -> str | None:
     """The client's address as text (IPv6 in its canonical compressed form). From a trusted
     proxy without a usable `header`, the proxy itself is the best known address."""
-    peer_address = parse_ip(peer) if peer else None
-    if peer_address is None or not _trusted(peer_address, proxies):
-        return str(peer_address) if peer_address else None
+    if not peer:
+        return None
+    if not _trusted_peer(peer, proxies):
+        return _text(peer)
+    peer_address = parse_ip(peer)
     value = headers.get(header)
     address: IPAddress | None = None
     if not value:
@@ -85,6 +87,19 @@ def client_ip(
     else:
         address = parse_ip(value)
     return str(address if address is not None else peer_address)
+
+
+@lru_cache(maxsize=4096)  # the same peers, request after request
+def _trusted_peer(peer: str, proxies: tuple[IPNetwork, ...]) -> bool:
+    address = parse_ip(peer)
+    return address is not None and _trusted(address, proxies)
+
+
+@lru_cache(maxsize=4096)
+def _text(peer: str) -> str | None:
+    """A peer's address in canonical text (an unparseable one: none)."""
+    address = parse_ip(peer)
+    return str(address) if address is not None else None
 
 
 def request_hosts(
