@@ -41,14 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from edge.capture.beacon import beacon_events, events_of, process_beacon
-from edge.events import ArrivalDefaults, Event
+from edge import tracking_api
+from edge.capture import beacon
+from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Skipped
 from edge.store.base import (
@@ -59,8 +59,6 @@ from edge.store.base import (
     StoredArrival,
     StoreError,
 )
-from edge.tracking_api import parse_events, process_api
-from edge.tracking_api import raw_events as raw_events_of_api
 
 if TYPE_CHECKING:
     from edge.app import Edge
@@ -150,17 +148,10 @@ def pause_for_intake(spent: float, arriving: int, active: bool, lag: float) -> f
 
 
 def arrival_events(arrival: Arrival) -> list[Event]:
-    """The valid events of an arrival's body, or none when even that fails."""
-    try:
-        if arrival.source == "beacon":
-            document = json.loads(arrival.body)
-            raw_events = events_of(document) or []
-            return beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))[0]
-        items = raw_events_of_api(json.loads(arrival.body), arrival.kind)
-        return parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))[0]
-    except Exception:
-        log.exception("processing: the body of an arrival cannot be read again")
-        return []
+    """The valid events of an arrival's body, read again as intake read them."""
+    if arrival.source == "beacon":
+        return beacon.arrived_events(arrival)
+    return tracking_api.arrived_events(arrival)
 
 
 class Processor:
@@ -225,7 +216,11 @@ class Processor:
 
     async def _give_up(self, stored: StoredArrival) -> None:
         collected = Collected()
-        events = arrival_events(stored.arrival)
+        try:
+            events = arrival_events(stored.arrival)
+        except Exception:
+            log.exception("processing: arrival %s cannot even be read again", stored.id)
+            events = []
         for event in events:
             collected.skip(event, PROCESSING_FAILED)
         if not events:  # not even its events could be read: the request is counted as one
@@ -243,8 +238,10 @@ class Processor:
         for stored in batch:
             arrival = stored.arrival
             start = len(collected.identities)
-            handle = process_beacon if arrival.source == "beacon" else process_api
-            await handle(edge, arrival, view, collected)
+            handle = (
+                beacon.process_beacon if arrival.source == "beacon" else tracking_api.process_api
+            )
+            await handle(edge, arrival, arrival_events(arrival), view, collected)
             view.record(collected.identities[start:], arrival.received_at)
             done.append(stored.id)
             if time.perf_counter() > deadline:  # the rest wait for the next slice, in order

@@ -261,13 +261,17 @@ class ServerIntake(Collected):
             self.identities.append(link)
 
 
+def arrived_events(arrival: Arrival) -> list[Event]:
+    """The valid events of a stored tracking API request, as intake read them."""
+    items = raw_events(json.loads(arrival.body), arrival.kind)
+    return parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))[0]
+
+
 async def process_api(
-    edge: Edge, arrival: Arrival, view: IdentityView, collected: Collected
+    edge: Edge, arrival: Arrival, events: list[Event], view: IdentityView, collected: Collected
 ) -> None:
     """What a tracking API request's events produce, added to `collected`."""
     intake = ServerIntake(edge, view, arrival.received_at)
-    items = raw_events(json.loads(arrival.body), arrival.kind)
-    events, _, _ = parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))
     await intake.add_all(events)
     collected.outbound += intake.outbound
     collected.skipped += intake.skipped

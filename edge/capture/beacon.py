@@ -251,13 +251,17 @@ class BeaconIntake(Collected):
         return known
 
 
+def arrived_events(arrival: Arrival) -> list[Event]:
+    """The valid events of a stored beacon request, as intake read them."""
+    raw_events = events_of(json.loads(arrival.body)) or []
+    return beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))[0]
+
+
 async def process_beacon(
-    edge: Edge, arrival: Arrival, view: IdentityView, collected: Collected
+    edge: Edge, arrival: Arrival, events: list[Event], view: IdentityView, collected: Collected
 ) -> None:
     """What a beacon request's events produce, added to `collected`."""
     intake = BeaconIntake(edge, arrival, view)
-    raw_events = events_of(json.loads(arrival.body)) or []
-    events, _ = beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))
     for event in events:
         await intake.add(event)
     collected.outbound += intake.outbound
