@@ -45,12 +45,16 @@
  *   a                    the anonymous id (kept in memory only when localStorage is unavailable)
  *   u                    the userId given to identify / alias
  *   k                    consent: 1 granted, 0 denied, the last roktEdge('consent', ...) decision
- *   q                    events whose delivery is not yet confirmed (at most 20, oldest dropped)
+ *   q                    events whose delivery is not yet confirmed, each the JSON text that is
+ *                        POSTed (at most 20, oldest dropped)
  * and the cookie <data-cookie> = the click id (path=/; max-age; SameSite=Lax; Secure on https;
  * domain when data-cookie-domain is set). The record is read once per page and written whole
  * (the retry queue excepted: it is read afresh before every change, so tabs share it).
  * The click id: the one in this page's URL (rtid, else rclid, URL-decoded), which replaces the
- * stored one; else the stored one while not expired; else the cookie's.
+ * stored one; else the stored one while not expired; else the cookie's. (The cookie string is read
+ * as a query string, "; " for "&", which URL-decodes it as the URL's rtid is. So a foreign cookie
+ * whose value holds a raw "&rtid=..." would be read as the click id; only when localStorage has
+ * no unexpired one.)
  *
  * Consent, one rule: events are sent, and anything is stored, only while consent is granted.
  *   - granted: consent not required and not denied, or roktEdge('consent', {ads: true}) was called
@@ -114,22 +118,23 @@
   });
   var uuid = () => URL.createObjectURL(new Blob()).slice(-36);
 
-  // ---- sending: fetch keepalive, sendBeacon as fallback; the queue holds unconfirmed events
-  // ok: delivered, or refused for good (4xx other than 408/429); else kept for a later retry
+  // ---- sending: an event is its JSON text (the body), from the API to the queue and back;
+  // fetch keepalive, sendBeacon as fallback; the queue holds unconfirmed events
+  // ok: delivered, or refused for good (4xx other than 408/429); else kept for a later retry.
+  // Two events never have the same text: each has its own messageId.
   var done = (e, ok) => {
     if (c) {
       var s = load();
-      var q = (s.q || []).filter((o) => o.m != e.m);
+      var q = (s.q || []).filter((o) => o != e);
       ok || q.push(e);
       s.q = q.slice(-20);
       put(s);
     }
   };
   var post = (e) => {
-    var body = JSON.stringify(e);
     try {
       // a string body goes as text/plain;charset=UTF-8: CORS-safelisted, so no preflight
-      fetch(endpoint, { method: 'POST', body, keepalive: 1, credentials: 'include' }).then(
+      fetch(endpoint, { method: 'POST', body: e, keepalive: 1, credentials: 'include' }).then(
         (r) => done(e, /^(2|4(?!08|29))/.test(r.status)),
         // When the page is left, Chromium rejects every fetch still in flight ("Failed to
         // fetch") though keepalive delivers it, and the rejection can run before our pagehide
@@ -138,7 +143,7 @@
         () => setTimeout(done, 0, e),
       );
     } catch {
-      done(e, navigator.sendBeacon(endpoint, body));
+      done(e, navigator.sendBeacon(endpoint, e));
     }
   };
   var flush = safe(() => c && (load().q || []).forEach(post));
@@ -157,7 +162,7 @@
   var api = safe((m, a, b) => {
     if (m == 'consent') decide((S.k = a && a.ads ? 1 : 0));
     else {
-      var e = { t: m, n: a, p: b, u: S.u, a: S.a, c: S.c, m: uuid(), s: Date.now(), l: loc.href, r: d.referrer, h: d.title };
+      var e = JSON.stringify({ t: m, n: a, p: b, u: S.u, a: S.a, c: S.c, m: uuid(), s: Date.now(), l: loc.href, r: d.referrer, h: d.title });
       // identify(userId), alias(newId): later events carry the new userId
       if ((m == 'identify' || m == 'alias') && a != null && a !== Object(a)) {
         S.u = '' + a;
@@ -191,16 +196,17 @@
     S = load();
     S.a = S.a || uuid();
     fresh = sp.get('rtid') || sp.get('rclid');
+    // the cookie string read as a query string ("; " as "&"): URL-decoded like the URL's rtid
     fresh
       ? ((S.c = fresh), (S.x = Date.now() + age * 1e3))
       : S.x > Date.now() ||
-        (S.c = safe(() => decodeURIComponent(d.cookie.match('(^|; )' + cname + '=([^;]*)')[2]))());
+        (S.c = safe(() => new URLSearchParams(d.cookie.replace(/; /g, '&')).get(cname))());
     gpc = navigator.globalPrivacyControl;
     pend = !gpc && S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
     flush();
-    var calls = self.roktEdge;
+    // the stub's calls, before the stub is replaced (the replay never reads the global)
+    ((self.roktEdge || 0).q || []).forEach((args) => api(...args));
     self.roktEdge = api;
-    ((calls || 0).q || []).forEach((args) => api(...args));
     ds.autoPage != 'false' && api('page');
     addEventListener('pagehide', flush);
     segment();
