@@ -44,7 +44,8 @@
  *   c, x                 the click id and when it expires (ms since epoch; from data-max-age)
  *   a                    the anonymous id (kept in memory only when localStorage is unavailable)
  *   u                    the userId given to identify / alias
- *   k                    consent: 1 granted, 0 denied, the last roktEdge('consent', ...) decision
+ *   k                    consent: true granted, false denied, the last roktEdge('consent', ...)
+ *                        decision
  *   q                    events whose delivery is not yet confirmed, each the JSON text that is
  *                        POSTed (at most 20, oldest dropped)
  * and the cookie <data-cookie> = the click id (path=/; max-age; SameSite=Lax; Secure on https;
@@ -66,7 +67,10 @@
  *   - denied (roktEdge('consent', {ads: false}), or navigator.globalPrivacyControl): nothing is
  *     sent and the stored click id, cookie, ids and retry queue are removed. GPC always wins over
  *     an explicit grant: it is the browser-wide opt-out of ad tracking. (The edge still sees
- *     Sec-GPC on any request the page makes to it; the snippet makes none.)
+ *     Sec-GPC on any request the page makes to it; the snippet makes none.) With GPC, consent
+ *     required and no decision yet, consent is pending as above (nothing is stored or sent);
+ *     what an earlier page stored before consent was required stays until the decision, which
+ *     under GPC always removes it.
  *
  * Delivery: fetch(endpoint, {keepalive: true}) with JSON as text/plain (a CORS-safelisted content
  * type, so no preflight), navigator.sendBeacon when fetch is missing or throws. An event whose
@@ -92,7 +96,7 @@
   var R = 'Rokt Conversions API';
   // S: the stored record (see Storage); c: consent granted; pend: events waiting for a consent
   // decision (an array only while pending); fresh: the click id in this page's URL
-  var S, c, pend, fresh, gpc;
+  var S, c, pend, fresh;
 
   // ---- never throw: every entry point (api, flush, pagehide, middleware, storage) is wrapped
   var safe = (f) => (...a) => {
@@ -149,18 +153,18 @@
   var flush = safe(() => c && (load().q || []).forEach(post));
 
   // ---- consent: granted persists the record (and a click id from the URL into the cookie) and
-  // sends what waited; denied removes everything stored but the decision
+  // sends what waited; denied (GPC always) removes everything stored but the decision
   var decide = (x) => {
-    (c = x && !gpc)
-      ? (put({ ...S, q: load().q }), fresh && cookie(fresh, age))
+    (c = x && !navigator.globalPrivacyControl)
+      ? (put({ ...S, q: load().q }), fresh && cookie(fresh, age), (pend || []).forEach(post))
       : (put({ k: S.k }), cookie('', 0));
-    c && (pend || []).forEach(post);
     pend = 0;
   };
 
   // ---- the API: roktEdge(method, ...), sent in the short form
   var api = safe((m, a, b) => {
-    if (m == 'consent') decide((S.k = a && a.ads ? 1 : 0));
+    // anything but {ads: <truthy>} is a denial, a missing object too
+    if (m == 'consent') decide((S.k = !!(a || 0).ads));
     else {
       var e = JSON.stringify({ t: m, n: a, p: b, u: S.u, a: S.a, c: S.c, m: uuid(), s: Date.now(), l: loc.href, r: d.referrer, h: d.title });
       // identify(userId), alias(newId): later events carry the new userId
@@ -201,8 +205,8 @@
       ? ((S.c = fresh), (S.x = Date.now() + age * 1e3))
       : S.x > Date.now() ||
         (S.c = safe(() => new URLSearchParams(d.cookie.replace(/; /g, '&')).get(cname))());
-    gpc = navigator.globalPrivacyControl;
-    pend = !gpc && S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
+    // pending while consent is required and undecided (with GPC too: see Consent)
+    pend = S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
     flush();
     // the stub's calls, before the stub is replaced (the replay never reads the global)
     ((self.roktEdge || 0).q || []).forEach((args) => api(...args));
