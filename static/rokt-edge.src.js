@@ -111,30 +111,20 @@
   var cname = ds.cookie || 'rtid';
   var age = +ds.maxAge || 2592e3; // seconds: 30 days
 
-  // ---- storage: the localStorage record and the click-id cookie
-  var load = () => safe(() => JSON.parse(localStorage.roktEdge))() || {};
-  var put = safe((s) => (localStorage.roktEdge = JSON.stringify(s)));
-  var cookie = safe((v, maxAge) => {
+  // The functions below are declared in the order that gzips smallest (terser keeps the order;
+  // with `put` beside `load` the file is 2 bytes larger). None of them runs before start.
+
+  // ---- the click-id cookie
+  // v: the click id, written with the lifetime data-max-age gives it; '': remove the cookie
+  var cookie = safe((v) => {
     d.cookie =
-      cname + '=' + encodeURIComponent(v) + ';path=/;max-age=' + maxAge + ';SameSite=Lax' +
+      cname + '=' + encodeURIComponent(v) + ';path=/;max-age=' + (v ? age : 0) + ';SameSite=Lax' +
       (loc.protocol == 'https:' ? ';Secure' : '') +
       (ds.cookieDomain ? ';domain=' + ds.cookieDomain : '');
   });
-  var uuid = () => URL.createObjectURL(new Blob()).slice(-36);
 
   // ---- sending: an event is its JSON text (the body), from the API to the queue and back;
-  // fetch keepalive, sendBeacon as fallback; the queue holds unconfirmed events
-  // ok: delivered, or refused for good (4xx other than 408/429); else kept for a later retry.
-  // Two events never have the same text: each has its own messageId.
-  var done = (e, ok) => {
-    if (c) {
-      var s = load();
-      var q = (s.q || []).filter((o) => o != e);
-      ok || q.push(e);
-      s.q = q.slice(-20);
-      put(s);
-    }
-  };
+  // fetch keepalive, sendBeacon as fallback
   var post = (e) => {
     try {
       // a string body goes as text/plain;charset=UTF-8: CORS-safelisted, so no preflight
@@ -150,14 +140,31 @@
       done(e, navigator.sendBeacon(endpoint, e));
     }
   };
+
+  // ---- the localStorage record (written by `put`, below) and the retry queue in it
+  var load = () => safe(() => JSON.parse(localStorage.roktEdge))() || {};
   var flush = safe(() => c && (load().q || []).forEach(post));
+  // ok: delivered, or refused for good (4xx other than 408/429); else kept for a later retry.
+  // Two events never have the same text: each has its own messageId.
+  var done = (e, ok) => {
+    if (c) {
+      var s = load();
+      var q = (s.q || []).filter((o) => o != e);
+      ok || q.push(e);
+      s.q = q.slice(-20);
+      put(s);
+    }
+  };
+
+  // ids (see Ids)
+  var uuid = () => URL.createObjectURL(new Blob()).slice(-36);
 
   // ---- consent: granted persists the record (and a click id from the URL into the cookie) and
   // sends what waited; denied (GPC always) removes everything stored but the decision
   var decide = (x) => {
     (c = x && !navigator.globalPrivacyControl)
-      ? (put({ ...S, q: load().q }), fresh && cookie(fresh, age), (pend || []).forEach(post))
-      : (put({ k: S.k }), cookie('', 0));
+      ? (put({ ...S, q: load().q }), fresh && cookie(fresh), (pend || []).forEach(post))
+      : (put({ k: S.k }), cookie(''));
     pend = 0;
   };
 
@@ -175,6 +182,8 @@
       c ? post(e) : pend && pend.push(e) > 20 && pend.shift();
     }
   });
+
+  var put = safe((s) => (localStorage.roktEdge = JSON.stringify(s)));
 
   // ---- beside Segment: a source middleware that adds the click id to analytics.js events.
   // Segment's install snippet queues addSourceMiddleware calls until analytics.js has loaded; a
@@ -194,7 +203,7 @@
       : late || a.ready(() => segment(1));
   });
 
-  // ---- start: the record, the click id, consent, retry queue, the stub's calls, page event
+  // ---- start: the record, the click id, consent, Segment, retry queue, the stub's calls, page
   safe(() => {
     var sp = new URLSearchParams(loc.search);
     S = load();
@@ -207,12 +216,12 @@
         (S.c = safe(() => new URLSearchParams(d.cookie.replace(/; /g, '&')).get(cname))());
     // pending while consent is required and undecided (with GPC too: see Consent)
     pend = S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
+    segment();
     flush();
     // the stub's calls, before the stub is replaced (the replay never reads the global)
     ((self.roktEdge || 0).q || []).forEach((args) => api(...args));
     self.roktEdge = api;
-    ds.autoPage != 'false' && api('page');
     addEventListener('pagehide', flush);
-    segment();
+    ds.autoPage != 'false' && api('page');
   })();
 })(document, location);
