@@ -1,7 +1,7 @@
 /*
  * rokt-edge.js: the rokt-edge browser snippet (hand-written source; `scripts/build-snippet`
  * minifies it into static/rokt-edge.js, which is what is served and what the size budget measures:
- * gzip -9 <= 1,500 bytes hard, goal <= 1,100).
+ * gzip -9 <= 1,150 bytes hard, goal <= 1,100).
  *
  * Install (calls made before the script has loaded are queued by the stub and replayed in order):
  *
