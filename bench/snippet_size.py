@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 SNIPPET = Path(__file__).resolve().parent.parent / "static" / "rokt-edge.js"
-BUDGET = 1500  # gzip -9 bytes: a hard limit, enforced in CI
+BUDGET = 1150  # gzip -9 bytes: a hard limit, enforced in CI (1,500 until the goal was met)
 GOAL = 1100  # gzip -9 bytes: what we aim for
 
 

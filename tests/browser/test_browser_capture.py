@@ -95,8 +95,9 @@ def test_the_click_is_read_back_from_the_cookie_when_localstorage_lost_it(
 ) -> None:
     site.shop()
     tab.goto(site.url("/landing?rtid=X"))
-    # given localStorage was cleared (the cookie remains)
+    # given localStorage was cleared (the cookie remains), among cookies with similar names
     tab.js("() => localStorage.clear()")
+    tab.js("() => { document.cookie = 'xrtid=bad; path=/'; document.cookie = 'rtidx=bad; path=/' }")
     # when the customer goes on
     tab.goto(site.url("/product"))
     # then the click id comes back from the cookie

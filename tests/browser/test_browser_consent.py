@@ -29,7 +29,7 @@ def test_consent_required_stores_and_sends_nothing_until_granted(site: Site, tab
     tab.js("() => roktEdge('consent', {ads: true})")
     # then the click is persisted at once, and the held page event goes with it
     assert tab.stored()["c"] == "X"
-    assert tab.stored()["k"] == 1
+    assert tab.stored()["k"] is True
     assert tab.cookies()["rtid"] == "X"
     (page,) = site.recorder.wait_for(lambda evs: len(evs) == 1)
     assert page["type"] == "page"
@@ -49,7 +49,7 @@ def test_consent_denied_drops_held_events_and_forgets_the_click(site: Site, tab:
     tab.js("() => roktEdge('consent', {ads: false})")
     # the held page event is dropped and only the decision is stored
     nothing_sent(site, tab)
-    assert tab.stored() == {"k": 0}
+    assert tab.stored() == {"k": False}
     assert tab.cookies() == {}
     # later events are not sent either
     tab.goto(site.url("/checkout"))
@@ -66,7 +66,7 @@ def test_withdrawing_consent_removes_the_stored_click(site: Site, tab: Tab) -> N
     # when the customer withdraws consent for ads
     tab.js("() => roktEdge('consent', {ads: false})")
     # then the click id, cookie, ids and queue are gone; the decision stays
-    assert tab.stored() == {"k": 0}
+    assert tab.stored() == {"k": False}
     assert "rtid" not in tab.cookies()
     tab.goto(site.url("/checkout"))
     tab.page.click("#buy")
@@ -89,6 +89,26 @@ def test_global_privacy_control_is_honoured(site: Site, new_tab) -> None:
     # even when a consent banner says yes: GPC wins
     tab.js("() => roktEdge('consent', {ads: true})")
     tab.js("() => roktEdge('track', 'Order Completed', {order_id: 'o2'})")
+    nothing_sent(site, tab)
+    assert tab.cookies() == {}
+    assert "c" not in tab.stored()
+    assert tab.page_errors == []
+
+
+def test_gpc_with_consent_required_stores_and_sends_nothing_whatever_is_decided(
+    site: Site, new_tab
+) -> None:
+    # given a shop that needs consent, and a browser that sends the GPC signal
+    tab = new_tab(GPC_ON)
+    site.shop({"consent": "required"})
+    tab.goto(site.url("/landing?rtid=X"))
+    # then, before any decision, nothing is stored or sent
+    assert tab.js("() => localStorage.getItem('roktEdge')") is None
+    assert tab.cookies() == {}
+    nothing_sent(site, tab)
+    # and a yes from the banner changes nothing: GPC wins
+    tab.js("() => roktEdge('consent', {ads: true})")
+    tab.js("() => roktEdge('track', 'Order Completed', {order_id: 'o1'})")
     nothing_sent(site, tab)
     assert tab.cookies() == {}
     assert "c" not in tab.stored()

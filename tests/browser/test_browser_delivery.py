@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from edge.capture.short_form import expand
@@ -118,7 +120,8 @@ def test_the_retry_queue_is_bounded(site: Site, tab: Tab) -> None:
     tab.js("() => { for (let i = 0; i < 25; i++) roktEdge('track', 'E' + i) }")
     site.recorder.wait_for(lambda evs: len(evs) >= 25, delivered=False)
     tab.page.wait_for_timeout(300)
-    queued = [expand(e)["event"] for e in tab.stored()["q"]]
+    # each queued event is the JSON text that is POSTed
+    queued = [expand(json.loads(e))["event"] for e in tab.stored()["q"]]
     # about 20 events, the oldest dropped
     assert len(queued) == 20
     assert "E24" in queued
@@ -137,7 +140,7 @@ def test_an_event_the_edge_rejects_as_invalid_is_not_retried(site: Site, tab: Ta
     tab.js("() => roktEdge('track', 'Later')")
     site.recorder.wait_for(lambda evs: len(evs) == 2, delivered=False)
     tab.wait_until("() => (JSON.parse(localStorage.getItem('roktEdge')).q || []).length == 1")
-    assert [expand(e)["event"] for e in tab.stored()["q"]] == ["Later"]
+    assert [expand(json.loads(e))["event"] for e in tab.stored()["q"]] == ["Later"]
 
 
 def test_beacons_are_text_plain_and_need_no_preflight_cross_origin(site: Site, tab: Tab) -> None:
