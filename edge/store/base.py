@@ -117,11 +117,13 @@ class Intake:
     identities: Sequence[IdentityUpdate] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(NamedTuple):
     """What one intake request left for processing (`edge.processing`): its body and what the
     request itself said about the visitor. Stored before the request is answered; processing
-    reads the body again as intake did (`edge.events.ArrivalDefaults`)."""
+    reads the body again as intake did (`edge.events.ArrivalDefaults`).
+
+    A named tuple rather than a frozen dataclass, as `Claim`: one is built per request on the
+    hot path, and a frozen dataclass sets each of its ten fields through `object.__setattr__`."""
 
     source: str  # "beacon" or "api"
     received_at: float  # epoch seconds

@@ -91,9 +91,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._close_lock = threading.Lock()
-        self._arrivals: Coalescer[tuple[object, ...]] = Coalescer(
-            self._submit, sqlite_arrivals.insert
-        )
+        self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
         ready: Future[None] = Future()
         self._thread = threading.Thread(
             target=self._write_loop, args=(ready,), name="rokt-edge-store", daemon=True
@@ -238,7 +236,7 @@ class SQLiteStore(Store):
         return put
 
     async def put_arrival(self, arrival: Arrival) -> None:
-        await self._arrivals.put(sqlite_arrivals.row(arrival))
+        await self._arrivals.put(arrival)
 
     async def arrivals(self, limit: int) -> list[StoredArrival]:
         """Read on the caller's thread, beside the writer (WAL), like `identity`."""

@@ -38,16 +38,8 @@ INSERT: Final = f"{INSERT_HEAD} VALUES {ROW_MARKS}"
 ROWS_PER_STATEMENT: Final = 1000  # 10,000 parameters: SQLite allows 32,766 by default
 
 
-def row(arrival: Arrival) -> tuple[object, ...]:
-    return (
-        arrival.source, arrival.received_at, arrival.body, arrival.kind, arrival.ip,
-        arrival.user_agent,
-        int(arrival.gpc), arrival.cookie_anonymous_id, arrival.cookie_click_id,
-        arrival.cookie_click_seen_at,
-    )  # fmt: skip
-
-
-def insert(connection: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+def insert(connection: sqlite3.Connection, rows: Sequence[Arrival]) -> None:
+    """Arrivals are named tuples in the table's column order (gpc: a bool is an int)."""
     if len(rows) == 1:
         connection.execute(INSERT, rows[0])
         return
