@@ -176,6 +176,16 @@ def metrics(request: Request) -> Response:
     return Response(edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def _finish(task: asyncio.Task[None], name: str, otherwise: str) -> None:
+    """Wait for a stopped loop to end, within the shutdown grace."""
+    try:
+        await asyncio.wait_for(task, SHUTDOWN_GRACE_SECONDS)
+    except TimeoutError:
+        log.warning("%s did not stop in time; %s", name, otherwise)
+    except Exception:
+        log.exception("the %s loop failed", name)
+
+
 def create_app(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
 ) -> Starlette:
@@ -208,19 +218,9 @@ def create_app(
             yield
         finally:
             edge.processor.stop()  # it finishes its slice; what is left is processed next start
-            try:
-                await asyncio.wait_for(edge.processing, SHUTDOWN_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("processing did not stop in time; its arrivals wait for the next start")
-            except Exception:
-                log.exception("the processing loop failed")
+            await _finish(edge.processing, "processing", "its arrivals wait for the next start")
             sender.stop()
-            try:
-                await asyncio.wait_for(edge.delivery, SHUTDOWN_GRACE_SECONDS)
-            except TimeoutError:
-                log.warning("delivery did not stop in time; its leases will expire and be swept")
-            except Exception:
-                log.exception("the delivery loop failed")
+            await _finish(edge.delivery, "delivery", "its leases will expire and be swept")
             if "store" not in overrides:
                 store.close()
 

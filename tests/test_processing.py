@@ -37,6 +37,29 @@ def delivered(fake: FakeCapi) -> list[dict[str, Any]]:
     return [batch for request in fake.requests() for batch in request.accepted]
 
 
+def left_behind(path: Path, *arrivals: Arrival) -> None:
+    """A store holding acknowledged requests that no process has handled yet: the edge that
+    answered them was killed before processing them."""
+    store = SQLiteStore(path)
+
+    async def put() -> None:
+        for arrival in arrivals:
+            await store.put_arrival(arrival)
+
+    try:
+        asyncio.run(put())
+    finally:
+        store.close()
+
+
+def edge_on(path: Path, fake: FakeCapi) -> LiveEdge:
+    settings = Settings(
+        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
+        database_url=f"sqlite:///{path}",
+    )  # fmt: skip
+    return LiveEdge(settings)
+
+
 # -- the order of arrivals ---------------------------------------------------------------------
 
 
@@ -47,7 +70,6 @@ def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
     # edge was killed after answering them): the browser's identify, which links the landing's
     # click to the user, and right behind it the backend's order for that user
     path = tmp_path / "edge.db"
-    store = SQLiteStore(path)
     identify = {"type": "identify", "anonymousId": "A", "userId": "U", "messageId": "m-1",
                 "timestamp": "2026-11-23T12:00:00Z",
                 "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}}}  # fmt: skip
@@ -55,21 +77,13 @@ def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
              "timestamp": "2026-11-23T12:00:01Z",
              "properties": {"order_id": "o-1", "revenue": 42, "currency": "USD"}}  # fmt: skip
     received = time.time()
-
-    async def leave() -> None:
-        await store.put_arrival(
-            Arrival("beacon", received, body_of(identify), ip="198.51.100.7", user_agent=CHROME)
-        )
-        await store.put_arrival(Arrival("api", received, body_of(order)))
-
-    asyncio.run(leave())
-    store.close()
-    settings = Settings(
-        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
-        database_url=f"sqlite:///{path}",
-    )  # fmt: skip
+    left_behind(
+        path,
+        Arrival("beacon", received, body_of(identify), ip="198.51.100.7", user_agent=CHROME),
+        Arrival("api", received, body_of(order)),
+    )
     # when the edge starts again
-    with LiveEdge(settings) as live:
+    with edge_on(path, fake) as live:
         wait_for(lambda: len(delivered(fake)) == 1)
         live.processed()
     # then the order went to Rokt with the click the identify had just linked to the user (both
@@ -86,25 +100,14 @@ def test_an_arrival_that_cannot_be_processed_is_skipped_and_the_rest_go_on(
     # given, among waiting arrivals, one whose user id is no text (a lone surrogate, which intake
     # refuses today but an older edge let through): looking it up in the store fails
     path = tmp_path / "edge.db"
-    store = SQLiteStore(path)
     broken = {"type": "track", "event": "Order Completed", "userId": "u-\ud800",
               "messageId": "m-broken", "timestamp": "2026-11-23T12:00:00Z",
               "properties": {"order_id": "o-0", "revenue": 1, "currency": "USD"}}  # fmt: skip
     good = {**broken, "userId": "u-1", "messageId": "m-good",
             "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}},
             "properties": {"order_id": "o-1", "revenue": 1, "currency": "USD"}}  # fmt: skip
-
-    async def leave() -> None:
-        for body in (broken, good):
-            await store.put_arrival(Arrival("api", time.time(), body_of(body)))
-
-    asyncio.run(leave())
-    store.close()
-    settings = Settings(
-        api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
-        database_url=f"sqlite:///{path}",
-    )  # fmt: skip
-    with LiveEdge(settings) as live:
+    left_behind(path, *(Arrival("api", time.time(), body_of(body)) for body in (broken, good)))
+    with edge_on(path, fake) as live:
         # then the good order is delivered, the broken one is skipped with its reason, and
         # processing is still running
         wait_for(lambda: len(delivered(fake)) == 1)
