@@ -30,5 +30,11 @@ class Collected:
             else:
                 self.skipped.append(outcome)
 
+    def absorb(self, other: Collected) -> None:
+        """Add what another request produced (a slice of arrivals is written as one)."""
+        self.outbound += other.outbound
+        self.skipped += other.skipped
+        self.identities += other.identities
+
     def intake(self) -> Intake:
         return Intake(self.outbound, self.skipped, self.identities)

@@ -120,6 +120,12 @@ class StoreCollector(Collector):
         self.store = store
         self.clock = clock
 
+    def _age(self, name: str, documentation: str, since: float | None) -> Metric:
+        """A gauge of how long ago `since` was (0 when there is nothing to be old)."""
+        age = GaugeMetricFamily(f"{PREFIX}_{name}", documentation)
+        age.add_metric([], 0.0 if since is None else max(self.clock() - since, 0.0))
+        return age
+
     def describe(self) -> Iterable[Metric]:
         return []  # described at collect time only: describing must not touch the store
 
@@ -139,13 +145,11 @@ class StoreCollector(Collector):
         )
         arrivals.add_metric([], stats.arrivals)
         yield arrivals
-        lag = GaugeMetricFamily(
-            f"{PREFIX}_arrivals_oldest_age_seconds",
+        yield self._age(
+            "arrivals_oldest_age_seconds",
             "Age of the oldest request not processed yet (0 when none waits).",
+            stats.oldest_arrival,
         )
-        waited = stats.oldest_arrival
-        lag.add_metric([], 0.0 if waited is None else max(self.clock() - waited, 0.0))
-        yield lag
         items = GaugeMetricFamily(
             f"{PREFIX}_outbox_items", "Outbox items by state.", labels=["state"]
         )
@@ -153,13 +157,11 @@ class StoreCollector(Collector):
         items.add_metric(["retrying"], stats.retrying)
         items.add_metric(["in_flight"], stats.in_flight)
         yield items
-        age = GaugeMetricFamily(
-            f"{PREFIX}_outbox_oldest_pending_age_seconds",
+        yield self._age(
+            "outbox_oldest_pending_age_seconds",
             "Age of the oldest item not yet delivered (0 when the outbox is empty).",
+            stats.oldest_pending,
         )
-        oldest = stats.oldest_pending
-        age.add_metric([], 0.0 if oldest is None else max(self.clock() - oldest, 0.0))
-        yield age
         dead = GaugeMetricFamily(
             f"{PREFIX}_dead_letters",
             "Dead letters waiting for a replay, by reason.",

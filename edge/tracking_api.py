@@ -273,9 +273,7 @@ async def process_api(
     """What a tracking API request's events produce, added to `collected`."""
     intake = ServerIntake(edge, view, arrival.received_at)
     await intake.add_all(events)
-    collected.outbound += intake.outbound
-    collected.skipped += intake.skipped
-    collected.identities += intake.identities
+    collected.absorb(intake)
 
 
 async def handle(request: Request, kind: str | None) -> Response:

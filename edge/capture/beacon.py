@@ -264,9 +264,7 @@ async def process_beacon(
     intake = BeaconIntake(edge, arrival, view)
     for event in events:
         await intake.add(event)
-    collected.outbound += intake.outbound
-    collected.skipped += intake.skipped
-    collected.identities += intake.identities
+    collected.absorb(intake)
 
 
 def is_bot(settings: Settings, user_agent: str | None) -> bool:
