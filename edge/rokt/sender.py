@@ -41,7 +41,7 @@ from edge.rokt.responses import MESSAGE_CHARS, redact
 from edge.rokt.verdict import Kind, Verdict
 from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire, wire_for
 from edge.settings import Settings
-from edge.store.base import REJECTED, Claim, DeadLetter, Paused, Store, StoreError
+from edge.store.base import REJECTED, Claims, DeadLetter, Paused, Store, StoreError
 
 log = logging.getLogger("rokt_edge.sender")
 
@@ -155,7 +155,7 @@ class Sender:
                 log.error("store unavailable, delivery waits: %s", error)
                 await self._sleep(self.settings.poll_interval * 4)
 
-    async def _prepare(self, claims: list[Claim]) -> list[Request]:
+    async def _prepare(self, claims: Claims) -> list[Request]:
         """Dead-letter what may no longer be sent; pack the rest into requests, in order."""
         unsendable, requests = self.wire.prepare(claims, self.clock())
         await self._dead(unsendable)
@@ -273,8 +273,8 @@ class Sender:
 
     async def _partial(self, request: Request, verdict: Verdict) -> None:
         failed = verdict.failed
-        await self._delivered([c.id for i, c in enumerate(request.claims) if i not in failed])
-        await self._dead([DeadLetter(request.claims[i].id, REJECTED, m) for i, m in failed.items()])
+        await self._delivered([id for i, id in enumerate(request.ids) if i not in failed])
+        await self._dead([DeadLetter(request.ids[i], REJECTED, m) for i, m in failed.items()])
         await self._upstream_error(verdict.status, "; ".join(failed.values()), verdict.trace_id)
 
     async def _rejected(self, request: Request, verdict: Verdict) -> None:
@@ -287,7 +287,7 @@ class Sender:
                 await self._send(half)
             return
         message = verdict.failed.get(0) or verdict.message
-        await self._dead([DeadLetter(request.claims[0].id, REJECTED, message)])
+        await self._dead([DeadLetter(request.ids[0], REJECTED, message)])
         await self._upstream_error(verdict.status, message, verdict.trace_id)
 
     async def _credentials_rejected(self, request: Request, verdict: Verdict) -> None:

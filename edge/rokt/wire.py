@@ -45,7 +45,7 @@ from edge.rokt.event_api_auth import (
 )
 from edge.rokt.verdict import Kind, Verdict
 from edge.settings import Settings
-from edge.store.base import EXPIRED, REJECTED, Claim, DeadLetter
+from edge.store.base import EXPIRED, REJECTED, Claims, DeadLetter, ItemId
 
 MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # contract A's data-age limit
 NOT_AN_EVENT: Final = (
@@ -62,7 +62,7 @@ class Request:
 
     def __init__(
         self,
-        claims: list[Claim],
+        claims: Claims,
         path: str,
         content: bytes,
         events: Sequence[Mapping[str, Any]] = (),
@@ -73,8 +73,8 @@ class Request:
         self.events = events
 
     @property
-    def ids(self) -> list[int]:
-        return [claim.id for claim in self.claims]
+    def ids(self) -> Sequence[ItemId]:
+        return self.claims.ids
 
 
 class Wire(Protocol):
@@ -87,7 +87,7 @@ class Wire(Protocol):
         """Basic credentials for every request of the client, or None (the wire sends its own)."""
         ...
 
-    def prepare(self, claims: list[Claim], now: float) -> tuple[list[DeadLetter], list[Request]]:
+    def prepare(self, claims: Claims, now: float) -> tuple[list[DeadLetter], list[Request]]:
         """Dead letters for the claims that may no longer be sent (`now`: epoch seconds), and
         the rest packed into requests within the upstream's limits, in order."""
         ...
@@ -122,16 +122,18 @@ class CapiWire:
         self.client_auth = (settings.api_key or "", settings.api_secret or "")
         self.clock = clock
 
-    def prepare(self, claims: list[Claim], now: float) -> tuple[list[DeadLetter], list[Request]]:
+    def prepare(self, claims: Claims, now: float) -> tuple[list[DeadLetter], list[Request]]:
         oldest_ms = (now - MAX_AGE_SECONDS) * 1000
-        expired = [
-            DeadLetter(claim.id, EXPIRED, "older than 30 days, the upstream's data-age limit")
-            for claim in claims
-            if claim.timestamp_ms < oldest_ms
-        ]
-        if expired:
-            claims = [claim for claim in claims if claim.timestamp_ms >= oldest_ms]
-        groups = packing.pack([claim.body for claim in claims])
+        expired: list[DeadLetter] = []
+        if claims.oldest_ms < oldest_ms:  # only then is each item's time looked at
+            fresh = [timestamp >= oldest_ms for timestamp in claims.timestamps]
+            expired = [
+                DeadLetter(claim.id, EXPIRED, "older than 30 days, the upstream's data-age limit")
+                for claim, kept in zip(claims, fresh, strict=True)
+                if not kept
+            ]
+            claims = claims.where(fresh)
+        groups = packing.pack(claims.bodies)
         return expired, [self._request(claims[group]) for group in groups]
 
     def split(self, request: Request) -> tuple[Request, Request]:
@@ -146,8 +148,8 @@ class CapiWire:
         return responses.classify(response, len(request.claims), now=self.clock())
 
     @staticmethod
-    def _request(claims: list[Claim]) -> Request:
-        path, content = packing.request([claim.body for claim in claims])
+    def _request(claims: Claims) -> Request:
+        path, content = packing.request(claims.bodies)
         return Request(claims, path, content)
 
 
@@ -166,9 +168,9 @@ class EventApiWire:
         self._head = b'{"accountId":' + encode(self.account_id) + b',"events":['
         self._auth: Auth | None = None
 
-    def prepare(self, claims: list[Claim], now: float) -> tuple[list[DeadLetter], list[Request]]:
+    def prepare(self, claims: Claims, now: float) -> tuple[list[DeadLetter], list[Request]]:
         dead: list[DeadLetter] = []
-        kept: list[Claim] = []
+        sendable: list[bool] = []
         events: list[Mapping[str, Any]] = []
         for claim in claims:
             event = _event(claim.body)
@@ -177,8 +179,11 @@ class EventApiWire:
             elif (reason := outside_time_window(event, now)) is not None:
                 dead.append(DeadLetter(claim.id, _window_label(event, now), reason))
             else:
-                kept.append(claim)
                 events.append(event)
+                sendable.append(True)
+                continue
+            sendable.append(False)
+        kept = claims.where(sendable)
         step = MAX_EVENTS_PER_REQUEST
         requests = [
             self._request(kept[start : start + step], events[start : start + step])
@@ -219,9 +224,9 @@ class EventApiWire:
             now=self.clock(),
         )
 
-    def _request(self, claims: list[Claim], events: Sequence[Mapping[str, Any]]) -> Request:
+    def _request(self, claims: Claims, events: Sequence[Mapping[str, Any]]) -> Request:
         # The stored texts are `encode(event)`, so this is `encode(body)` byte for byte.
-        joined = ",".join(claim.body for claim in claims).encode("utf-8")
+        joined = ",".join(claims.bodies).encode("utf-8")
         return Request(claims, self.path, self._head + joined + b"]}", events)
 
 

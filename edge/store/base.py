@@ -27,9 +27,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, Protocol
+from itertools import compress
+from typing import Any, Final, NamedTuple, Protocol, overload
 
 ItemId = int
+# Joins stored bodies into one text (`Claims`): JSON escapes every control character in strings.
+SEPARATOR: Final = "\x1e"
 
 # Dead-letter reasons: a small fixed set (they label metrics); the upstream's words go in `message`.
 REJECTED: Final = "rejected"  # the upstream refused the batch (400, or named in a 202's errors)
@@ -150,18 +153,74 @@ class PutResult:
 
 
 class Claim(NamedTuple):
-    """A leased outbox item. `body` is the batch as JSON text, exactly as it was put.
-
-    A named tuple rather than a frozen dataclass: a claim makes a thousand of them at a time,
-    and a frozen dataclass costs about 1 µs each to build (every field set through
-    `object.__setattr__`), a named tuple a fifth of that. Immutable all the same."""
+    """One leased outbox item: its id, its event's time, and its batch as JSON text, exactly as
+    it was put."""
 
     id: ItemId
-    key: str
-    message_id: str
     timestamp_ms: int
     body: str
-    attempts: int
+
+
+class Claims(Sequence[Claim]):
+    """Items leased together, oldest first, as columns rather than an object per item.
+
+    A claim takes a thousand items at a time, and the delivery path needs of each only its id,
+    its body and, to find the ones too old to send, its time. Kept as columns, the common path
+    makes no object per item: bodies are joined into requests, ids acknowledged as runs (a
+    `range` when they are consecutive), and times compared one by one only when the oldest is
+    too old. The store may give the bodies as one text, joined by `SEPARATOR` and split when
+    first asked for: a claim then crosses from the store's writer process as a handful of
+    objects, not thousands. Indexing or iterating gives `Claim`s.
+    """
+
+    __slots__ = ("_bodies", "ids", "oldest_ms", "timestamps")
+
+    def __init__(
+        self,
+        ids: Sequence[ItemId],
+        bodies: Sequence[str] | str,
+        timestamps: Sequence[int],
+        oldest_ms: int | None = None,
+    ) -> None:
+        self.ids = ids
+        self._bodies = bodies
+        self.timestamps = timestamps  # each item's event time, epoch ms
+        self.oldest_ms = min(self.timestamps, default=0) if oldest_ms is None else oldest_ms
+
+    @property
+    def bodies(self) -> Sequence[str]:
+        """Each item's batch as JSON text, exactly as it was put."""
+        if isinstance(self._bodies, str):
+            self._bodies = self._bodies.split(SEPARATOR) if self.ids else []
+        return self._bodies
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Claim: ...
+    @overload
+    def __getitem__(self, index: slice) -> Claims: ...
+    def __getitem__(self, index: int | slice) -> Claim | Claims:
+        if isinstance(index, slice):
+            return Claims(self.ids[index], self.bodies[index], self.timestamps[index])
+        return Claim(self.ids[index], self.timestamps[index], self.bodies[index])
+
+    def where(self, keep: Sequence[bool]) -> Claims:
+        """The claims whose flag in `keep` is true, in order."""
+        return Claims(
+            list(compress(self.ids, keep)),
+            list(compress(self.bodies, keep)),
+            list(compress(self.timestamps, keep)),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns: not hashable, as a list
+
+    def __repr__(self) -> str:
+        return f"Claims({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +297,7 @@ class Store(ABC):
         transaction: a crash before it leaves the arrivals to be processed again."""
 
     @abstractmethod
-    async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
+    async def claim(self, limit: int, lease_seconds: float) -> Claims:
         """Lease up to `limit` pending items that are due, oldest first."""
 
     @abstractmethod

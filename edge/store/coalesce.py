@@ -1,14 +1,13 @@
-"""Coalesced rows: many requests' rows, one job on the writer thread, one hand-over each way.
+"""Coalesced rows: many requests' rows, one job for the writer, one hand-over each way.
 
-The writer thread already groups waiting jobs into one transaction, but a job per request costs
-a thread-safe future, a queue put and a wake-up each, more than the row's own write, and every
-hand-over of the interpreter lock between the writer and a busy event loop costs more still.
+The store already groups waiting jobs into one transaction, but a job per request costs a
+thread-safe future, a queue put and a wake-up each, more than the row's own write.
 Here a request only appends its row to a list under a lock. The first row after the list was
-last taken submits one job; the writer runs it at the start of its next transaction, and it
-takes every row waiting by then. Rows that come while that transaction is on its way to disk
-wait for the next, which the writer starts the moment this one is durable, without waiting for
-the event loop. When the transaction is durable, each event loop with rows in it is handed back
-their results once.
+last taken submits one deferred job; the store's hand-over thread makes it when it hands over
+its next group, and it takes every row waiting by then. Rows that come while that transaction
+is on its way to disk wait for the next, which starts the moment this one is durable, without
+waiting for the event loop. When the transaction is durable, each event loop with rows in it is
+handed back their results once.
 """
 
 from __future__ import annotations
@@ -19,22 +18,21 @@ import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row")
-Job = Callable[[sqlite3.Connection], Any]
+Job = tuple[Callable[..., Any], tuple[Any, ...]]  # as `edge.store.sqlite` runs them
 Waiting = list[tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]]
 
 
 class Coalescer(Generic[Row]):
     def __init__(
         self,
-        submit: Callable[[Job], Future[Any]],
+        submit: Callable[[Callable[[], Job]], asyncio.Future[Any]],
         write: Callable[[sqlite3.Connection, list[Row]], None],
     ) -> None:
-        """`submit` hands a job to the writer thread (raising when the store is closed);
-        `write` writes rows inside the writer's transaction."""
+        """`submit` hands a deferred job to the store (raising when it is closed); `write`,
+        a module-level function, writes rows inside the writer's transaction."""
         self._submit = submit
         self._write = write
         self._lock = threading.Lock()
@@ -54,7 +52,7 @@ class Coalescer(Generic[Row]):
             self._scheduled = True
         taken: Waiting = []
         try:
-            done = self._submit(lambda connection: self._take_and_write(connection, taken))
+            done = self._submit(lambda: (self._write, (self._take(taken),)))
         except Exception as error:  # the store is closed: nothing was submitted
             with self._lock:
                 taken, self._rows, self._waiting = self._waiting, [], []
@@ -64,7 +62,7 @@ class Coalescer(Generic[Row]):
         done.add_done_callback(lambda written: self._written(written, taken))
         return waiter
 
-    def _written(self, written: Future[Any], taken: Waiting) -> None:
+    def _written(self, written: asyncio.Future[Any], taken: Waiting) -> None:
         error = written.exception()
         if error is not None and not taken:  # the transaction failed before the job ran:
             with self._lock:  # the rows it was to take fail with it
@@ -72,14 +70,14 @@ class Coalescer(Generic[Row]):
                 self._scheduled = False
         _hand_back(taken, error)
 
-    def _take_and_write(self, connection: sqlite3.Connection, taken: Waiting) -> None:
-        # On the writer thread, inside its transaction.
+    def _take(self, taken: Waiting) -> list[Row]:
+        # On the store's hand-over thread, as it hands over the group this job is in.
         with self._lock:
             rows, self._rows = self._rows, []
             taken += self._waiting
             self._waiting = []
             self._scheduled = False
-        self._write(connection, rows)
+        return rows
 
 
 def _hand_back(taken: Waiting, error: BaseException | None) -> None:

@@ -1,10 +1,12 @@
-"""The embedded store: one SQLite file in WAL mode, written by one thread with group commit.
+"""The embedded store: one SQLite file in WAL mode, written by one process with group commit.
 
-Every operation is a job run by the writer thread. The thread takes whatever jobs are waiting
-(up to `max_group`), runs each inside a savepoint of one transaction, commits once, and only then
-resolves their futures. While one commit waits for the disk, the next puts queue up and share
-the next commit: durability costs one fsync per group, not one per put, and a job that fails
-rolls back its savepoint without failing the others.
+Every operation is a job for the writer, a process of its own (`edge.store.sqlite_writer` says
+why not a thread). One thread here takes whatever jobs are waiting (up to `max_group`) and hands
+them over as one group; the writer runs each inside a savepoint of one transaction, commits
+once, and only then answers, and the thread resolves their futures. While one commit waits
+for the disk, the next puts queue up and share the next commit: durability costs one fsync per
+group, not one per put, and a job that fails rolls back its savepoint without failing the
+others.
 
 `synchronous=FULL`: in WAL mode NORMAL already survives a crash of the process, but a power
 loss or kernel crash can take back the last commits, and "nothing acknowledged is ever lost"
@@ -32,27 +34,32 @@ Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any fai
 from __future__ import annotations
 
 import asyncio
-import queue
+import contextlib
+import pickle
+import socket
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from edge.rokt.capi import encode
-from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity
+from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity, sqlite_writer
 from edge.store import sqlite_schema as schema
 from edge.store.base import (
     DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
     Arrival,
-    Claim,
+    Claims,
     DeadLetter,
     DryRunBody,
     Identity,
+    IdentityUpdate,
     Intake,
     ItemId,
     Paused,
@@ -65,9 +72,14 @@ from edge.store.base import (
 from edge.store.coalesce import Coalescer
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
-BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second sender) holding the lock
+# A job: a module-level function run as `function(connection, *args)` in the writer (pickled by
+# name), or a callable that makes one when its group is handed over (`Coalescer`).
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
+Deferred = Callable[[], Job]
+BUSY_TIMEOUT_MS: Final = sqlite_writer.BUSY_TIMEOUT_MS
 MAX_GROUP: Final = 1024
+SOCKET_BUFFER_BYTES: Final = 8 << 20
+STOP_SECONDS: Final = 30.0  # for the writer to finish its group at close
 DEDUP_WINDOW_SECONDS: Final = 86400.0
 
 
@@ -85,126 +97,107 @@ class SQLiteStore(Store):
         self.dedup_window = dedup_window  # seconds between two copies of one conversion
         self.transactions = 0  # commits made, for tests and benchmarks
         self._max_group = MAX_GROUP if group_commit else 1
-        self._synced = True  # the connection's synchronous setting is FULL (as _connect leaves it)
-        # (job, its future, whether its commit must be synced to disk: see the docstring)
-        self._jobs: queue.SimpleQueue[tuple[Job, Future[Any], bool] | None] = queue.SimpleQueue()
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
-        self._close_lock = threading.Lock()
         self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(
-            target=self._write_loop, args=(ready,), name="rokt-edge-store", daemon=True
-        )
-        self._thread.start()
-        ready.result()  # raises here if the file cannot be opened
+        self._writer: _WriterProcess | None = _WriterProcess(self.path)  # raises if it cannot open
+        self._channel: _Channel | None = None  # the writer, driven by the first loop that calls
+        self._restart_after = 0.0  # a writer that died is not started again before (monotonic)
+        self._private: sqlite_writer.Writer | None = None  # for callers without that loop
+        self._private_lock = threading.Lock()
 
-    # -- the writer thread ------------------------------------------------------------------
+    # -- handing jobs to the writer ---------------------------------------------------------
 
-    def _write_loop(self, ready: Future[None]) -> None:
-        try:
-            connection = _connect(self.path)
-        except (sqlite3.Error, OSError) as error:
-            ready.set_exception(StoreUnavailable(f"cannot open {self.path}: {error}"))
-            return
-        ready.set_result(None)
-        try:
-            stopping = False
-            while not stopping:
-                first = self._jobs.get()
-                if first is None:
-                    break
-                group = [first]
-                while len(group) < self._max_group:
-                    try:
-                        job = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        stopping = True
-                        break
-                    group.append(job)
-                self._commit(connection, group)
-        finally:
-            connection.close()
+    def _submit(self, job: Job | Deferred, durable: bool = True) -> asyncio.Future[Any]:
+        """Run `job` in the writer's next group; from a running event loop."""
+        if self._closed:
+            raise StoreUnavailable(f"{self.path}: the store is closed")
+        loop = asyncio.get_running_loop()
+        channel = self._channel_for(loop)
+        if channel is None:  # another loop than the writer's: a transaction of its own
+            return loop.run_in_executor(None, self._run_private, job, durable)
+        return channel.submit(job, durable)
 
-    def _commit(
-        self, connection: sqlite3.Connection, group: list[tuple[Job, Future[Any], bool]]
-    ) -> None:
-        live = [(job, future) for job, future, _ in group if future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        outcomes: list[tuple[bool, Any]] = []
-        durable = any(sync for _, future, sync in group if future.running())
-        try:
-            if durable != self._synced:
-                connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._synced = durable
-            connection.execute("BEGIN IMMEDIATE")
-            if len(live) == 1:  # alone, a job needs no savepoint: a failure rolls back all
-                job, _ = live[0]
-                try:
-                    outcomes.append((True, job(connection)))
-                except Exception as error:
-                    connection.rollback()
-                    outcomes.append((False, error))
-            for job, _ in live if len(live) > 1 else ():
-                connection.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((True, job(connection)))
-                except Exception as error:  # one bad job must not fail the group
-                    connection.execute("ROLLBACK TO job")
-                    outcomes.append((False, error))
-                connection.execute("RELEASE job")
-            if connection.in_transaction:
-                connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            if connection.in_transaction:
-                connection.rollback()
-            failure = StoreUnavailable(f"{self.path}: {error}")
-            for _, future in live:
-                future.set_exception(failure)
-            return
-        self.transactions += 1
-        for (_, future), (ok, value) in zip(live, outcomes, strict=True):
-            if ok:
-                future.set_result(value)
-            elif isinstance(value, sqlite3.Error):
-                future.set_exception(StoreUnavailable(f"{self.path}: {value}"))
-            else:
-                future.set_exception(value)
+    def _channel_for(self, loop: asyncio.AbstractEventLoop) -> _Channel | None:
+        channel = self._channel
+        if channel is not None and not channel.lost:
+            return channel if channel.loop is loop else None
+        if channel is not None and channel.loop is not loop:
+            return None  # the writer's loop lost it: that loop starts the next one
+        if self._writer is None or channel is not None:
+            self._writer = self._restart()
+        self._channel = _Channel(self, self._writer, loop)
+        return self._channel
 
-    def _submit(self, job: Callable[[sqlite3.Connection], T], durable: bool = True) -> Future[T]:
-        future: Future[T] = Future()
-        with self._close_lock:
+    def _restart(self) -> _WriterProcess:
+        """A new writer after the last one died (killed, out of memory); at most one try a
+        second, so a disk that refuses every start fails requests fast meanwhile."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if time.monotonic() < self._restart_after:
+            raise StoreUnavailable(f"{self.path}: the writer process is being restarted")
+        self._restart_after = time.monotonic() + 1.0
+        return _WriterProcess(self.path)
+
+    def _run_private(self, job: Job | Deferred, durable: bool = True) -> Any:
+        """`job` in a transaction of this caller's own, on a connection of the store's own:
+        for the synchronous methods (the CLI, a scrape of /metrics) and for event loops other
+        than the writer's (tests that serve the app in a thread). SQLite serialises it with
+        the writer's transactions (WAL, busy timeout); it only misses the group commit."""
+        function, args = job() if callable(job) else job
+        with self._private_lock:
             if self._closed:
                 raise StoreUnavailable(f"{self.path}: the store is closed")
-            self._jobs.put((job, future, durable))
-        return future
+            if self._private is None:
+                try:
+                    self._private = sqlite_writer.Writer(
+                        sqlite_writer.connect(self.path), self.path
+                    )
+                except (sqlite3.Error, OSError) as error:
+                    raise StoreUnavailable(f"cannot open {self.path}: {error}") from None
+            before = self._private.transactions
+            [(ok, value)] = self._private.commit([(function, args, durable)])
+            self.transactions += self._private.transactions - before
+        if not ok:
+            raise value
+        return value
 
-    async def _run(self, job: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
-        return await asyncio.wrap_future(self._submit(job, durable))
+    async def _run(self, function: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """`function(connection, *args)` in the writer's next transaction."""
+        result: T = await self._submit((function, args), durable)
+        return result
+
+    def _run_sync(self, function: Callable[..., T], *args: Any) -> T:
+        result: T = self._run_private((function, args))
+        return result
 
     def close(self) -> None:
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._jobs.put(None)
-        self._thread.join()
+        """Let the writer finish the group it has (callers still waiting are told the store
+        closed), then release the database. From any thread, the loop running or not."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None:
+            self._channel.detach(StoreUnavailable(f"{self.path}: the store is closed"))
+        if self._writer is not None:
+            self._writer.stop()
+        with self._private_lock:
+            if self._private is not None:
+                self._private.connection.close()
         if self._read_connection is not None:
             self._read_connection.close()
 
     # -- the interface ----------------------------------------------------------------------
 
     async def put(self, intake: Intake) -> PutResult:
-        return await self._run(self._put_job(intake))
+        return await self._run(_put, self._put_args(intake))
 
     def put_sync(self, intake: Intake) -> PutResult:
-        return self._submit(self._put_job(intake)).result()
+        return self._run_sync(_put, self._put_args(intake))
 
-    def _put_job(self, intake: Intake) -> Callable[[sqlite3.Connection], PutResult]:
-        # Encoding happens in the caller's thread, so the writer thread only writes.
+    def _put_args(self, intake: Intake) -> PutArgs:
+        # Encoding happens in the caller's thread, so the writer only writes.
         now = self.clock()
         rows = [
             (item.key, item.mapping, item.message_id, item.timestamp_ms, _text(item.body), now)
@@ -214,26 +207,9 @@ class SQLiteStore(Store):
             (f"{item.mapping or ''}\n{item.message_id}", item.message_id, item.mapping, item.reason)
             for item in intake.skipped
         ]
-        identities = list(intake.identities)
         checks = [(item.key, item.dedup_key, item.timestamp_ms) for item in intake.outbound]
         window_ms = round(self.dedup_window * 1000)
-
-        def put(connection: sqlite3.Connection) -> PutResult:
-            kept, dropped = rows, skipped
-            if any(check[1] is not None for check in checks):
-                verdicts = sqlite_dedup.admit(connection, checks, window_ms)
-                kept = [row for row, new in zip(rows, verdicts, strict=True) if new]
-                dropped = skipped + [
-                    (row[0], row[2], row[1], DUPLICATE)
-                    for row, new in zip(rows, verdicts, strict=True)
-                    if not new
-                ]
-            result = schema.put(connection, kept, dropped, now)
-            if identities:
-                sqlite_identity.update(connection, identities, now)
-            return PutResult(result.stored, result.duplicates, len(rows) - len(kept))
-
-        return put
+        return PutArgs(rows, skipped, list(intake.identities), checks, window_ms, now)
 
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(arrival)
@@ -250,66 +226,46 @@ class SQLiteStore(Store):
         # power cut is lost with everything after it (see the docstring), and its arrivals,
         # committed with FULL before, are simply processed again (the outbox keeps one item
         # per key, and the identity updates are the same again).
-        put = self._put_job(intake)
-        ids = list(ids)
+        return await self._run(_settle, self._put_args(intake), list(ids), durable=False)
 
-        def settle(connection: sqlite3.Connection) -> PutResult:
-            result = put(connection)
-            sqlite_arrivals.delete(connection, ids)
-            return result
-
-        return await self._run(settle, durable=False)
-
-    async def claim(self, limit: int, lease_seconds: float) -> list[Claim]:
+    async def claim(self, limit: int, lease_seconds: float) -> Claims:
         now = self.clock()
-        return await self._run(
-            lambda c: schema.claim(c, limit, now, now + lease_seconds), durable=False
-        )
+        return await self._run(schema.claim, limit, now, now + lease_seconds, durable=False)
 
     async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
-        now = self.clock()
-        await self._run(lambda c: schema.ack(c, ids, now, dry_run), durable=False)
+        await self._run(schema.ack, ids, self.clock(), dry_run, durable=False)
 
     async def retry(self, ids: Sequence[ItemId], at: float, error: str) -> None:
-        await self._run(lambda c: schema.retry(c, ids, at, error), durable=False)
+        await self._run(schema.retry, ids, at, error, durable=False)
 
     async def release(self, ids: Sequence[ItemId]) -> None:
-        await self._run(lambda c: schema.release(c, ids), durable=False)
+        await self._run(schema.release, ids, durable=False)
 
     async def dead(self, letters: Sequence[DeadLetter]) -> None:
-        now = self.clock()
-        await self._run(lambda c: schema.dead(c, letters, now))
+        await self._run(schema.dead, letters, self.clock())
 
     async def sweep(self) -> int:
-        now = self.clock()
-        return await self._run(lambda c: schema.sweep(c, now), durable=False)
+        return await self._run(schema.sweep, self.clock(), durable=False)
 
     async def replay(self, since: float | None = None) -> int:
-        now = self.clock()
-        return await self._run(lambda c: schema.replay(c, since, now))
+        return await self._run(schema.replay, since, self.clock())
 
     def replay_sync(self, since: float | None = None) -> int:
-        now = self.clock()
-        return self._submit(lambda c: schema.replay(c, since, now)).result()
+        return self._run_sync(schema.replay, since, self.clock())
 
     async def prune(self, before: float) -> int:
         dedup_before = round((before - self.dedup_window) * 1000)
-        return await self._run(
-            lambda c: schema.prune(c, before) + sqlite_dedup.prune(c, dedup_before)
-        )
+        return await self._run(_prune, before, dedup_before)
 
     async def record_dry_run(self, path: str, body: str, keep: int) -> None:
-        now = self.clock()
-        await self._run(lambda c: schema.record_dry_run(c, now, path, body, keep))
+        await self._run(schema.record_dry_run, self.clock(), path, body, keep)
 
     async def dry_run_bodies(self, limit: int) -> list[DryRunBody]:
-        return await self._run(lambda c: schema.dry_run_bodies(c, limit))
+        return await self._run(schema.dry_run_bodies, limit)
 
     async def record_upstream_error(self, status: int | None, message: str) -> None:
         now = self.clock()
-        await self._run(
-            lambda c: schema.record_upstream_error(c, now, status, message, UPSTREAM_ERRORS_KEPT)
-        )
+        await self._run(schema.record_upstream_error, now, status, message, UPSTREAM_ERRORS_KEPT)
 
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
         """Read on the caller's thread, beside the writer: WAL lets readers see the last
@@ -333,23 +289,67 @@ class SQLiteStore(Store):
         return self._read_connection
 
     async def prune_identities(self, before: float) -> int:
-        return await self._run(lambda c: sqlite_identity.prune(c, before))
+        return await self._run(sqlite_identity.prune, before)
 
     async def secret(self, name: str) -> str:
-        return await self._run(lambda c: sqlite_identity.secret(c, name))
+        return await self._run(sqlite_identity.secret, name)
 
     async def check_writable(self) -> None:
-        now = self.clock()
-        await self._run(lambda c: sqlite_identity.touch(c, now))
+        await self._run(sqlite_identity.touch, self.clock())
 
     async def set_paused(self, paused: Paused | None) -> None:
-        await self._run(lambda c: schema.set_paused(c, paused))
+        await self._run(schema.set_paused, paused)
 
     async def stats(self) -> Stats:
         return await self._run(_stats)
 
     def stats_sync(self) -> Stats:
-        return self._submit(_stats).result()
+        """On a connection of its own, in a read transaction: never waits for the writer."""
+        try:
+            with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
+                reader.execute("BEGIN")  # one snapshot for every count
+                return _stats(reader)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: {error}") from None
+
+
+# -- the jobs that are more than one schema function (run in the writer) --------------------
+
+
+class PutArgs(NamedTuple):
+    rows: list[tuple[str, str, str, int, str, float]]  # key, mapping, message id, time, body, now
+    skipped: list[tuple[str, str, str | None, str]]  # key, message id, mapping, reason
+    identities: list[IdentityUpdate]
+    checks: list[tuple[str, str | None, int]]  # key, dedup key, time (ms)
+    window_ms: int  # the de-duplication window
+    now: float
+
+
+def _put(connection: sqlite3.Connection, args: PutArgs) -> PutResult:
+    rows, skipped, identities, checks, window_ms, now = args
+    kept, dropped = rows, skipped
+    if any(check[1] is not None for check in checks):
+        verdicts = sqlite_dedup.admit(connection, checks, window_ms)
+        kept = [row for row, new in zip(rows, verdicts, strict=True) if new]
+        dropped = skipped + [
+            (row[0], row[2], row[1], DUPLICATE)
+            for row, new in zip(rows, verdicts, strict=True)
+            if not new
+        ]
+    result = schema.put(connection, kept, dropped, now)
+    if identities:
+        sqlite_identity.update(connection, identities, now)
+    return PutResult(result.stored, result.duplicates, len(rows) - len(kept))
+
+
+def _settle(connection: sqlite3.Connection, args: PutArgs, ids: list[int]) -> PutResult:
+    result = _put(connection, args)
+    sqlite_arrivals.delete(connection, ids)
+    return result
+
+
+def _prune(connection: sqlite3.Connection, before: float, dedup_before: int) -> int:
+    return schema.prune(connection, before) + sqlite_dedup.prune(connection, dedup_before)
 
 
 def _stats(connection: sqlite3.Connection) -> Stats:
@@ -357,19 +357,222 @@ def _stats(connection: sqlite3.Connection) -> Stats:
     return replace(schema.stats(connection), arrivals=arrivals, oldest_arrival=oldest_arrival)
 
 
+class _WriterProcess:
+    """The writer (`edge.store.sqlite_writer`): started, checked ready, and stopped."""
+
+    def __init__(self, path: Path) -> None:
+        ours, theirs = socket.socketpair()
+        for end in (ours, theirs):  # a claim's bodies cross in a read or two, not dozens
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge.store.sqlite_writer", str(theirs.fileno()), str(path)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as error:
+            ours.close()
+            raise StoreUnavailable(f"cannot start the writer for {path}: {error}") from None
+        finally:
+            theirs.close()
+        self.socket = ours
+        try:
+            ready = pickle.loads(_read_message(ours))
+        except (EOFError, OSError):
+            ready = StoreUnavailable(f"cannot open {path}: the writer process ended at start")
+        if ready is not None:
+            self.stop()
+            raise ready
+
+    def stop(self) -> None:
+        """Close our end: the writer finishes the group it has, sees the end, and exits."""
+        self.socket.close()
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _Channel:
+    """The writer's socket, driven by one event loop: jobs submitted while a group is out wait
+    for its answer and go together as the next group. No thread, so no interpreter lock is
+    shared with anything (`edge.store.sqlite_writer` says why that matters)."""
+
+    def __init__(self, store: SQLiteStore, writer: _WriterProcess, loop: asyncio.AbstractEventLoop):
+        self.store = store
+        self.writer = writer
+        self.loop = loop
+        self.lost = False
+        self._socket = writer.socket
+        self._socket.setblocking(False)
+        self._pending: list[tuple[Job | Deferred, asyncio.Future[Any], bool]] = []
+        self._out: list[asyncio.Future[Any]] | None = None  # the group the writer has
+        self._flush_soon = False
+        self._unsent = b""
+        self._header = bytearray(4)  # of the answer being read: its size
+        self._message: bytearray | None = None  # the answer, once its size is known
+        self._filled = 0  # bytes of the header, or of the message, read so far
+        self._transactions = 0  # as the writer counts them
+        loop.add_reader(self._socket.fileno(), self._readable)
+
+    def submit(self, job: Job | Deferred, durable: bool) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._pending.append((job, future, durable))
+        if self._out is None and not self._flush_soon:
+            # At the end of this turn of the loop: what else it submits goes along.
+            self._flush_soon = True
+            self.loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if self._out is not None or self.lost:
+            return
+        group = self._pending[: self.store._max_group]
+        del self._pending[: len(group)]
+        sent: list[asyncio.Future[Any]] = []
+        jobs = []
+        for job, future, durable in group:
+            if future.cancelled():  # its caller went away before it was written: not written
+                continue
+            try:
+                jobs.append((*(job() if callable(job) else job), durable))
+            except Exception as error:  # a job that cannot be made: a bug, failed loudly
+                future.set_exception(error)
+                continue
+            sent.append(future)
+        if not sent:
+            return
+        try:
+            payload = pickle.dumps(jobs, pickle.HIGHEST_PROTOCOL)
+        except Exception as error:  # a job that cannot be sent: a bug, failed loudly
+            for future in sent:
+                future.set_exception(error)
+            self._flush_soon = True
+            self.loop.call_soon(self._flush)
+            return
+        self._out = sent
+        self._send(struct.pack("!i", len(payload)) + payload)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            written = self._socket.send(data)
+        except BlockingIOError:
+            written = 0
+        except OSError as error:
+            self._lose(error)
+            return
+        self._unsent = data[written:]
+        if self._unsent:
+            self.loop.add_writer(self._socket.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        self.loop.remove_writer(self._socket.fileno())
+        self._send(self._unsent)
+
+    def _readable(self) -> None:
+        # Straight into a buffer the size of the answer (a claim's is most of a megabyte), and
+        # until the socket is empty: no copies, and one wake-up per answer where it can be.
+        while not self.lost:
+            target = self._header if self._message is None else self._message
+            try:
+                count = self._socket.recv_into(memoryview(target)[self._filled :])
+            except BlockingIOError:
+                return
+            except OSError as error:
+                self._lose(error)
+                return
+            if not count:
+                self._lose(EOFError("end of file"))
+                return
+            self._filled += count
+            if self._filled < len(target):
+                continue
+            self._filled = 0
+            if self._message is None:
+                (size,) = struct.unpack("!i", self._header)
+                self._message = bytearray(size)
+            else:
+                message, self._message = self._message, None
+                self._answer(pickle.loads(message))
+
+    def _answer(self, reply: tuple[int, list[tuple[bool, Any]]]) -> None:
+        transactions, outcomes = reply
+        self.store.transactions += transactions - self._transactions
+        self._transactions = transactions
+        futures, self._out = self._out or [], None
+        for future, (ok, value) in zip(futures, outcomes, strict=True):
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if self._pending:
+            self._flush()
+
+    def _lose(self, error: BaseException) -> None:
+        """The writer is gone: what it had, and what waited, fails (callers answer 503 or try
+        again later); the next call starts a new writer."""
+        code = self.writer.process.poll()
+        ended = f"exit code {code}" if code is not None else f"{type(error).__name__}: {error}"
+        self._fail(StoreUnavailable(f"{self.store.path}: the writer process failed ({ended})"))
+
+    def _fail(self, failure: StoreUnavailable) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        with contextlib.suppress(ValueError, OSError):  # a closed loop keeps no readers
+            self.loop.remove_reader(self._socket.fileno())
+            self.loop.remove_writer(self._socket.fileno())
+        waiting = [future for _, future, _ in self._pending] + (self._out or [])
+        self._pending, self._out = [], None
+        for future in waiting:
+            if not future.done():
+                future.set_exception(failure)
+
+    def detach(self, failure: StoreUnavailable) -> None:
+        """Stop using the socket, from any thread: on the loop's thread at once, else through
+        the loop (and a loop that has ended has nothing registered any more)."""
+        if self.loop.is_closed():
+            self.lost = True
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop or not self.loop.is_running():
+            self._fail(failure)
+            return
+        done = threading.Event()
+
+        def fail() -> None:
+            self._fail(failure)
+            done.set()
+
+        self.loop.call_soon_threadsafe(fail)
+        done.wait(STOP_SECONDS)
+
+
+def _read_message(connection: socket.socket) -> bytes:
+    """One message as `multiprocessing.connection` frames them, read blocking."""
+    header = _read_exactly(connection, 4)
+    (size,) = struct.unpack("!i", header)
+    return _read_exactly(connection, size)
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = connection.recv(left)
+        if not chunk:
+            raise EOFError("end of file")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def _text(body: dict[str, Any]) -> str:
     return encode(body).decode("utf-8")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: transactions are begun and committed explicitly by the writer.
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        connection.close()
-        raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
-    connection.execute("PRAGMA synchronous = FULL")
-    schema.create(connection)
-    return connection

@@ -15,6 +15,7 @@ from edge.settings import load_settings
 from edge.store import open_store, sqlite_path
 from edge.store.base import EXPIRED, REJECTED, DeadLetter, Intake, Paused, StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.sqlite_writer import pragma
 from tests.outbound import conversion, conversions, skipped
 from tests.store.conftest import Clock
 
@@ -28,6 +29,15 @@ def rows_on_disk(path: Path) -> int:
     return count
 
 
+def attempts(store: SQLiteStore, item_id: int) -> int:
+    """The failed attempts the queue counts for an item, read from the file."""
+    with sqlite3.connect(store.path) as connection:
+        row = connection.execute("SELECT attempts FROM queue WHERE id = ?", (item_id,)).fetchone()
+    connection.close()
+    count: int = row[0]
+    return count
+
+
 async def test_put_items_come_back_in_order_exactly_as_encoded(store: SQLiteStore) -> None:
     items = conversions(3)
     result = await store.put(Intake(outbound=items))
@@ -35,9 +45,9 @@ async def test_put_items_come_back_in_order_exactly_as_encoded(store: SQLiteStor
 
     claims = await store.claim(10, lease_seconds=60)
 
-    assert [claim.message_id for claim in claims] == [item.message_id for item in items]
     assert [claim.body for claim in claims] == [capi.encode(i.body).decode() for i in items]
-    assert all(claim.attempts == 0 for claim in claims)
+    assert [claim.timestamp_ms for claim in claims] == [item.timestamp_ms for item in items]
+    assert [attempts(store, claim.id) for claim in claims] == [0, 0, 0]
 
 
 async def test_a_replayed_event_is_stored_once(store: SQLiteStore) -> None:
@@ -139,7 +149,7 @@ async def test_retry_waits_until_its_time_and_counts_the_attempt(
     assert (await store.stats()).retrying == 1
     clock.now += 10
     [again] = await store.claim(1, 30)
-    assert again.attempts == 1
+    assert attempts(store, again.id) == 1
 
 
 async def test_release_returns_items_without_counting_an_attempt(store: SQLiteStore) -> None:
@@ -149,7 +159,7 @@ async def test_release_returns_items_without_counting_an_attempt(store: SQLiteSt
     await store.release([claim.id])
 
     [again] = await store.claim(1, 30)
-    assert (again.id, again.attempts) == (claim.id, 0)
+    assert (again.id, attempts(store, again.id)) == (claim.id, 0)
 
 
 async def test_claims_and_acks_skip_the_items_between_them(
@@ -314,7 +324,7 @@ async def test_a_schema_1_database_keeps_its_queue(tmp_path: Path) -> None:
     store = SQLiteStore(path)
     try:
         [claim] = await store.claim(10, 60)
-        assert (claim.message_id, claim.body) == (item.message_id, "{}")
+        assert (claim.timestamp_ms, claim.body) == (item.timestamp_ms, "{}")
         assert (await store.put(Intake(outbound=[conversion(2)]))).stored == 1
     finally:
         store.close()
@@ -322,17 +332,14 @@ async def test_a_schema_1_database_keeps_its_queue(tmp_path: Path) -> None:
 
 async def test_only_lease_transitions_skip_the_fsync(store: SQLiteStore) -> None:
     """synchronous=NORMAL for a group of claims and acks alone; FULL as soon as it holds a put."""
+    setting = (pragma, ("synchronous",))
 
-    def setting(connection: sqlite3.Connection) -> int:
-        value: int = connection.execute("PRAGMA synchronous").fetchone()[0]
-        return value
-
-    assert await store._run(setting, durable=False) == 1  # NORMAL
-    assert await store._run(setting) == 2  # FULL
+    assert await store._run(pragma, "synchronous", durable=False) == 1  # NORMAL
+    assert await store._run(pragma, "synchronous") == 2  # FULL
     relaxed = store._submit(setting, durable=False)
     durable = store._submit(setting)
-    assert durable.result() == 2  # alone, or in the same group as the claim: FULL either way
-    assert relaxed.result() in (1, 2)
+    assert await durable == 2  # alone, or in the same group as the relaxed job: FULL either way
+    assert await relaxed in (1, 2)
 
 
 async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path) -> None:
@@ -377,7 +384,7 @@ async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path)
         assert (stats.delivered, stats.delivered_dry_run) == (1, 1)
         assert stats.dead_messages == [(REJECTED, "bad", 1)]
         [claim] = await store.claim(10, 60)
-        assert (claim.id, claim.attempts, claim.body) == (1, 2, "[1]")
+        assert (claim.id, attempts(store, claim.id), claim.body) == (1, 2, "[1]")
         assert await store.replay() == 1
         assert [claim.body for claim in await store.claim(10, 60)] == ["[4]"]
         assert (await store.put(Intake(outbound=[conversion(3)]))).duplicates == 1

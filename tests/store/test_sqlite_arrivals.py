@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 
-from edge.store import sqlite_arrivals
 from edge.store.base import Arrival, Intake, StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from tests.outbound import conversion, skipped
@@ -87,16 +86,18 @@ async def test_settling_stores_what_processing_made_and_forgets_the_arrivals_tog
 
 
 async def test_a_settle_that_fails_leaves_its_arrivals_to_be_processed_again(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteStore,
 ) -> None:
     await store.put_arrival(arrival(1))
     [waiting] = await store.arrivals(10)
 
-    # given a disk that fails once the items are written, before the arrival is forgotten
-    def full_disk(connection: sqlite3.Connection, ids: object) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(sqlite_arrivals, "delete", full_disk)
+    # given a database that fails once the items are written, before the arrival is forgotten
+    with sqlite3.connect(store.path) as connection:
+        connection.execute(
+            "CREATE TRIGGER full_disk BEFORE DELETE ON arrivals"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    connection.close()
     # when settling fails
     with pytest.raises(StoreUnavailable):
         await store.settle([waiting.id], Intake(outbound=[conversion(1)]))

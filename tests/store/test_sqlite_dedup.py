@@ -4,6 +4,7 @@ once, whichever source each copy came from and however close together they arriv
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,7 +15,7 @@ import pytest
 from edge.rokt.pipeline import Outbound
 from edge.store.base import DUPLICATE, REJECTED, DeadLetter, Intake
 from edge.store.sqlite import SQLiteStore
-from tests.outbound import conversion
+from tests.outbound import conversion, message_ids
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +55,8 @@ async def test_the_second_copy_of_a_conversion_is_skipped_as_a_duplicate(
     # Then only the first is in the outbox; the second is recorded as a duplicate
     assert (first.stored, first.deduplicated) == (1, 0)
     assert (second.stored, second.deduplicated) == (0, 1)
-    assert [claim.message_id for claim in await store.claim(10, 60)] == ["msg-000001"]
+    [claim] = await store.claim(10, 60)
+    assert message_ids([json.loads(claim.body)]) == ["msg-000001"]
     assert skipped_reasons(store) == [("msg-000002", DUPLICATE)]
     assert (await store.stats()).skipped == {DUPLICATE: 1}
 

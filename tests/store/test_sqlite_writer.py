@@ -1,0 +1,135 @@
+"""The store's writer process: it survives being killed, ends with its parent, and serves every
+caller, whichever event loop or thread it calls from."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.store.base import Intake, StoreUnavailable
+from edge.store.sqlite import SQLiteStore
+from tests.outbound import conversion, conversions
+
+pytestmark = pytest.mark.anyio
+
+
+def writer_pid(store: SQLiteStore) -> int:
+    assert store._writer is not None
+    return store._writer.process.pid
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process `pid` ended (and was reaped, or is a zombie) within the time."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_a_killed_writer_is_replaced_and_nothing_acknowledged_is_lost(
+    store: SQLiteStore,
+) -> None:
+    # Given items acknowledged by the store
+    await store.put(Intake(outbound=conversions(3)))
+    first = writer_pid(store)
+
+    # When its writer process is killed
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+    # Then a call may fail while the loss is noticed, but a new writer takes over at once
+    results, failures = [], []
+    for n in range(3, 6):
+        try:
+            results.append(await store.put(Intake(outbound=[conversion(n)])))
+        except StoreUnavailable as error:
+            failures.append(str(error))
+    assert results
+    assert all("writer process failed" in failure for failure in failures)
+    assert writer_pid(store) != first
+    # and everything acknowledged is there: the three from before and each put that answered
+    stats = await store.stats()
+    assert stats.pending == 3 + sum(result.stored for result in results)
+
+
+async def test_the_writer_ends_with_its_parent(tmp_path: Path) -> None:
+    # Given a process that opened a store (and so started a writer), killed without warning
+    script = (
+        "import sys, time\n"
+        "from edge.store.sqlite import SQLiteStore\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "print(store._writer.process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "edge.db")], stdout=subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    with parent.stdout:
+        writer = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    # Then its writer sees the end of its socket and exits: no orphan holds the database
+    assert gone(writer)
+
+
+async def test_callers_on_another_event_loop_are_served_too(store: SQLiteStore) -> None:
+    # Given a store whose writer this test's event loop drives
+    await store.put(Intake(outbound=[conversion(1)]))
+    results: list[int] = []
+
+    # When another thread with its own event loop (a server run in a thread) writes and reads
+    def elsewhere() -> None:
+        async def work() -> None:
+            put = await store.put(Intake(outbound=[conversion(2)]))
+            results.append(put.stored)
+            results.append(len(await store.claim(10, 60)))
+
+        asyncio.run(work())
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+
+    # Then it is served (on a connection of the store's own), and the writer sees its work
+    assert results == [1, 2]
+    assert (await store.stats()).in_flight == 2
+
+
+async def test_synchronous_callers_work_beside_the_event_loop(store: SQLiteStore) -> None:
+    await store.put(Intake(outbound=[conversion(1)]))
+
+    store.put_sync(Intake(outbound=[conversion(2)]))  # the CLI's import, say
+
+    assert store.stats_sync().pending == 2
+    assert len(await store.claim(10, 60)) == 2
+
+
+async def test_closing_ends_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "edge.db")
+    await store.put(Intake(outbound=[conversion(1)]))
+    pid = writer_pid(store)
+
+    store.close()
+
+    assert gone(pid, within=1.0)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.put(Intake(outbound=[conversion(2)]))
+    reopened = SQLiteStore(tmp_path / "edge.db")
+    try:
+        assert reopened.stats_sync().pending == 1
+    finally:
+        reopened.close()
