@@ -305,6 +305,8 @@ class SQLiteStore(Store):
 
     def stats_sync(self) -> Stats:
         """On a connection of its own, in a read transaction: never waits for the writer."""
+        if self._closed:
+            raise StoreUnavailable(f"{self.path}: the store is closed")
         try:
             with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
                 reader.execute("BEGIN")  # one snapshot for every count
