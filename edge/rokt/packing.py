@@ -3,7 +3,8 @@
 The outbox keeps each batch as the exact JSON text `capi.encode` made of it, so a `/bulkevents`
 body is those texts joined: `[a,b,c]` is, byte for byte, `capi.encode([A, B, C])`. `pack` groups
 them by `capi.pack`'s rules (≤ 100 batches, ≤ 256 KB; a test holds the two equal), which spares
-the delivery path a JSON decode and two encodes per batch.
+the delivery path a JSON decode and two encodes per batch. Both work on a claim's columns
+(`edge.store.base.Claims`): the bodies' sizes in bytes, and the bodies as one bytes object.
 """
 
 from __future__ import annotations
@@ -11,20 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge.rokt.capi import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES
+from edge.store.base import Claims
 
 
-def byte_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
-def pack(texts: Sequence[str]) -> list[slice]:
-    """Consecutive slices of `texts`, one per request, exactly as `capi.pack` would group them."""
-    # Sizes first (a loop in C when the texts are ASCII, as they nearly always are); then a
-    # window of 100 whose sum fits is one request as it stands, since every shorter prefix of
+def pack(sizes: Sequence[int]) -> list[slice]:
+    """Consecutive slices of the batches whose UTF-8 sizes are `sizes`, one per request,
+    exactly as `capi.pack` would group them."""
+    # A window of 100 whose sum fits is one request as it stands, since every shorter prefix of
     # it fits too. Only a window that does not fit is walked batch by batch.
-    sizes = list(map(len, texts)) if all(map(str.isascii, texts)) else list(map(byte_size, texts))
     groups: list[slice] = []
-    start, count = 0, len(texts)
+    start, count = 0, len(sizes)
     while start < count:
         end = min(start + MAX_BATCHES_PER_REQUEST, count)
         # Each batch takes its size and one comma or bracket; the closing bracket one more.
@@ -39,8 +36,8 @@ def pack(texts: Sequence[str]) -> list[slice]:
     return groups
 
 
-def request(texts: Sequence[str]) -> tuple[str, bytes]:
+def request(claims: Claims) -> tuple[str, bytes]:
     """The path and body for these batches: `/events` for one, `/bulkevents` for more."""
-    if len(texts) == 1:
-        return "/events", texts[0].encode("utf-8")
-    return "/bulkevents", ("[" + ",".join(texts) + "]").encode("utf-8")
+    if len(claims) == 1:
+        return "/events", claims.blob
+    return "/bulkevents", b"[" + claims.joined(b",") + b"]"

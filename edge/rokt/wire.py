@@ -133,7 +133,7 @@ class CapiWire:
                 if not kept
             ]
             claims = claims.where(fresh)
-        groups = packing.pack(claims.bodies)
+        groups = packing.pack(claims.sizes)
         return expired, [self._request(claims[group]) for group in groups]
 
     def split(self, request: Request) -> tuple[Request, Request]:
@@ -149,7 +149,7 @@ class CapiWire:
 
     @staticmethod
     def _request(claims: Claims) -> Request:
-        path, content = packing.request(claims.bodies)
+        path, content = packing.request(claims)
         return Request(claims, path, content)
 
 
@@ -226,8 +226,7 @@ class EventApiWire:
 
     def _request(self, claims: Claims, events: Sequence[Mapping[str, Any]]) -> Request:
         # The stored texts are `encode(event)`, so this is `encode(body)` byte for byte.
-        joined = ",".join(claims.bodies).encode("utf-8")
-        return Request(claims, self.path, self._head + joined + b"]}", events)
+        return Request(claims, self.path, self._head + claims.joined(b",") + b"]}", events)
 
 
 def _event(text: str) -> Mapping[str, Any] | None:

@@ -27,12 +27,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import accumulate, compress
 from typing import Any, Final, NamedTuple, Protocol, overload
 
 ItemId = int
 # Joins stored bodies into one text (`Claims`): JSON escapes every control character in strings.
 SEPARATOR: Final = "\x1e"
+SEPARATOR_BYTES: Final = SEPARATOR.encode()
 
 # Dead-letter reasons: a small fixed set (they label metrics); the upstream's words go in `message`.
 REJECTED: Final = "rejected"  # the upstream refused the batch (400, or named in a 202's errors)
@@ -166,33 +167,46 @@ class Claims(Sequence[Claim]):
 
     A claim takes a thousand items at a time, and the delivery path needs of each only its id,
     its body and, to find the ones too old to send, its time. Kept as columns, the common path
-    makes no object per item: bodies are joined into requests, ids acknowledged as runs (a
-    `range` when they are consecutive), and times compared one by one only when the oldest is
-    too old. The store may give the bodies as one text, joined by `SEPARATOR` and split when
-    first asked for: a claim then crosses from the store's writer process as a handful of
-    objects, not thousands. Indexing or iterating gives `Claim`s.
+    makes no object per item: the bodies are one bytes object (UTF-8, joined by `SEPARATOR`)
+    from which a request's body is cut and joined with commas in C; ids are acknowledged as
+    runs (a `range` when consecutive); times are compared one by one only when the oldest is
+    too old. A claim so crosses from the store's writer process as a handful of objects, not
+    thousands. Indexing or iterating gives `Claim`s (bodies decoded then, once).
     """
 
-    __slots__ = ("_bodies", "ids", "oldest_ms", "timestamps")
+    __slots__ = ("_bodies", "_offsets", "blob", "ids", "oldest_ms", "sizes", "timestamps")
 
     def __init__(
         self,
         ids: Sequence[ItemId],
-        bodies: Sequence[str] | str,
+        blob: bytes,
+        sizes: Sequence[int],
         timestamps: Sequence[int],
         oldest_ms: int | None = None,
     ) -> None:
         self.ids = ids
-        self._bodies = bodies
+        self.blob = blob  # the bodies, UTF-8, each followed by SEPARATOR but the last
+        self.sizes = sizes  # each body's length in bytes
         self.timestamps = timestamps  # each item's event time, epoch ms
-        self.oldest_ms = min(self.timestamps, default=0) if oldest_ms is None else oldest_ms
+        self.oldest_ms = min(timestamps, default=0) if oldest_ms is None else oldest_ms
+        self._bodies: list[str] | None = None
+        self._offsets: list[int] | None = None
+
+    @classmethod
+    def of(cls, ids: Sequence[ItemId], bodies: Sequence[str], timestamps: Sequence[int]) -> Claims:
+        encoded = [body.encode("utf-8") for body in bodies]
+        return cls(ids, SEPARATOR_BYTES.join(encoded), [len(body) for body in encoded], timestamps)
 
     @property
-    def bodies(self) -> Sequence[str]:
+    def bodies(self) -> list[str]:
         """Each item's batch as JSON text, exactly as it was put."""
-        if isinstance(self._bodies, str):
-            self._bodies = self._bodies.split(SEPARATOR) if self.ids else []
+        if self._bodies is None:
+            self._bodies = self.blob.decode("utf-8").split(SEPARATOR) if self.ids else []
         return self._bodies
+
+    def joined(self, separator: bytes) -> bytes:
+        """The bodies joined by `separator`: the inside of a request's JSON array."""
+        return self.blob.replace(SEPARATOR_BYTES, separator)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -202,13 +216,20 @@ class Claims(Sequence[Claim]):
     @overload
     def __getitem__(self, index: slice) -> Claims: ...
     def __getitem__(self, index: int | slice) -> Claim | Claims:
-        if isinstance(index, slice):
-            return Claims(self.ids[index], self.bodies[index], self.timestamps[index])
-        return Claim(self.ids[index], self.timestamps[index], self.bodies[index])
+        if not isinstance(index, slice):
+            return Claim(self.ids[index], self.timestamps[index], self.bodies[index])
+        first, stop, step = index.indices(len(self.ids))
+        if step != 1:
+            return Claims.of(self.ids[index], self.bodies[index], self.timestamps[index])
+        if self._offsets is None:  # where each body starts, and where one past the last would
+            self._offsets = [0, *accumulate(size + 1 for size in self.sizes)]
+        stop = max(stop, first)
+        blob = self.blob[self._offsets[first] : self._offsets[stop] - 1] if stop > first else b""
+        return Claims(self.ids[index], blob, self.sizes[index], self.timestamps[index])
 
     def where(self, keep: Sequence[bool]) -> Claims:
         """The claims whose flag in `keep` is true, in order."""
-        return Claims(
+        return Claims.of(
             list(compress(self.ids, keep)),
             list(compress(self.bodies, keep)),
             list(compress(self.timestamps, keep)),
@@ -221,6 +242,12 @@ class Claims(Sequence[Claim]):
 
     def __repr__(self) -> str:
         return f"Claims({list(self)!r})"
+
+    def __getstate__(self) -> tuple[Any, ...]:  # the columns only, not what was read of them
+        return (self.ids, self.blob, self.sizes, self.timestamps, self.oldest_ms)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)

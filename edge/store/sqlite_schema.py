@@ -24,7 +24,6 @@ from typing import Any, Final
 
 from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity
 from edge.store.base import (
-    SEPARATOR,
     Claims,
     DeadLetter,
     DryRunBody,
@@ -161,46 +160,44 @@ def put(
     return PutResult(stored=stored, duplicates=len(rows) - stored)
 
 
-# Claimed items come back as one row (their ids, times and bodies each joined into one text)
-# rather than a row each: Python's sqlite3 lets go of the GIL and takes it back at every row.
-# The bodies go to the sender as one text (`Claims` splits it when first read), so a claim of a
-# thousand items crosses from the writer process as a handful of objects, not thousands.
+# Claimed items come back as one row (their ids, times, sizes and bodies each joined into one
+# text or blob) rather than a row each: Python's sqlite3 lets go of the GIL and takes it back at
+# every row. The bodies go to the sender as one bytes object (`Claims`), so a claim of a thousand
+# items crosses from the writer process as a handful of objects, not thousands.
 
 
 def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) -> Claims:
     # The first `limit` due pending items with their bodies, in id order, then one UPDATE over
     # their id range: every due pending item between the first and the last id is among them
     # (ORDER BY id LIMIT), and the writer's transaction holds the lock between the two.
-    count, ids, times, oldest, bodies, first, last = connection.execute(
+    count, ids, times, oldest, sizes, bodies, first, last = connection.execute(
         "SELECT count(*), group_concat(id), group_concat(timestamp_ms), min(timestamp_ms),"
-        " group_concat(body, char(30)), min(id), max(id) FROM ("
+        " group_concat(length(CAST(body AS BLOB))), CAST(group_concat(body, char(30)) AS BLOB),"
+        " min(id), max(id) FROM ("
         " SELECT id FROM queue WHERE lease_until IS NULL AND available_at <= ?"
         " ORDER BY id LIMIT ?) JOIN outbox USING (id) LEFT JOIN bodies USING (id)",
         (now, limit),
     ).fetchone()
     if not count:
-        return Claims([], [], [])
+        return Claims([], b"", [], [])
     leased = connection.execute(
         "UPDATE queue SET lease_until = ?"
         " WHERE id BETWEEN ? AND ? AND lease_until IS NULL AND available_at <= ?",
         (until, first, last, now),
     ).rowcount
-    separators = bodies.count(SEPARATOR) if bodies is not None else -1
-    if not count == leased == separators + 1:
-        raise sqlite3.DatabaseError(f"claim: {count} due, {leased} leased, {separators + 1} bodies")
-    # Every aggregate of the row steps through the same rows in the same order, so the three
-    # texts line up; that order is the subquery's (by id) in practice, but is not promised.
+    lengths = list(map(int, sizes.split(","))) if sizes is not None else []
+    if not count == leased == len(lengths):
+        raise sqlite3.DatabaseError(f"claim: {count} due, {leased} leased, {len(lengths)} bodies")
     timestamps = list(map(int, times.split(",")))
+    # Every aggregate of the row steps through the same rows in the same order, so the columns
+    # line up; that order is the subquery's (by id) in practice, but is not promised.
     if ids != ",".join(map(str, range(first, last + 1))):
-        return _in_id_order(Claims(list(map(int, ids.split(","))), bodies, timestamps, oldest))
-    return Claims(range(first, last + 1), bodies, timestamps, oldest)
-
-
-def _in_id_order(claims: Claims) -> Claims:
-    rows = sorted(claims)
-    return Claims(
-        [row.id for row in rows], [row.body for row in rows], [row.timestamp_ms for row in rows]
-    )
+        claimed = Claims(list(map(int, ids.split(","))), bodies, lengths, timestamps, oldest)
+        rows = sorted(claimed)
+        return Claims.of(
+            [r.id for r in rows], [r.body for r in rows], [r.timestamp_ms for r in rows]
+        )
+    return Claims(range(first, last + 1), bodies, lengths, timestamps, oldest)
 
 
 def _runs(ids: Sequence[ItemId]) -> list[tuple[ItemId, ItemId]]:
