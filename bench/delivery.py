@@ -6,9 +6,9 @@ Each conversion is one batch, so the rate limit (batches/s, Rokt's default 270) 
 here (ROKT_EDGE_RATE_LIMIT=0); everything else is the default settings. Goal: at least 0.8 of
 the ceiling, and at least 27,000 events/s (Rokt's 270 batches/s x 100 events per batch).
 
-Beside the rates, CPU per event: the event loop's thread, and the whole process (for the sender,
-the rest is mostly the store's writer thread). On a small, shared machine the rates swing from
-run to run; the CPU figures say where the time went.
+Beside the rates, CPU per event: the event loop's thread, the whole process, and (the sender) the
+store's writer process. On a small, shared machine the rates swing from run to run; the CPU
+figures say where the time went.
 
     python bench/delivery.py [--events N] [--rounds R]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ class Run(NamedTuple):
     rate: float  # events/s
     loop_cpu: float  # µs per event, the event loop's thread
     process_cpu: float  # µs per event, every thread of this process
+    writer_cpu: float = 0.0  # µs per event, the store's writer process (the sender's)
 
 
 class Timer:
@@ -97,8 +99,20 @@ class Timer:
         self.thread = time.thread_time() - self.thread
         self.process = time.process_time() - self.process
 
-    def run(self, events: int) -> Run:
-        return Run(events / self.wall, self.thread / events * 1e6, self.process / events * 1e6)
+    def run(self, events: int, writer_seconds: float = 0.0) -> Run:
+        per_event = 1e6 / events
+        return Run(
+            events / self.wall,
+            self.thread * per_event,
+            self.process * per_event,
+            writer_seconds * per_event,
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def ceiling(settings: Settings, items: list[Outbound]) -> Run:
@@ -134,16 +148,20 @@ async def drain(settings: Settings, items: list[Outbound], database: Path) -> Ru
     # Timed from when the sender is running (its client built), as the ceiling's loop is.
     while not sender.running:
         await asyncio.sleep(0)
+    writer = store.writer_pid
+    assert writer is not None
+    writer_before = cpu_seconds(writer)
     with Timer() as timer:
         while sender.delivered < len(items):
             await asyncio.sleep(0.005)
+    writer_seconds = cpu_seconds(writer) - writer_before
     sender.stop()
     await task
     stats = await store.stats()
     store.close()
     assert stats.delivered == len(items), stats
     assert stats.pending + stats.in_flight == 0, stats
-    return timer.run(len(items))
+    return timer.run(len(items), writer_seconds)
 
 
 async def main(count: int, rounds: int) -> None:
@@ -177,7 +195,8 @@ async def main(count: int, rounds: int) -> None:
         print(
             f"sender (outbox -> upstream, acked):     {best_sender.rate:>10,.0f} events/s"
             f"   CPU/event: loop {best_sender.loop_cpu:.1f} µs,"
-            f" process {best_sender.process_cpu:.1f} µs"
+            f" process {best_sender.process_cpu:.1f} µs,"
+            f" store writer {best_sender.writer_cpu:.1f} µs"
         )
         print(f"ratio: {best_sender.rate / best_ceiling.rate:.2f} (goal >= 0.80)")
         print(f"goal >= 27,000 events/s: {met}")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pickle
 import socket
 import sqlite3
@@ -105,6 +106,11 @@ class SQLiteStore(Store):
         self._restart_after = 0.0  # a writer that died is not started again before (monotonic)
         self._private: sqlite_writer.Writer | None = None  # for callers without that loop
         self._private_lock = threading.Lock()
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id, while one runs (for `top`, and the benchmarks)."""
+        return None if self._writer is None else self._writer.process.pid
 
     # -- handing jobs to the writer ---------------------------------------------------------
 
@@ -372,6 +378,7 @@ class _WriterProcess:
                 [sys.executable, "-m", "edge.store.sqlite_writer", str(theirs.fileno()), str(path)],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                env=_child_environment(),
             )
         except OSError as error:
             ours.close()
@@ -556,6 +563,14 @@ class _Channel:
 
         self.loop.call_soon_threadsafe(fail)
         done.wait(STOP_SECONDS)
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with the directory `edge` was imported from first on the path: the
+    writer imports the same code whether rokt-edge is installed or run from a checkout."""
+    root = str(Path(sqlite_writer.__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
 
 
 def _read_message(connection: socket.socket) -> bytes:

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.anyio
 
 
 def writer_pid(store: SQLiteStore) -> int:
-    assert store._writer is not None
-    return store._writer.process.pid
+    assert store.writer_pid is not None
+    return store.writer_pid
 
 
 def gone(pid: int, within: float = 10.0) -> bool:
@@ -71,7 +71,7 @@ async def test_the_writer_ends_with_its_parent(tmp_path: Path) -> None:
         "import sys, time\n"
         "from edge.store.sqlite import SQLiteStore\n"
         "store = SQLiteStore(sys.argv[1])\n"
-        "print(store._writer.process.pid, flush=True)\n"
+        "print(store.writer_pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     parent = subprocess.Popen(
