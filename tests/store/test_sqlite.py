@@ -55,7 +55,9 @@ async def test_a_replayed_event_is_stored_once(store: SQLiteStore) -> None:
     again = await store.put(Intake(outbound=[conversion(1), conversion(2)]))
 
     assert (again.stored, again.duplicates) == (1, 1)
-    assert len(await store.claim(10, 60)) == 2
+    twice = await store.put(Intake(outbound=[conversion(3), conversion(3)]))  # in one request
+    assert (twice.stored, twice.duplicates) == (1, 1)
+    assert len(await store.claim(10, 60)) == 3
 
 
 async def test_skipped_events_are_recorded_beside_the_items(store: SQLiteStore) -> None:
@@ -234,7 +236,23 @@ async def test_delivery_is_recorded_and_old_deliveries_are_pruned(
 
     clock.now += 10
     assert await store.prune(before=clock.now) == 3
-    assert (await store.stats()).delivered == 0
+    stats = await store.stats()
+    assert (stats.delivered, stats.delivered_dry_run) == (0, 0)
+
+
+async def test_pruning_keeps_what_is_still_queued_or_dead(store: SQLiteStore, clock: Clock) -> None:
+    await store.put(Intake(outbound=conversions(3)))
+    first, second, third = await store.claim(3, 30)
+    await store.ack([first.id])
+    await store.dead([DeadLetter(second.id, REJECTED, "bad")])
+    await store.release([third.id])
+
+    clock.now += 10
+    assert await store.prune(before=clock.now) == 1  # the delivered one only
+
+    stats = await store.stats()
+    assert (stats.delivered, stats.pending, stats.dead) == (0, 1, {REJECTED: 1})
+    assert (await store.put(Intake(outbound=conversions(3)))).stored == 1  # its key forgotten
 
 
 async def test_dry_run_keeps_the_last_bodies(store: SQLiteStore) -> None:
@@ -357,6 +375,7 @@ async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path)
             "CREATE TABLE bodies (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
             "PRAGMA user_version = 2;"
         )
+        times: dict[int, int] = {}
         for n, (state, extra) in enumerate(
             [
                 ("pending", "attempts = 2"),
@@ -367,6 +386,7 @@ async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path)
             start=1,
         ):
             item = conversion(n)
+            times[n] = item.timestamp_ms
             old.execute(
                 "INSERT INTO outbox (id, key, mapping, message_id, timestamp_ms, created_at,"
                 " available_at) VALUES (?, ?, ?, ?, ?, 0, 0)",
@@ -385,8 +405,58 @@ async def test_a_schema_2_database_keeps_every_item_in_its_state(tmp_path: Path)
         assert stats.dead_messages == [(REJECTED, "bad", 1)]
         [claim] = await store.claim(10, 60)
         assert (claim.id, attempts(store, claim.id), claim.body) == (1, 2, "[1]")
+        assert claim.timestamp_ms == times[1]
         assert await store.replay() == 1
         assert [claim.body for claim in await store.claim(10, 60)] == ["[4]"]
         assert (await store.put(Intake(outbound=[conversion(3)]))).duplicates == 1
+    finally:
+        store.close()
+
+
+async def test_a_schema_3_database_keeps_every_item_and_its_dry_runs(tmp_path: Path) -> None:
+    """Schema 3 kept a row per delivered item; opening it keeps only which were dry runs, and
+    copies each queued item's event time beside it."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+            " mapping TEXT NOT NULL, message_id TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,"
+            " created_at REAL NOT NULL);"
+            "CREATE TABLE queue (id INTEGER PRIMARY KEY, available_at REAL NOT NULL,"
+            " attempts INTEGER NOT NULL DEFAULT 0, lease_until REAL, last_error TEXT);"
+            "CREATE TABLE delivered (id INTEGER PRIMARY KEY, at REAL NOT NULL,"
+            " dry_run INTEGER NOT NULL);"
+            "CREATE TABLE dead (id INTEGER PRIMARY KEY, reason TEXT NOT NULL,"
+            " message TEXT NOT NULL, at REAL NOT NULL);"
+            "CREATE TABLE bodies (id INTEGER PRIMARY KEY, body TEXT NOT NULL);"
+            "PRAGMA user_version = 3;"
+        )
+        items = {n: conversion(n) for n in range(1, 6)}
+        for n, item in items.items():
+            old.execute(
+                "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, 0)",
+                (n, item.key, item.mapping, item.message_id, item.timestamp_ms),
+            )
+        old.executescript(
+            "INSERT INTO queue (id, available_at, attempts) VALUES (1, 0, 2);"
+            "INSERT INTO queue (id, available_at, lease_until) VALUES (2, 0, 1e12);"
+            "INSERT INTO delivered VALUES (3, 5, 1), (4, 5, 0);"
+            "INSERT INTO dead VALUES (5, 'rejected', 'bad', 7);"
+            "INSERT INTO bodies VALUES (1, '[1]'), (2, '[2]'), (5, '[5]');"
+        )
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        stats = await store.stats()
+        assert (stats.pending, stats.retrying, stats.in_flight) == (1, 1, 1)
+        assert (stats.delivered, stats.delivered_dry_run) == (2, 1)
+        assert stats.dead_messages == [(REJECTED, "bad", 1)]
+        [claim] = await store.claim(10, 60)
+        assert (claim.id, claim.timestamp_ms, claim.body) == (1, items[1].timestamp_ms, "[1]")
+        assert await store.replay() == 1
+        [again] = await store.claim(10, 60)
+        assert (again.id, again.timestamp_ms, again.body) == (5, items[5].timestamp_ms, "[5]")
+        assert (await store.put(Intake(outbound=[items[3], items[4]]))).duplicates == 2
     finally:
         store.close()
