@@ -110,17 +110,19 @@ async def recent(request: Request) -> Response:
 
 def _read(path: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Recent intake decisions and visitors, from a read-only connection of its own (WAL lets
-    it read beside the writer thread without taking its lock)."""
+    it read beside the store's writer without taking its lock)."""
     uri = path.resolve().as_uri() + "?mode=ro"
     connection = sqlite3.connect(uri, uri=True)
     connection.row_factory = sqlite3.Row
     try:
         queued = connection.execute(
-            "SELECT message_id, mapping, CASE WHEN delivered.id IS NOT NULL THEN 'delivered'"
-            " WHEN dead.id IS NOT NULL THEN 'dead' ELSE 'pending' END AS state,"
-            " coalesce(delivered.dry_run, 0) AS dry_run, dead.reason AS dead_reason, created_at"
-            " FROM outbox LEFT JOIN delivered ON delivered.id = outbox.id"
-            " LEFT JOIN dead ON dead.id = outbox.id ORDER BY outbox.id DESC LIMIT ?",
+            # An item neither queued nor dead is delivered (`edge.store.sqlite_schema`).
+            "SELECT message_id, mapping, CASE WHEN queue.id IS NOT NULL THEN 'pending'"
+            " WHEN dead.id IS NOT NULL THEN 'dead' ELSE 'delivered' END AS state,"
+            " dry_runs.id IS NOT NULL AS dry_run, dead.reason AS dead_reason, created_at"
+            " FROM outbox LEFT JOIN queue ON queue.id = outbox.id"
+            " LEFT JOIN dead ON dead.id = outbox.id LEFT JOIN dry_runs ON dry_runs.id = outbox.id"
+            " ORDER BY outbox.id DESC LIMIT ?",
             (limit,),
         ).fetchall()
         skipped = connection.execute(
