@@ -3,8 +3,8 @@
 The store already groups waiting jobs into one transaction, but a job per request costs a
 thread-safe future, a queue put and a wake-up each, more than the row's own write.
 Here a request only appends its row to a list under a lock. The first row after the list was
-last taken submits one deferred job; the store's hand-over thread makes it when it hands over
-its next group, and it takes every row waiting by then. Rows that come while that transaction
+last taken submits one deferred job; the store makes it when it hands its next group to the
+writer, and it takes every row waiting by then. Rows that come while that transaction
 is on its way to disk wait for the next, which starts the moment this one is durable, without
 waiting for the event loop. When the transaction is durable, each event loop with rows in it is
 handed back their results once.
@@ -71,7 +71,8 @@ class Coalescer(Generic[Row]):
         _hand_back(taken, error)
 
     def _take(self, taken: Waiting) -> list[Row]:
-        # On the store's hand-over thread, as it hands over the group this job is in.
+        # As the store hands the group this job is in to the writer (on the event loop, or on a
+        # worker thread for a caller on another loop).
         with self._lock:
             rows, self._rows = self._rows, []
             taken += self._waiting

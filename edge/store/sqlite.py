@@ -1,12 +1,13 @@
 """The embedded store: one SQLite file in WAL mode, written by one process with group commit.
 
 Every operation is a job for the writer, a process of its own (`edge.store.sqlite_writer` says
-why not a thread). One thread here takes whatever jobs are waiting (up to `max_group`) and hands
-them over as one group; the writer runs each inside a savepoint of one transaction, commits
-once, and only then answers, and the thread resolves their futures. While one commit waits
-for the disk, the next puts queue up and share the next commit: durability costs one fsync per
-group, not one per put, and a job that fails rolls back its savepoint without failing the
-others.
+why not a thread). The event loop that first calls the store drives it (`_Channel`, no thread):
+it hands over the jobs waiting (up to `max_group`) as one group; the writer runs each inside a
+savepoint of one transaction, commits once, and only then answers, and the loop resolves their
+futures. While one commit waits for the disk, the next jobs queue up and share the next commit:
+durability costs one fsync per group, not one per put, and a job that fails rolls back its
+savepoint without failing the others. Synchronous callers and other event loops write on a
+connection of the store's own instead (`_run_private`).
 
 `synchronous=FULL`: in WAL mode NORMAL already survives a crash of the process, but a power
 loss or kernel crash can take back the last commits, and "nothing acknowledged is ever lost"
