@@ -371,7 +371,7 @@ class _WriterProcess:
 
     def __init__(self, path: Path) -> None:
         ours, theirs = socket.socketpair()
-        for end in (ours, theirs):  # a claim's bodies cross in a read or two, not dozens
+        for end in (ours, theirs):  # a claim crosses in a read or two (up to the system limit)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         try:

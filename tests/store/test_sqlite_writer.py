@@ -4,12 +4,14 @@ caller, whichever event loop or thread it calls from."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,18 @@ async def test_closing_ends_the_writer(tmp_path: Path) -> None:
         assert reopened.stats_sync().pending == 1
     finally:
         reopened.close()
+
+
+async def test_jobs_and_answers_larger_than_the_socket_buffer_cross_whole(
+    store: SQLiteStore,
+) -> None:
+    # Given a put of 12 MB, more than the socket between the store and its writer holds
+    pad = "x" * 1_000_000
+    items = [replace(item, body={**item.body, "pad": pad}) for item in conversions(12)]
+
+    result = await store.put(Intake(outbound=items))
+
+    # Then it is written whole, and a claim of all of it comes back whole
+    assert result.stored == 12
+    claims = await store.claim(100, 60)
+    assert [json.loads(body)["pad"] == pad for body in claims.bodies] == [True] * 12
