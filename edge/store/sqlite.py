@@ -422,7 +422,9 @@ class _Channel:
         self._flush_soon = False
         self._unsent = b""
         self._header = bytearray(4)  # of the answer being read: its size
-        self._message: bytearray | None = None  # the answer, once its size is known
+        self._header_view = memoryview(self._header)
+        self._buffer = bytearray()  # where answers are read, grown to the largest so far
+        self._message: memoryview | None = None  # the answer's part of it, once its size is known
         self._filled = 0  # bytes of the header, or of the message, read so far
         self._transactions = 0  # as the writer counts them
         loop.add_reader(self._socket.fileno(), self._readable)
@@ -483,12 +485,13 @@ class _Channel:
         self._send(self._unsent)
 
     def _readable(self) -> None:
-        # Straight into a buffer the size of the answer (a claim's is most of a megabyte), and
-        # until the socket is empty: no copies, and one wake-up per answer where it can be.
+        # Straight into a buffer kept from answer to answer (a claim's is most of a megabyte:
+        # fresh memory each time costs a page fault per 4 KB), and until the socket is empty:
+        # one wake-up per answer where it can be.
         while not self.lost:
-            target = self._header if self._message is None else self._message
+            target = self._header_view if self._message is None else self._message
             try:
-                count = self._socket.recv_into(memoryview(target)[self._filled :])
+                count = self._socket.recv_into(target[self._filled :])
             except BlockingIOError:
                 return
             except OSError as error:
@@ -503,10 +506,14 @@ class _Channel:
             self._filled = 0
             if self._message is None:
                 (size,) = struct.unpack("!i", self._header)
-                self._message = bytearray(size)
+                if len(self._buffer) < size:
+                    self._buffer = bytearray(size)
+                self._message = memoryview(self._buffer)[:size]
             else:
                 message, self._message = self._message, None
-                self._answer(pickle.loads(message))
+                with message:  # released before the buffer may be replaced
+                    reply = pickle.loads(message)
+                self._answer(reply)
 
     def _answer(self, reply: tuple[int, list[tuple[bool, Any]]]) -> None:
         transactions, outcomes = reply
