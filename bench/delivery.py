@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -172,6 +173,10 @@ async def main(count: int, rounds: int) -> None:
         assert upstream.stdout is not None
         port = int(upstream.stdout.readline())
         items = conversions(count)
+        # The harness holds every prepared item (a million objects) for the whole run; frozen,
+        # the garbage collector stops walking them, which otherwise landed a full collection of
+        # a few hundred ms in one round or another (the second, in practice) of either side.
+        gc.freeze()
         ceilings: list[Run] = []
         senders: list[Run] = []
         with tempfile.TemporaryDirectory() as directory:

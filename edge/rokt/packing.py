@@ -39,5 +39,5 @@ def pack(sizes: Sequence[int]) -> list[slice]:
 def request(claims: Claims) -> tuple[str, bytes]:
     """The path and body for these batches: `/events` for one, `/bulkevents` for more."""
     if len(claims) == 1:
-        return "/events", claims.blob
-    return "/bulkevents", b"[" + claims.joined(b",") + b"]"
+        return "/events", bytes(claims.blob)
+    return "/bulkevents", claims.between(b"[", b"]")

@@ -226,7 +226,7 @@ class EventApiWire:
 
     def _request(self, claims: Claims, events: Sequence[Mapping[str, Any]]) -> Request:
         # The stored texts are `encode(event)`, so this is `encode(body)` byte for byte.
-        return Request(claims, self.path, self._head + claims.joined(b",") + b"]}", events)
+        return Request(claims, self.path, claims.between(self._head, b"]}"), events)
 
 
 def _event(text: str) -> Mapping[str, Any] | None:

@@ -31,9 +31,6 @@ from itertools import accumulate, compress
 from typing import Any, Final, NamedTuple, Protocol, overload
 
 ItemId = int
-# Joins stored bodies into one text (`Claims`): JSON escapes every control character in strings.
-SEPARATOR: Final = "\x1e"
-SEPARATOR_BYTES: Final = SEPARATOR.encode()
 
 # Dead-letter reasons: a small fixed set (they label metrics); the upstream's words go in `message`.
 REJECTED: Final = "rejected"  # the upstream refused the batch (400, or named in a 202's errors)
@@ -167,25 +164,25 @@ class Claims(Sequence[Claim]):
 
     A claim takes a thousand items at a time, and the delivery path needs of each only its id,
     its body and, to find the ones too old to send, its time. Kept as columns, the common path
-    makes no object per item: the bodies are one bytes object (UTF-8, joined by `SEPARATOR`)
-    from which a request's body is cut and joined with commas in C; ids are acknowledged as
-    runs (a `range` when consecutive); times are compared one by one only when the oldest is
-    too old. A claim so crosses from the store's writer process as a handful of objects, not
-    thousands. Indexing or iterating gives `Claim`s (bodies decoded then, once).
-    """
+    makes no object per item: the bodies are one bytes object, UTF-8 and joined by commas (the
+    inside of a JSON array), so a request's body is a slice of it between brackets, copied
+    once; ids are acknowledged as runs (a `range` when consecutive); times are compared one by
+    one only when the oldest is too old. A claim so crosses from the store's writer process as
+    a handful of objects, not thousands. Indexing or iterating gives `Claim`s (each body
+    decoded then, once)."""
 
     __slots__ = ("_bodies", "_offsets", "blob", "ids", "oldest_ms", "sizes", "timestamps")
 
     def __init__(
         self,
         ids: Sequence[ItemId],
-        blob: bytes,
+        blob: bytes | memoryview,
         sizes: Sequence[int],
         timestamps: Sequence[int],
         oldest_ms: int | None = None,
     ) -> None:
         self.ids = ids
-        self.blob = blob  # the bodies, UTF-8, each followed by SEPARATOR but the last
+        self.blob = blob  # the bodies, UTF-8, joined by commas (a slice's is a view of its claim's)
         self.sizes = sizes  # each body's length in bytes
         self.timestamps = timestamps  # each item's event time, epoch ms
         self.oldest_ms = min(timestamps, default=0) if oldest_ms is None else oldest_ms
@@ -195,18 +192,29 @@ class Claims(Sequence[Claim]):
     @classmethod
     def of(cls, ids: Sequence[ItemId], bodies: Sequence[str], timestamps: Sequence[int]) -> Claims:
         encoded = [body.encode("utf-8") for body in bodies]
-        return cls(ids, SEPARATOR_BYTES.join(encoded), [len(body) for body in encoded], timestamps)
+        return cls(ids, b",".join(encoded), [len(body) for body in encoded], timestamps)
+
+    @property
+    def offsets(self) -> list[int]:
+        """Where each body starts in `blob`, and where one after the last would."""
+        if self._offsets is None:
+            self._offsets = [0, *accumulate(size + 1 for size in self.sizes)]
+        return self._offsets
 
     @property
     def bodies(self) -> list[str]:
         """Each item's batch as JSON text, exactly as it was put."""
         if self._bodies is None:
-            self._bodies = self.blob.decode("utf-8").split(SEPARATOR) if self.ids else []
+            view = memoryview(self.blob)
+            self._bodies = [
+                str(view[start : start + size], "utf-8")
+                for start, size in zip(self.offsets, self.sizes, strict=False)
+            ]
         return self._bodies
 
-    def joined(self, separator: bytes) -> bytes:
-        """The bodies joined by `separator`: the inside of a request's JSON array."""
-        return self.blob.replace(SEPARATOR_BYTES, separator)
+    def between(self, head: bytes, tail: bytes) -> bytes:
+        """`head`, the bodies joined by commas, and `tail`, in one copy: a request's body."""
+        return b"".join((head, self.blob, tail))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -221,11 +229,10 @@ class Claims(Sequence[Claim]):
         first, stop, step = index.indices(len(self.ids))
         if step != 1:
             return Claims.of(self.ids[index], self.bodies[index], self.timestamps[index])
-        if self._offsets is None:  # where each body starts, and where one past the last would
-            self._offsets = [0, *accumulate(size + 1 for size in self.sizes)]
         stop = max(stop, first)
-        blob = self.blob[self._offsets[first] : self._offsets[stop] - 1] if stop > first else b""
-        return Claims(self.ids[index], blob, self.sizes[index], self.timestamps[index])
+        offsets = self.offsets
+        view = memoryview(self.blob)[offsets[first] : max(offsets[stop] - 1, offsets[first])]
+        return Claims(self.ids[index], view, self.sizes[index], self.timestamps[index])
 
     def where(self, keep: Sequence[bool]) -> Claims:
         """The claims whose flag in `keep` is true, in order."""
@@ -244,7 +251,7 @@ class Claims(Sequence[Claim]):
         return f"Claims({list(self)!r})"
 
     def __getstate__(self) -> tuple[Any, ...]:  # the columns only, not what was read of them
-        return (self.ids, self.blob, self.sizes, self.timestamps, self.oldest_ms)
+        return (self.ids, bytes(self.blob), self.sizes, self.timestamps, self.oldest_ms)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.__init__(*state)  # type: ignore[misc]

@@ -182,9 +182,9 @@ def put(
 
 
 # Claimed items come back as one row (their ids, times, sizes and bodies each joined into one
-# text or blob) rather than a row each: Python's sqlite3 lets go of the GIL and takes it back at
-# every row. The bodies go to the sender as one bytes object (`Claims`), so a claim of a thousand
-# items crosses from the writer process as a handful of objects, not thousands.
+# text or blob) rather than a row each. The bodies go to the sender as one bytes object, joined
+# by commas as a request joins them (`Claims`), so a claim of a thousand items crosses from the
+# writer process as a handful of objects, not thousands.
 
 
 def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) -> Claims:
@@ -193,7 +193,7 @@ def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) 
     # (ORDER BY id LIMIT), and the writer's transaction holds the lock between the two.
     count, ids, times, oldest, sizes, bodies, first, last = connection.execute(
         "SELECT count(*), group_concat(id), group_concat(timestamp_ms), min(timestamp_ms),"
-        " group_concat(length(CAST(body AS BLOB))), CAST(group_concat(body, char(30)) AS BLOB),"
+        " group_concat(length(CAST(body AS BLOB))), CAST(group_concat(body, ',') AS BLOB),"
         " min(id), max(id) FROM ("
         " SELECT id, timestamp_ms FROM queue WHERE lease_until IS NULL AND available_at <= ?"
         " ORDER BY id LIMIT ?) LEFT JOIN bodies USING (id)",
