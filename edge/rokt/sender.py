@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Final, assert_never
 
 import httpx
+from prometheus_client import Counter
 
 from edge import __version__
 from edge.metrics import Metrics
@@ -81,6 +82,11 @@ class Sender:
         self._acking = False  # an _ack_delivered task is running
         self._client: httpx.AsyncClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._delivered_counters = {
+            dry_run: self.metrics.delivered.labels(dry_run=str(dry_run).lower())
+            for dry_run in (False, True)
+        }
+        self._response_counters: dict[str, Counter] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -376,7 +382,7 @@ class Sender:
 
     def _count_delivered(self, count: int, *, dry_run: bool) -> None:
         self.delivered += count
-        self.metrics.delivered.labels(dry_run=str(dry_run).lower()).inc(count)
+        self._delivered_counters[dry_run].inc(count)
 
     async def _dead(self, letters: list[DeadLetter]) -> None:
         if letters:
@@ -396,7 +402,13 @@ class Sender:
         log.warning("upstream %s: %s%s", status or "unreachable", redact(message)[:200], trace)
 
     def _count_response(self, label: str) -> None:
-        self.metrics.upstream_responses.labels(status=label).inc()
+        # A labelled counter is looked up under a lock: once per label, not once per request.
+        counter = self._response_counters.get(label)
+        if counter is None:
+            counter = self._response_counters[label] = self.metrics.upstream_responses.labels(
+                status=label
+            )
+        counter.inc()
 
     # -- housekeeping ------------------------------------------------------------------------
 

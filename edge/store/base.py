@@ -27,7 +27,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, compress
+from itertools import accumulate, compress, repeat
+from operator import add
 from typing import Any, Final, NamedTuple, Protocol, overload
 
 ItemId = int
@@ -171,7 +172,7 @@ class Claims(Sequence[Claim]):
     a handful of objects, not thousands. Indexing or iterating gives `Claim`s (each body
     decoded then, once)."""
 
-    __slots__ = ("_bodies", "_offsets", "blob", "ids", "oldest_ms", "sizes", "timestamps")
+    __slots__ = ("_bodies", "_offsets", "_oldest_ms", "blob", "ids", "sizes", "timestamps")
 
     def __init__(
         self,
@@ -185,9 +186,16 @@ class Claims(Sequence[Claim]):
         self.blob = blob  # the bodies, UTF-8, joined by commas (a slice's is a view of its claim's)
         self.sizes = sizes  # each body's length in bytes
         self.timestamps = timestamps  # each item's event time, epoch ms
-        self.oldest_ms = min(timestamps, default=0) if oldest_ms is None else oldest_ms
+        self._oldest_ms = oldest_ms
         self._bodies: list[str] | None = None
         self._offsets: list[int] | None = None
+
+    @property
+    def oldest_ms(self) -> int:
+        """The oldest item's event time (epoch ms; 0 for none)."""
+        if self._oldest_ms is None:
+            self._oldest_ms = min(self.timestamps, default=0)
+        return self._oldest_ms
 
     @classmethod
     def of(cls, ids: Sequence[ItemId], bodies: Sequence[str], timestamps: Sequence[int]) -> Claims:
@@ -197,8 +205,8 @@ class Claims(Sequence[Claim]):
     @property
     def offsets(self) -> list[int]:
         """Where each body starts in `blob`, and where one after the last would."""
-        if self._offsets is None:
-            self._offsets = [0, *accumulate(size + 1 for size in self.sizes)]
+        if self._offsets is None:  # each body and its comma, summed in C
+            self._offsets = list(accumulate(map(add, self.sizes, repeat(1)), initial=0))
         return self._offsets
 
     @property
