@@ -71,9 +71,10 @@ class Sender:
         self._transport = transport
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        # Room for two claims' worth of requests: the next claim is made while the last one's
-        # requests are still being sent, so the workers never wait for the store.
-        ahead = max(settings.max_in_flight, 2 * -(-settings.claim_size // 100))
+        # Room for four claims' worth of requests: the next claim is made while the last ones'
+        # requests are still being sent, so the workers do not wait for the store even when a
+        # claim waits behind a commit (with two, they found the queue empty now and then).
+        ahead = max(settings.max_in_flight, 4 * -(-settings.claim_size // 100))
         self._queue: asyncio.Queue[Request | None] = asyncio.Queue(ahead)
         self._bucket = TokenBucket(settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
