@@ -203,7 +203,7 @@ async def main(count: int, rounds: int) -> None:
             f" process {best_sender.process_cpu:.1f} µs,"
             f" store writer {best_sender.writer_cpu:.1f} µs"
         )
-        print(f"ratio: {best_sender.rate / best_ceiling.rate:.2f} (goal >= 0.80)")
+        print(f"ratio: {best_sender.rate / best_ceiling.rate:.3f} (goal >= 0.800)")
         print(f"goal >= 27,000 events/s: {met}")
     finally:
         upstream.kill()

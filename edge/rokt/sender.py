@@ -76,6 +76,8 @@ class Sender:
         # claim waits behind a commit (with two, they found the queue empty now and then).
         ahead = max(settings.max_in_flight, 4 * -(-settings.claim_size // 100))
         self._queue: asyncio.Queue[Request | None] = asyncio.Queue(ahead)
+        self._room = asyncio.Event()  # the queue has room (see _enqueue)
+        self._room.set()
         self._bucket = TokenBucket(settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
         self._failures = 0  # in a row, for the backoff
@@ -157,10 +159,18 @@ class Sender:
                     if self.settings.dry_run:
                         await self._record_dry_run(request)
                     else:
-                        await self._queue.put(request)
+                        await self._enqueue(request)
             except StoreError as error:
                 log.error("store unavailable, delivery waits: %s", error)
                 await self._sleep(self.settings.poll_interval * 4)
+
+    async def _enqueue(self, request: Request) -> None:
+        """Queue a request for the workers. When the queue is full, wait until they have taken
+        half of it, rather than for each request they take (a wake-up of the feeder each)."""
+        if self._queue.full():
+            self._room.clear()
+            await self._room.wait()
+        self._queue.put_nowait(request)
 
     async def _prepare(self, claims: Claims) -> list[Request]:
         """Dead-letter what may no longer be sent; pack the rest into requests, in order."""
@@ -203,6 +213,8 @@ class Sender:
 
     async def _worker(self) -> None:
         while (request := await self._queue.get()) is not None:
+            if self._queue.qsize() <= self._queue.maxsize // 2:
+                self._room.set()
             try:
                 if self._stopping.is_set() or self.paused is not None:
                     await self.store.release(request.ids)
