@@ -138,7 +138,9 @@ class SQLiteStore(Store):
 
     def _restart(self) -> _WriterProcess:
         """A new writer after the last one died (killed, out of memory); at most one try a
-        second, so a disk that refuses every start fails requests fast meanwhile."""
+        second, so a disk that refuses every start fails requests fast meanwhile. Starting one
+        holds the event loop for the tenth of a second a Python process takes to start: rare
+        enough not to deserve a thread (which would share the interpreter lock again)."""
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
