@@ -154,7 +154,7 @@ class SQLiteStore(Store):
         for the synchronous methods (the CLI, a scrape of /metrics) and for event loops other
         than the writer's (tests that serve the app in a thread). SQLite serialises it with
         the writer's transactions (WAL, busy timeout); it only misses the group commit."""
-        function, args = job() if callable(job) else job
+        function, args = _made(job)
         with self._private_lock:
             if self._closed:
                 raise StoreUnavailable(f"{self.path}: the store is closed")
@@ -452,7 +452,7 @@ class _Channel:
             if future.cancelled():  # its caller went away before it was written: not written
                 continue
             try:
-                jobs.append((*(job() if callable(job) else job), durable))
+                jobs.append((*_made(job), durable))
             except Exception as error:  # a job that cannot be made: a bug, failed loudly
                 future.set_exception(error)
                 continue
@@ -573,6 +573,11 @@ class _Channel:
 
         self.loop.call_soon_threadsafe(fail)
         done.wait(STOP_SECONDS)
+
+
+def _made(job: Job | Deferred) -> Job:
+    """The job itself, or the one a deferred job makes now (as its group is handed over)."""
+    return job() if callable(job) else job
 
 
 def _child_environment() -> dict[str, str]:
