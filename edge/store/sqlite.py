@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -389,8 +390,9 @@ class _WriterProcess:
         finally:
             theirs.close()
         self.socket = ours
-        try:
-            ready = pickle.loads(_read_message(ours))
+        try:  # read as the writer sent it, on a copy of our end that the reader then closes
+            with Connection(os.dup(ours.fileno())) as channel:
+                ready = channel.recv()
         except (EOFError, OSError):
             ready = StoreUnavailable(f"cannot open {path}: the writer process ended at start")
         if ready is not None:
@@ -586,24 +588,6 @@ def _child_environment() -> dict[str, str]:
     root = str(Path(sqlite_writer.__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
-
-
-def _read_message(connection: socket.socket) -> bytes:
-    """One message as `multiprocessing.connection` frames them, read blocking."""
-    header = _read_exactly(connection, 4)
-    (size,) = struct.unpack("!i", header)
-    return _read_exactly(connection, size)
-
-
-def _read_exactly(connection: socket.socket, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = connection.recv(left)
-        if not chunk:
-            raise EOFError("end of file")
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
 
 
 def _text(body: dict[str, Any]) -> str:

@@ -150,3 +150,10 @@ async def test_jobs_and_answers_larger_than_the_socket_buffer_cross_whole(
     assert result.stored == 12
     claims = await store.claim(100, 60)
     assert [json.loads(body)["pad"] == pad for body in claims.bodies] == [True] * 12
+
+
+def test_a_file_that_cannot_be_opened_is_refused_at_once_saying_why(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    with pytest.raises(StoreUnavailable, match=r"cannot open .*not-a-directory"):
+        SQLiteStore(blocked / "edge.db")
