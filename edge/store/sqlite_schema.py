@@ -309,9 +309,7 @@ def record_dry_run(
     cursor = connection.execute(
         "INSERT INTO dry_run_bodies (at, path, body) VALUES (?, ?, ?)", (now, path, body)
     )
-    connection.execute(
-        "DELETE FROM dry_run_bodies WHERE id <= ?", ((cursor.lastrowid or 0) - keep,)
-    )
+    _keep_last(connection, "dry_run_bodies", cursor.lastrowid, keep)
 
 
 def dry_run_bodies(connection: sqlite3.Connection, limit: int) -> list[DryRunBody]:
@@ -327,12 +325,11 @@ def record_upstream_error(
     cursor = connection.execute(
         "INSERT INTO upstream_errors (at, status, message) VALUES (?, ?, ?)", (now, status, message)
     )
-    connection.execute(
-        "DELETE FROM upstream_errors WHERE id <= ?", ((cursor.lastrowid or 0) - keep,)
-    )
+    _keep_last(connection, "upstream_errors", cursor.lastrowid, keep)
 
 
 def _keep_last(connection: sqlite3.Connection, table: str, last: int | None, keep: int) -> None:
+    """Forget all but the newest `keep` rows of `table`, whose newest id is `last`."""
     connection.execute(f"DELETE FROM {table} WHERE id <= ?", ((last or 0) - keep,))
 
 
