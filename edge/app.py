@@ -42,7 +42,7 @@ from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
 from edge.intake import Collected
 from edge.metrics import Metrics
-from edge.processing import Processor
+from edge.processing import Processor, Readings
 from edge.rokt.mapping import load_mappings
 from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
@@ -82,6 +82,7 @@ class Edge:
         self.processor: Processor | None = None
         self.processing: asyncio.Task[None] | None = None
         self.arriving = 0  # requests waiting for their arrival's write (edge.processing)
+        self.readings = Readings()  # intake's reading of each stored request, for processing
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
 
@@ -107,8 +108,13 @@ class Edge:
         """Store a request's arrival durably (raises StoreError), count its events and wake the
         processor. `started`: when the request arrived (time.perf_counter)."""
         self.arriving += 1
+        # Kept before the write: processing may take the arrival as soon as it is committed.
+        self.readings.keep(arrival, list(events))
         try:
             await self.store.put_arrival(arrival)
+        except BaseException:
+            self.readings.forget(arrival)
+            raise
         finally:
             self.arriving -= 1
         for event in events:

@@ -8,14 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from edge import processing
 from edge.processing import (
     BUSY_REQUESTS,
     BUSY_SHARE,
     MAX_LAG,
     PROCESSING_FAILED,
     IdentityView,
+    Readings,
+    arrival_events,
     pause_for_intake,
 )
 from edge.settings import Settings
@@ -116,6 +120,70 @@ def test_an_arrival_that_cannot_be_processed_is_skipped_and_the_rest_go_on(
         assert stats.skipped == {PROCESSING_FAILED: 1}
         assert not live.edge.processing.done()
     assert fake.accepted_message_ids() == ["m-good"]
+
+
+# -- intake's reading, taken rather than read again --------------------------------------------
+
+
+def test_processing_takes_the_events_intake_read_instead_of_reading_the_body_again(
+    tmp_path: Path, fake: FakeCapi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an edge whose processing counts the stored bodies it has to read again
+    read_again: list[Arrival] = []
+
+    def counted(arrival: Arrival) -> list[Any]:
+        read_again.append(arrival)
+        return arrival_events(arrival)
+
+    monkeypatch.setattr(processing, "arrival_events", counted)
+    order = {"type": "track", "event": "Order Completed", "anonymousId": "A", "messageId": "m-1",
+             "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}},
+             "properties": {"order_id": "o-1", "revenue": 42, "currency": "USD"}}  # fmt: skip
+    with edge_on(tmp_path / "edge.db", fake) as live:
+        # when a beacon is answered and processed
+        headers = {"Content-Type": "text/plain", "User-Agent": CHROME}
+        answer = httpx.post(f"{live.url}/e", content=json.dumps(order), headers=headers)
+        assert answer.status_code == 200
+        wait_for(lambda: len(delivered(fake)) == 1)
+        live.processed()
+        # then its conversion reached Rokt from intake's reading: no body was read twice
+        assert read_again == []
+        assert len(live.edge.readings) == 0
+    [batch] = delivered(fake)
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "CLICK-1"
+
+
+def test_a_reading_is_taken_once_and_a_full_store_of_them_keeps_the_oldest() -> None:
+    readings = Readings(limit=2)
+    arrivals = [Arrival("beacon", NOW + n, body_of({"type": "page", "messageId": f"m-{n}"}))
+                for n in range(3)]  # fmt: skip
+    kept = [arrival_events(arrival) for arrival in arrivals]
+    for arrival, events in zip(arrivals, kept, strict=True):
+        readings.keep(arrival, events)
+    # full, it kept the oldest two (processing takes them first), and each is taken once: the
+    # very reading intake made
+    assert readings.take(arrivals[0]) is kept[0]
+    assert readings.take(arrivals[1]) is kept[1]
+    # one taken already, or not kept, is read again from the body: the same events
+    for arrival, events in ((arrivals[1], kept[1]), (arrivals[2], kept[2])):
+        again = readings.take(arrival)
+        assert again is not events
+        assert [event.body for event in again] == [event.body for event in events]
+    # a reading older than processing would still take (its arrival went elsewhere) makes room
+    for arrival, events in zip(arrivals[:2], kept, strict=False):
+        readings.keep(arrival, events)
+    late = Arrival("beacon", NOW + 2 * MAX_LAG + 1, body_of({"type": "page", "messageId": "m-9"}))
+    late_events = arrival_events(late)
+    readings.keep(late, late_events)
+    assert readings.take(late) is late_events
+    assert readings.take(arrivals[1]) is kept[1]
+    assert readings.take(arrivals[0]) is not kept[0]
+    # a reading is kept under what reading depends on: the same body at another time is not it
+    readings.keep(arrivals[0], kept[0])
+    later = Arrival("beacon", NOW + 60, arrivals[0].body)
+    assert [event.body["timestamp"] for event in readings.take(later)] != [
+        event.body["timestamp"] for event in kept[0]
+    ]
 
 
 # -- what a slice sees of the identity store ---------------------------------------------------
