@@ -44,7 +44,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from edge import tracking_api
 from edge.capture import beacon
@@ -155,6 +155,19 @@ def arrival_events(arrival: Arrival) -> list[Event]:
     return tracking_api.arrived_events(arrival)
 
 
+class _ReadingKey(NamedTuple):
+    """What reading an arrival depends on."""
+
+    source: str
+    kind: str | None
+    received_at: float
+    body: bytes
+
+
+def _reading_key(arrival: Arrival) -> _ReadingKey:
+    return _ReadingKey(arrival.source, arrival.kind, arrival.received_at, arrival.body)
+
+
 class Readings:
     """The events intake read from the requests it stored, kept for processing to take rather
     than read each stored body again (the JSON, the short form, validation: a third of
@@ -171,12 +184,12 @@ class Readings:
 
     def __init__(self, limit: int = READINGS_KEPT) -> None:
         self.limit = limit
-        self._kept: dict[tuple[str, str | None, float, bytes], list[Event]] = {}
+        self._kept: dict[_ReadingKey, list[Event]] = {}
 
     def keep(self, arrival: Arrival, events: list[Event]) -> None:
         if len(self._kept) >= self.limit:
             oldest = next(iter(self._kept))
-            if arrival.received_at - oldest[2] < 2 * MAX_LAG:
+            if arrival.received_at - oldest.received_at < 2 * MAX_LAG:
                 return
             del self._kept[oldest]
         self._kept[_reading_key(arrival)] = events
@@ -191,10 +204,6 @@ class Readings:
 
     def __len__(self) -> int:
         return len(self._kept)
-
-
-def _reading_key(arrival: Arrival) -> tuple[str, str | None, float, bytes]:
-    return (arrival.source, arrival.kind, arrival.received_at, arrival.body)
 
 
 class Processor:
