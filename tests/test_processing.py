@@ -170,7 +170,7 @@ def test_a_reading_is_taken_once_and_a_full_store_of_them_keeps_the_oldest() -> 
         assert again is not events
         assert [event.body for event in again] == [event.body for event in events]
     # a reading older than processing would still take (its arrival went elsewhere) makes room
-    for arrival, events in zip(arrivals[:2], kept, strict=False):
+    for arrival, events in zip(arrivals[:2], kept[:2], strict=True):
         readings.keep(arrival, events)
     late = Arrival("beacon", NOW + 2 * MAX_LAG + 1, body_of({"type": "page", "messageId": "m-9"}))
     late_events = arrival_events(late)
