@@ -85,6 +85,25 @@ async def test_settling_stores_what_processing_made_and_forgets_the_arrivals_tog
     assert (stats.arrivals, stats.oldest_arrival) == (1, second.arrival.received_at)
 
 
+async def test_a_settled_arrivals_personal_data_is_overwritten_in_the_database_file(
+    store: SQLiteStore,
+) -> None:
+    # given an arrival holding an email address as it came, unhashed, settled by processing
+    email = b"private-person-7c1e@example.com"
+    body = b'{"type":"identify","userId":"u-1","traits":{"email":"' + email + b'"}}'
+    await store.put_arrival(Arrival("beacon", 1_700_000_000.0, body, ip="198.51.100.23"))
+    [waiting] = await store.arrivals(10)
+    await store.settle([waiting.id], Intake())
+    store.close()
+    # when the write-ahead log is folded into the database file and emptied
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # then neither the address nor the IP is left in the file, not even in freed space
+    content = store.path.read_bytes()
+    assert email not in content
+    assert b"198.51.100.23" not in content
+
+
 async def test_a_settle_that_fails_leaves_its_arrivals_to_be_processed_again(
     store: SQLiteStore,
 ) -> None:
