@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +36,7 @@ from edge.rokt.fields import Mapped
 from edge.rokt.pipeline import Outbound
 from edge.rokt.sender import Sender
 from edge.settings import Settings, load_settings
-from edge.store.base import Intake
+from edge.store.base import Intake, ItemId
 from edge.store.sqlite import SQLiteStore
 
 HERE = Path(__file__).resolve().parent
@@ -139,9 +140,27 @@ async def ceiling(settings: Settings, items: list[Outbound]) -> Run:
         return timer.run(len(items))
 
 
+class AckedStore(SQLiteStore):
+    """The SQLite store, telling the moment the last of `expected` items is acknowledged: the
+    drain is timed to it, as the ceiling is to its last answer (a poll would add up to its
+    interval, and wake the sender's loop meanwhile)."""
+
+    def __init__(self, path: Path, expected: int) -> None:
+        super().__init__(path)
+        self.acked = 0
+        self.expected = expected
+        self.all_acked = asyncio.Event()
+
+    async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
+        await super().ack(ids, dry_run=dry_run)
+        self.acked += len(ids)
+        if self.acked >= self.expected:
+            self.all_acked.set()
+
+
 async def drain(settings: Settings, items: list[Outbound], database: Path) -> Run:
     """Queued items, delivered by the sender from the SQLite outbox: claim, pack, post, ack."""
-    store = SQLiteStore(database)
+    store = AckedStore(database, len(items))
     for start in range(0, len(items), 1000):
         await store.put(Intake(outbound=items[start : start + 1000]))
     sender = Sender(settings, store)
@@ -153,8 +172,7 @@ async def drain(settings: Settings, items: list[Outbound], database: Path) -> Ru
     assert writer is not None
     writer_before = cpu_seconds(writer)
     with Timer() as timer:
-        while sender.delivered < len(items):
-            await asyncio.sleep(0.005)
+        await store.all_acked.wait()
     writer_seconds = cpu_seconds(writer) - writer_before
     sender.stop()
     await task
