@@ -7,9 +7,12 @@ interface (and its errors) is in `edge.store.base`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.settings import Settings
 from edge.store.base import Store, StoreConfigError
+
+if TYPE_CHECKING:  # the writer process imports this package: settings (phone numbers) would
+    from edge.settings import Settings  # double its start, which holds the loop on a restart
 
 SQLITE_PREFIX = "sqlite:///"
 
