@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from edge.store.base import Store, StoreConfigError
 
 if TYPE_CHECKING:  # the writer process imports this package: settings (phone numbers) would
-    from edge.settings import Settings  # double its start, which holds the loop on a restart
+    from edge.settings import Settings  # add half to its start
 
 SQLITE_PREFIX = "sqlite:///"
 

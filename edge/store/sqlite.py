@@ -139,16 +139,17 @@ class SQLiteStore(Store):
 
     def _restart(self) -> _WriterProcess:
         """A new writer after the last one died (killed, out of memory); at most one try a
-        second, so a disk that refuses every start fails requests fast meanwhile. Starting one
-        holds the event loop for the tenth of a second a Python process takes to start: rare
-        enough not to deserve a thread (which would share the interpreter lock again)."""
+        second, so a disk that refuses every start fails requests fast meanwhile. The event
+        loop does not wait for it to open the database (most of a tenth of a second, a Python
+        process's start): its channel holds the jobs until it says it is ready, and fails
+        them with its reason if it cannot open."""
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
         if time.monotonic() < self._restart_after:
             raise StoreUnavailable(f"{self.path}: the writer process is being restarted")
         self._restart_after = time.monotonic() + 1.0
-        return _WriterProcess(self.path)
+        return _WriterProcess(self.path, wait_until_open=False)
 
     def _run_private(self, job: Job | Deferred, durable: bool = True) -> Any:
         """`job` in a transaction of this caller's own, on a connection of the store's own:
@@ -372,7 +373,7 @@ def _stats(connection: sqlite3.Connection) -> Stats:
 class _WriterProcess:
     """The writer (`edge.store.sqlite_writer`): started, checked ready, and stopped."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, wait_until_open: bool = True) -> None:
         ours, theirs = socket.socketpair()
         for end in (ours, theirs):  # a claim crosses in a read or two (up to the system limit)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
@@ -390,6 +391,9 @@ class _WriterProcess:
         finally:
             theirs.close()
         self.socket = ours
+        self.ready = wait_until_open  # else the first message on the socket says (`_Channel`)
+        if not wait_until_open:
+            return
         try:  # read as the writer sent it, on a copy of our end that the reader then closes
             with Connection(os.dup(ours.fileno())) as channel:
                 ready = channel.recv()
@@ -431,6 +435,7 @@ class _Channel:
         self._message: memoryview | None = None  # the answer's part of it, once its size is known
         self._filled = 0  # bytes of the header, or of the message, read so far
         self._transactions = 0  # as the writer counts them
+        self._ready = writer.ready  # else its first message is None (open) or why it is not
         loop.add_reader(self._socket.fileno(), self._readable)
 
     def submit(self, job: Job | Deferred, durable: bool) -> asyncio.Future[Any]:
@@ -444,7 +449,7 @@ class _Channel:
 
     def _flush(self) -> None:
         self._flush_soon = False
-        if self._out is not None or self.lost:
+        if self._out is not None or self.lost or not self._ready:
             return
         group = self._pending[: self.store._max_group]
         del self._pending[: len(group)]
@@ -517,7 +522,10 @@ class _Channel:
                 message, self._message = self._message, None
                 with message:  # released before the buffer may be replaced
                     reply = pickle.loads(message)
-                self._answer(reply)
+                if self._ready:
+                    self._answer(reply)
+                else:
+                    self._opened(reply)
 
     def _answer(self, reply: tuple[int, list[tuple[bool, Any]]]) -> None:
         transactions, outcomes = reply
@@ -531,6 +539,16 @@ class _Channel:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+        if self._pending:
+            self._flush()
+
+    def _opened(self, hello: StoreUnavailable | None) -> None:
+        """The writer's first message: None once it has the database open, else the reason
+        it could not (it then ends); the jobs that waited for it go, or fail with that."""
+        if hello is not None:
+            self._fail(hello)
+            return
+        self._ready = True
         if self._pending:
             self._flush()
 

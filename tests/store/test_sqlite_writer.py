@@ -67,6 +67,75 @@ async def test_a_killed_writer_is_replaced_and_nothing_acknowledged_is_lost(
     assert stats.pending == 3 + sum(result.stored for result in results)
 
 
+async def replaced(store: SQLiteStore, first: int, n: int) -> None:
+    """Put until a put answers: the first may fail while the killed writer's loss is noticed."""
+    failures = []
+    for attempt in range(n, n + 3):
+        try:
+            await store.put(Intake(outbound=[conversion(attempt)]))
+            break
+        except StoreUnavailable as error:
+            failures.append(str(error))
+    else:
+        pytest.fail(f"no writer replaced {first}: {failures}")
+    assert all("writer process failed" in failure for failure in failures)
+
+
+async def test_a_replacement_writer_opens_the_database_while_the_event_loop_goes_on(
+    store: SQLiteStore,
+) -> None:
+    # Given a store whose writer was killed
+    await store.put(Intake(outbound=[conversion(1)]))
+    first = writer_pid(store)
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+
+    # When the next puts start a new writer, while another task takes turns of the loop
+    turns_while_opening = 0
+    finished = False
+
+    async def other_work() -> None:
+        nonlocal turns_while_opening
+        while not finished:
+            # (the channel's flag: whether its writer has said the database is open)
+            channel = store._channel
+            turns_while_opening += channel is not None and not channel._ready
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await replaced(store, first, 2)
+    finished = True
+    await other
+
+    # Then the loop was not held while the new process started and opened the file (a tenth
+    # of a second), and the put that waited for it was written
+    assert turns_while_opening > 0
+    assert writer_pid(store) != first
+    assert (await store.stats()).pending >= 2
+
+
+async def test_a_replacement_writer_that_cannot_open_the_database_fails_the_waiting_jobs_saying_why(
+    store: SQLiteStore,
+) -> None:
+    # Given a store whose writer was killed, and whose file can no longer be opened
+    await store.put(Intake(outbound=[conversion(1)]))
+    first = writer_pid(store)
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+    store.path.rename(store.path.with_name("moved.db"))
+    store.path.mkdir()  # a directory where the database was
+
+    # When puts come: the first may fail as the loss is noticed, the next starts a new writer
+    failures = []
+    for n in range(2, 4):
+        with pytest.raises(StoreUnavailable) as failure:
+            await store.put(Intake(outbound=[conversion(n)]))
+        failures.append(str(failure.value))
+
+    # Then the put that waited for the new writer fails with its reason, not a hang or a 500
+    assert any(f"cannot open {store.path}" in failure for failure in failures), failures
+
+
 async def test_the_writer_ends_with_its_parent(tmp_path: Path) -> None:
     # Given a process that opened a store (and so started a writer), killed without warning
     script = (
