@@ -67,6 +67,15 @@ async def test_a_killed_writer_is_replaced_and_nothing_acknowledged_is_lost(
     assert stats.pending == 3 + sum(result.stored for result in results)
 
 
+async def kill_writer(store: SQLiteStore) -> int:
+    """Put an item, then kill the store's writer process; its pid."""
+    await store.put(Intake(outbound=[conversion(1)]))
+    first = writer_pid(store)
+    os.kill(first, signal.SIGKILL)
+    assert gone(first)
+    return first
+
+
 async def replaced(store: SQLiteStore, first: int, n: int) -> None:
     """Put until a put answers: the first may fail while the killed writer's loss is noticed."""
     failures = []
@@ -85,10 +94,7 @@ async def test_a_replacement_writer_opens_the_database_while_the_event_loop_goes
     store: SQLiteStore,
 ) -> None:
     # Given a store whose writer was killed
-    await store.put(Intake(outbound=[conversion(1)]))
-    first = writer_pid(store)
-    os.kill(first, signal.SIGKILL)
-    assert gone(first)
+    first = await kill_writer(store)
 
     # When the next puts start a new writer, while another task takes turns of the loop
     turns_while_opening = 0
@@ -118,10 +124,7 @@ async def test_a_replacement_writer_that_cannot_open_the_database_fails_the_wait
     store: SQLiteStore,
 ) -> None:
     # Given a store whose writer was killed, and whose file can no longer be opened
-    await store.put(Intake(outbound=[conversion(1)]))
-    first = writer_pid(store)
-    os.kill(first, signal.SIGKILL)
-    assert gone(first)
+    await kill_writer(store)
     store.path.rename(store.path.with_name("moved.db"))
     store.path.mkdir()  # a directory where the database was
 
