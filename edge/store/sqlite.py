@@ -391,7 +391,9 @@ class _WriterProcess:
         finally:
             theirs.close()
         self.socket = ours
-        self.ready = wait_until_open  # else the first message on the socket says (`_Channel`)
+        # Whether it has the database open: known here when waited for, else set by its
+        # channel when the writer's first message on the socket says so (`_Channel._opened`).
+        self.ready = wait_until_open
         if not wait_until_open:
             return
         try:  # read as the writer sent it, on a copy of our end that the reader then closes
@@ -435,7 +437,6 @@ class _Channel:
         self._message: memoryview | None = None  # the answer's part of it, once its size is known
         self._filled = 0  # bytes of the header, or of the message, read so far
         self._transactions = 0  # as the writer counts them
-        self._ready = writer.ready  # else its first message is None (open) or why it is not
         loop.add_reader(self._socket.fileno(), self._readable)
 
     def submit(self, job: Job | Deferred, durable: bool) -> asyncio.Future[Any]:
@@ -449,7 +450,7 @@ class _Channel:
 
     def _flush(self) -> None:
         self._flush_soon = False
-        if self._out is not None or self.lost or not self._ready:
+        if self._out is not None or self.lost or not self.writer.ready:
             return
         group = self._pending[: self.store._max_group]
         del self._pending[: len(group)]
@@ -522,7 +523,7 @@ class _Channel:
                 message, self._message = self._message, None
                 with message:  # released before the buffer may be replaced
                     reply = pickle.loads(message)
-                if self._ready:
+                if self.writer.ready:
                     self._answer(reply)
                 else:
                     self._opened(reply)
@@ -548,7 +549,7 @@ class _Channel:
         if hello is not None:
             self._fail(hello)
             return
-        self._ready = True
+        self.writer.ready = True
         if self._pending:
             self._flush()
 

@@ -103,9 +103,9 @@ async def test_a_replacement_writer_opens_the_database_while_the_event_loop_goes
     async def other_work() -> None:
         nonlocal turns_while_opening
         while not finished:
-            # (the channel's flag: whether its writer has said the database is open)
-            channel = store._channel
-            turns_while_opening += channel is not None and not channel._ready
+            # (whether the store's writer has said the database is open)
+            writer = store._writer
+            turns_while_opening += writer is not None and not writer.ready
             await asyncio.sleep(0)
 
     other = asyncio.create_task(other_work())
