@@ -40,3 +40,5 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO; the sender's own logs and metrics say what matters.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from edge.logs import JsonFormatter
+from edge.logs import JsonFormatter, configure_logging
 from edge.settings import Settings
 from tests.conftest import ROOT
 from tests.fake_capi import FakeCapi, Reply
@@ -169,3 +169,17 @@ def test_json_logs_are_one_object_per_line_with_extra_fields() -> None:
     assert entry["message"] == "paused 401"
     assert entry["level"] == "warning"
     assert entry["status"] == 401
+
+
+def test_the_log_keeps_the_senders_lines_not_one_per_upstream_request() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging("text", logging.INFO)
+        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("rokt_edge.sender").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.getLogger("httpx").setLevel(logging.NOTSET)

@@ -26,6 +26,8 @@ MAX_VALUE_CHARS: Final = 4096
 MAX_BATCH_BYTES: Final = 128 * 1024
 MAX_BODY_BYTES: Final = 256 * 1024
 MAX_BATCHES_PER_REQUEST: Final = 100
+EVENTS_PATH: Final = "/events"  # one batch
+BULK_EVENTS_PATH: Final = "/bulkevents"  # a JSON array of batches
 # The upstream parses these as System.Guid: one bad value gets the whole batch rejected.
 UUID_DEVICE_FIELDS: Final = ("ios_advertising_id", "android_advertising_id", "ios_idfv")
 # What counts for the required-identifier rule (IP and user agent alone do not).
@@ -238,8 +240,8 @@ def pack(batches: list[dict[str, Any]]) -> list[UpstreamRequest]:
         groups[-1].append(batch)
         size += batch_size
     return [
-        UpstreamRequest("/events", group[0], 1)
+        UpstreamRequest(EVENTS_PATH, group[0], 1)
         if len(group) == 1
-        else UpstreamRequest("/bulkevents", group, len(group))
+        else UpstreamRequest(BULK_EVENTS_PATH, group, len(group))
         for group in groups
     ]

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge.rokt.capi import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES
+from edge.rokt.capi import (
+    BULK_EVENTS_PATH,
+    EVENTS_PATH,
+    MAX_BATCHES_PER_REQUEST,
+    MAX_BODY_BYTES,
+)
 from edge.store.base import Claims
 
 
@@ -39,5 +44,5 @@ def pack(sizes: Sequence[int]) -> list[slice]:
 def request(claims: Claims) -> tuple[str, bytes]:
     """The path and body for these batches: `/events` for one, `/bulkevents` for more."""
     if len(claims) == 1:
-        return "/events", bytes(claims.blob)
-    return "/bulkevents", claims.between(b"[", b"]")
+        return EVENTS_PATH, bytes(claims.blob)
+    return BULK_EVENTS_PATH, claims.between(b"[", b"]")

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import logging
 import time
+import urllib.request
 from collections.abc import Callable
+from http.client import HTTPResponse
 from typing import Final, assert_never
 
 import httpx
@@ -48,6 +51,14 @@ log = logging.getLogger("rokt_edge.sender")
 
 HOUSEKEEPING_SECONDS: Final = 30.0
 PRUNE_SECONDS: Final = 3600.0
+
+
+class IgnoredCookies(http.cookiejar.CookieJar):
+    """The upstream's cookies, never read: neither API needs any, and parsing every answer's
+    headers for them was 7% of the event loop's time per request."""
+
+    def extract_cookies(self, response: HTTPResponse, request: urllib.request.Request) -> None:
+        pass
 
 
 class Sender:
@@ -137,6 +148,7 @@ class Sender:
                 max_connections=settings.max_in_flight,
                 max_keepalive_connections=settings.max_in_flight,
             ),
+            cookies=IgnoredCookies(),
             transport=self._transport,
         )
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge import __version__
 from edge.metrics import Metrics
 from edge.rokt import capi
 from edge.rokt.responses import redact
@@ -56,6 +57,7 @@ async def test_items_go_in_bulk_requests_with_basic_auth_each_event_once(
     expected = "Basic " + base64.b64encode(f"{API_KEY}:{API_SECRET}".encode()).decode()
     assert {r.headers["authorization"] for r in requests} == {expected}
     assert {r.headers["content-type"] for r in requests} == {"application/json"}
+    assert {r.headers["user-agent"] for r in requests} == {f"rokt-edge/{__version__}"}
     assert sorted(fake.accepted_message_ids()) == [item.message_id for item in items]
     assert all(batch["source_request_id"] for r in requests for batch in r.batches)
     assert (await store.stats()).delivered == 250
