@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -15,6 +16,8 @@ from edge.store.base import StoreError
 # Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+# The collector's thresholds while serving (`tune_collector`): youngest, middle, oldest.
+GC_THRESHOLDS = (20_000, 50, 100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_collector() -> None:
+    """Fewer, cheaper passes of the cyclic garbage collector in the serving process.
+
+    By default it runs every 700 allocations, and a beacon makes a few hundred (its event, the
+    request's dicts, futures), so a collection ran every other request or so; its passes over
+    older generations walk every long-lived object (modules, mappings, the readings kept for
+    processing) and were most of the p99 under load. What is alive once the app is built is
+    frozen out of all passes, and the youngest generation is collected every 20,000
+    allocations (bench/ingest.py: about a tenth more beacons a second, and a third of the p99).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -123,6 +141,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     # Opened here, so a store that cannot be opened stops start-up with a plain message.
     open_store(settings).close()
+    tune_collector()
     uvicorn.run(
         app,
         host=args.host,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from edge.cli import GC_THRESHOLDS, tune_collector
 from edge.logs import JsonFormatter, configure_logging
 from edge.settings import Settings
 from tests.conftest import ROOT
@@ -141,6 +143,18 @@ def test_serve_runs_the_service_and_stops_gracefully_on_sigterm(
     assert any(message.startswith("rokt-edge ready") for message in messages)
     assert "Application shutdown complete." in messages
     assert fake.api_secret not in logs
+
+
+def test_serve_collects_cyclic_garbage_rarely_and_never_walks_the_start_up_heap() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > 10 * thresholds[0]
+        assert gc.get_freeze_count() > 1000  # the modules, settings and app built before it
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def _up(url: str) -> bool:
