@@ -167,6 +167,10 @@ def parse_timestamp(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
+        if text[4:5] == "-":  # 2025-01-31...: ISO first (a failed float() costs an exception)
+            stamp = _iso_ms(text)
+            if stamp is not None:
+                return stamp
         try:
             number = float(text)
         except ValueError:

@@ -95,6 +95,7 @@ def test_a_bad_event_names_the_event_and_the_field(raw: Any, message: str) -> No
         (float("nan"), None),
         (1e300, None),  # past any date: would overflow the store's 64-bit integer
         ("1e30", None),
+        ("1.0e-5", 0),  # a number, though shaped like the start of a date
         (10**20, None),
     ],
 )

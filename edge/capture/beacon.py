@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 
 from edge.capture.client_ip import client_ip, is_https, request_hosts
@@ -77,22 +77,26 @@ def header_map(request: Request) -> dict[str, str]:
 
 
 async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
-    """The body, refusing to read past `limit` bytes whatever Content-Length claims."""
+    """The body, refusing to read past `limit` bytes whatever Content-Length claims. Read from
+    the server's messages as they come: Starlette's `body()` goes through an async generator,
+    which costs a beacon more than its JSON does."""
     if declared is None:
         declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
-        if int(declared) > limit:
-            raise TooLarge
-        # The server reads no more than a declared length (HTTP/1.1 framing): read it whole.
-        return await request.body()
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise TooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def events_of(document: Any) -> list[Any] | None:
@@ -336,7 +340,11 @@ async def beacon(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc")
-    cookie = edge.cookies.read(request.cookies.get(settings.cookie_name))
+    # Parsed only when sent (Starlette's `request.cookies` looks for the header afresh).
+    sent = (
+        cookie_parser(headers["cookie"]).get(settings.cookie_name) if "cookie" in headers else None
+    )
+    cookie = edge.cookies.read(sent)
     visitor, all_private = answer_cookie(edge, cookie, events, gpc, user_agent, now)
     arrival = Arrival(
         "beacon", now, body,

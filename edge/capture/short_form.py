@@ -63,9 +63,9 @@ def expand(raw: Any, index: int | None = None) -> Any:
     Raises EventError (naming the event by `index`) for what the short form itself forbids."""
     if not is_short(raw):
         return raw
-    short = {key: value for key, value in raw.items() if value is not None}
-    unknown = sorted(set(short) - KEYS)
-    if unknown:
+    short = raw if None not in raw.values() else {k: v for k, v in raw.items() if v is not None}
+    if not KEYS.issuperset(short):
+        unknown = sorted(set(short) - KEYS)
         listed = ", ".join(sorted(KEYS))
         raise EventError("", f"short form: unknown keys {unknown}; the keys are {listed}", index)
     kind = short.get("t")  # null: parse_event says the type is missing

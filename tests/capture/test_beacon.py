@@ -197,6 +197,23 @@ def test_bad_requests_get_json_errors(
     assert response.json()["error"]["message"]
 
 
+def test_a_body_without_a_declared_length_is_read_in_chunks_up_to_the_limit(
+    live: LiveEdge,
+) -> None:
+    text = json.dumps(order(userId="u")).encode()
+
+    def chunked(body: bytes, size: int) -> Iterator[bytes]:  # no Content-Length: chunked
+        yield from (body[start : start + size] for start in range(0, len(body), size))
+
+    with httpx.Client() as client:
+        fits = client.post(live.url + "/e", content=chunked(text, 16), headers=BROWSER)
+        over = client.post(live.url + "/e", content=chunked(b" " * 70_000, 4096), headers=BROWSER)
+
+    assert fits.json() == {"success": True, "accepted": 1}
+    assert over.status_code == 413
+    assert over.json()["error"]["code"] == "too_large"
+
+
 def test_an_invalid_event_is_named_and_the_valid_ones_are_kept(
     live: LiveEdge, settings: Settings
 ) -> None:
