@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -212,6 +214,24 @@ def test_a_body_without_a_declared_length_is_read_in_chunks_up_to_the_limit(
     assert fits.json() == {"success": True, "accepted": 1}
     assert over.status_code == 413
     assert over.json()["error"]["code"] == "too_large"
+
+
+def test_a_body_cut_short_by_the_client_going_away_is_not_stored(
+    live: LiveEdge, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The part that came is a whole order, but the request said more would follow.
+    part = json.dumps(order("o-cut", userId="u")).encode()
+    head = "POST /e HTTP/1.1\r\nHost: shop.example\r\nContent-Type: text/plain\r\n"
+    head += f"Content-Length: {len(part) + 100}\r\n\r\n"
+    url = httpx.URL(live.url)
+    with socket.create_connection((url.host, url.port)) as connection:
+        connection.sendall(head.encode() + part)
+
+    assert post(live, order("o-whole", userId="u")).status_code == 200
+    live.processed()
+    with database(settings) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_an_invalid_event_is_named_and_the_valid_ones_are_kept(
