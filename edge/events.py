@@ -49,11 +49,15 @@ ARRIVAL_IDS: Final = uuid.UUID("5f4c7a2e-7e1b-4b8e-9d3a-0c2f4e6a8b1d")
 class ArrivalDefaults:
     """What `parse_event` fills in for an event of a stored request (`edge.processing`): its time
     of arrival, and a message id derived from the request and the event's place in it. Intake
-    and processing read the same body with the same defaults, so they see the same events."""
+    and processing read the same body with the same defaults, so they see the same events.
 
-    def __init__(self, received_at: float, body: bytes) -> None:
+    An event's time is also put right for the sender's clock (`on_the_edge_clock`), from the
+    request's `sentAt` (Segment's libraries send one) or the event's own."""
+
+    def __init__(self, received_at: float, body: bytes, sent_at: Any = None) -> None:
         self.received_at = received_at
         self.body = body
+        self.sent_at_ms = parse_timestamp(sent_at)
         self._digest: str | None = None
 
     def now(self) -> datetime:
@@ -65,7 +69,37 @@ class ArrivalDefaults:
         return str(uuid.uuid5(ARRIVAL_IDS, f"{self.received_at!r}/{index}/{self._digest}"))
 
     def parse(self, raw: Any, index: int) -> Event:
-        return parse_event(raw, index, now=self.now, new_id=lambda: self.message_id(index))
+        event = parse_event(raw, index, now=self.now, new_id=lambda: self.message_id(index))
+        if raw.get("timestamp") is not None:  # else it is the time of arrival already
+            sent_at_ms = parse_timestamp(event.body.get("sentAt")) or self.sent_at_ms
+            on_the_edge_clock(event.body, round(self.received_at * 1000), sent_at_ms)
+        return event
+
+
+def on_the_edge_clock(body: dict[str, Any], received_ms: int, sent_at_ms: int | None) -> None:
+    """An event's `timestamp` moved from the sender's clock to the edge's, in place.
+
+    Device clocks are often minutes or hours off, and Rokt reads the time to attribute a
+    conversion to its click (the Event API refuses anything over 5 minutes ahead of its own
+    clock). With `sentAt`, the sender's time of sending, Segment's correction applies:
+    timestamp = receivedAt - (sentAt - timestamp). Without it, only a time after the edge
+    received the event is certainly wrong, and becomes the time it was received. The time as
+    sent is kept as `originalTimestamp`, as Segment keeps it."""
+    stamp = parse_timestamp(body["timestamp"])
+    if stamp is None:  # parse_event refuses such an event: not one of its bodies
+        return
+    corrected = stamp if sent_at_ms is None else stamp - (sent_at_ms - received_ms)
+    corrected = max(0, min(corrected, received_ms))
+    if corrected != stamp:
+        body["originalTimestamp"] = body["timestamp"]
+        body["timestamp"] = iso_ms(corrected)
+
+
+def iso_ms(stamp: int) -> str:
+    """Epoch milliseconds as ISO 8601 text in UTC, to the millisecond (`2025-01-31T12:00:00.000Z`,
+    as analytics.js writes times)."""
+    moment = datetime.fromtimestamp(stamp / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EventError(ValueError):

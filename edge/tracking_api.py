@@ -263,8 +263,10 @@ class ServerIntake(Collected):
 
 def arrived_events(arrival: Arrival) -> list[Event]:
     """The valid events of a stored tracking API request, as intake read them."""
-    items = raw_events(json.loads(arrival.body), arrival.kind)
-    return parse_events(items, ArrivalDefaults(arrival.received_at, arrival.body))[0]
+    document = json.loads(arrival.body)
+    items = raw_events(document, arrival.kind)
+    defaults = ArrivalDefaults(arrival.received_at, arrival.body, document.get("sentAt"))
+    return parse_events(items, defaults)[0]
 
 
 async def process_api(
@@ -294,7 +296,7 @@ async def handle(request: Request, kind: str | None) -> Response:
             document = {name: value for name, value in document.items() if name != "writeKey"}
             body = json.dumps(document, separators=(",", ":")).encode()
         received_at = edge.clock()
-        defaults = ArrivalDefaults(received_at, body)
+        defaults = ArrivalDefaults(received_at, body, document.get("sentAt"))
         events, problems, oversized = parse_events(raw_events(document, kind), defaults)
     except Refusal as refusal:
         return refusal.response

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -103,3 +104,33 @@ def test_python_m_deliver_delivers_to_the_event_api(
     assert APP_SECRET.encode() not in stderr
     assert b"token-1" not in stderr  # the bearer token is a secret too
     store.close()
+
+
+def test_a_conversion_from_a_browser_whose_clock_is_ahead_is_sent_at_the_edges_time(
+    tmp_path: Path, event_api: FakeEventApi
+) -> None:
+    # The Event API refuses events over 5 minutes ahead of its clock: this one says 20 minutes.
+    settings = Settings(
+        upstream="event-api", account_id=ACCOUNT, api_key=PUBLIC_KEY, api_secret=SECRET_KEY,
+        rokt_url=event_api.url, database_url=f"sqlite:///{tmp_path / 'edge.db'}",
+        poll_interval=0.05, backoff_base=0.05,
+    )  # fmt: skip
+    ahead = datetime.now(UTC) + timedelta(minutes=20)
+    purchase = {
+        "type": "track", "event": "Order Completed", "messageId": "order-ahead",
+        "timestamp": ahead.isoformat(), "properties": {"order_id": "o-2", "revenue": 10},
+        "context": {"page": {"url": "https://shop.example/thanks?rtid=CLICK-2"}},
+    }  # fmt: skip
+
+    with LiveEdge(settings) as live:
+        before = datetime.now(UTC)
+        response = httpx.post(
+            live.url + "/e", content=json.dumps(purchase), headers={"user-agent": BROWSER}
+        )
+        after = datetime.now(UTC)
+        assert response.status_code == 200
+        wait_for(lambda: event_api.accepted == ["order-ahead"])
+
+    [event] = event_api.received[0].body["events"]
+    sent_time = datetime.fromisoformat(event["eventTime"].replace("Z", "+00:00"))
+    assert before - timedelta(seconds=1) <= sent_time <= after  # when the edge received it

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge.events import EventError, parse_event, parse_timestamp
+from edge.events import ArrivalDefaults, EventError, parse_event, parse_timestamp
 
 
 def test_a_minimal_track_gets_a_message_id_and_a_timestamp() -> None:
@@ -101,3 +101,47 @@ def test_a_bad_event_names_the_event_and_the_field(raw: Any, message: str) -> No
 )
 def test_timestamps_are_iso_or_epoch_seconds_or_milliseconds(value: Any, expected: int) -> None:
     assert parse_timestamp(value) == expected
+
+
+# The edge received these events at 2024-01-18T12:00:00.000Z.
+RECEIVED = datetime(2024, 1, 18, 12, tzinfo=UTC).timestamp()
+
+
+def arrived(raw: dict[str, Any], sent_at: Any = None) -> dict[str, Any]:
+    return ArrivalDefaults(RECEIVED, b"{}", sent_at).parse(raw, 0).body
+
+
+def test_a_senders_clock_is_put_right_by_its_sent_at_as_segment_does() -> None:
+    # a phone an hour ahead: it says the order was at 13:05 and sent at 13:10
+    order = {"type": "track", "event": "Order Completed", "timestamp": "2024-01-18T13:05:00.000Z"}
+
+    body = arrived(order, sent_at="2024-01-18T13:10:00.000Z")
+
+    assert body["timestamp"] == "2024-01-18T11:55:00.000Z"  # received - (sent - timestamp)
+    assert body["originalTimestamp"] == "2024-01-18T13:05:00.000Z"
+    # an event's own sentAt (analytics.js sends one per event) wins over the request's
+    own = arrived({**order, "sentAt": 1705583700000}, sent_at="2024-01-18T13:10:00.000Z")
+    assert own["timestamp"] == "2024-01-18T11:50:00.000Z"  # it says sent at 13:15 (epoch ms)
+
+
+def test_without_sent_at_only_a_time_after_arrival_is_put_right() -> None:
+    ahead = arrived({"type": "page", "timestamp": "2024-01-18T12:07:00.000Z"})
+    behind = arrived({"type": "page", "timestamp": "2024-01-18T11:00:00.000Z"})
+
+    assert ahead["timestamp"] == "2024-01-18T12:00:00.000Z"  # the edge received it then
+    assert ahead["originalTimestamp"] == "2024-01-18T12:07:00.000Z"
+    assert behind["timestamp"] == "2024-01-18T11:00:00.000Z"  # perhaps queued: left as sent
+    assert "originalTimestamp" not in behind
+
+
+def test_an_event_without_a_time_takes_its_arrival_whatever_the_sent_at() -> None:
+    body = arrived({"type": "page"}, sent_at="2024-01-18T15:00:00.000Z")
+
+    assert body["timestamp"] == "2024-01-18T12:00:00.000Z"
+    assert "originalTimestamp" not in body
+
+
+def test_an_unreadable_sent_at_is_ignored() -> None:
+    body = arrived({"type": "page", "timestamp": "2024-01-18T11:00:00.000Z"}, sent_at="soon")
+
+    assert body["timestamp"] == "2024-01-18T11:00:00.000Z"

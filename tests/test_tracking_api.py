@@ -8,6 +8,7 @@ import gzip
 import ipaddress
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -478,3 +479,23 @@ def open_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveEdge]:
     path = tmp_path_factory.mktemp("fuzz") / "edge.db"
     with LiveEdge(Settings(database_url=f"sqlite:///{path}", write_keys=(WRITE_KEY,))) as live:
         yield live
+
+
+def test_a_senders_clock_skew_is_taken_out_of_event_times_by_its_sent_at(
+    live: LiveEdge, fake: FakeCapi
+) -> None:
+    # A server an hour fast: its orders happened five minutes before it sent them.
+    fast = int(time.time() * 1000) + 3600_000
+    sent_at = fast + 300_000
+    before = int(time.time() * 1000)
+    event = {"type": "track", "userId": "u-1", **order("o-batch", timestamp=fast)}
+    assert api(live, "/v1/batch", {"batch": [event], "sentAt": sent_at}).status_code == 200
+    # a single call's body carries sentAt beside the event's own fields
+    single = {**order("o-single", timestamp=fast), "userId": "u-2", "sentAt": sent_at}
+    assert api(live, "/v1/track", single).status_code == 200
+    after = int(time.time() * 1000)
+
+    wait_for(lambda: len(delivered(fake)) == 2)
+    stamps = [batch["events"][0]["data"]["timestamp_unixtime_ms"] for batch in delivered(fake)]
+    for stamp in stamps:  # received - (sentAt - timestamp): five minutes before arrival
+        assert before - 300_000 <= stamp <= after - 300_000
