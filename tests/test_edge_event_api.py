@@ -32,14 +32,19 @@ from tests.live import LiveEdge, wait_for
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 Version/17.0 Safari"
 
 
-def test_a_beacon_conversion_with_a_click_id_reaches_the_event_api(
-    tmp_path: Path, event_api: FakeEventApi
-) -> None:
-    settings = Settings(
+def edge_settings(tmp_path: Path, event_api: FakeEventApi) -> Settings:
+    """An edge delivering to the fake Event API with v2 keys."""
+    return Settings(
         upstream="event-api", account_id=ACCOUNT, api_key=PUBLIC_KEY, api_secret=SECRET_KEY,
         rokt_url=event_api.url, database_url=f"sqlite:///{tmp_path / 'edge.db'}",
         poll_interval=0.05, backoff_base=0.05,
     )  # fmt: skip
+
+
+def test_a_beacon_conversion_with_a_click_id_reaches_the_event_api(
+    tmp_path: Path, event_api: FakeEventApi
+) -> None:
+    settings = edge_settings(tmp_path, event_api)
     purchase = {
         "type": "track",
         "event": "Order Completed",
@@ -110,11 +115,7 @@ def test_a_conversion_from_a_browser_whose_clock_is_ahead_is_sent_at_the_edges_t
     tmp_path: Path, event_api: FakeEventApi
 ) -> None:
     # The Event API refuses events over 5 minutes ahead of its clock: this one says 20 minutes.
-    settings = Settings(
-        upstream="event-api", account_id=ACCOUNT, api_key=PUBLIC_KEY, api_secret=SECRET_KEY,
-        rokt_url=event_api.url, database_url=f"sqlite:///{tmp_path / 'edge.db'}",
-        poll_interval=0.05, backoff_base=0.05,
-    )  # fmt: skip
+    settings = edge_settings(tmp_path, event_api)
     ahead = datetime.now(UTC) + timedelta(minutes=20)
     purchase = {
         "type": "track", "event": "Order Completed", "messageId": "order-ahead",
