@@ -96,9 +96,12 @@ def on_the_edge_clock(body: dict[str, Any], received_ms: int, sent_at_ms: int | 
 
 
 def iso_ms(stamp: int) -> str:
-    """Epoch milliseconds as ISO 8601 text in UTC, to the millisecond (`2025-01-31T12:00:00.000Z`,
-    as analytics.js writes times)."""
-    moment = datetime.fromtimestamp(stamp / 1000, UTC)
+    return iso_text(datetime.fromtimestamp(stamp / 1000, UTC))
+
+
+def iso_text(moment: datetime) -> str:
+    """A UTC time as ISO 8601 text to the millisecond (`2025-01-31T12:00:00.000Z`, as
+    analytics.js writes times)."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -167,7 +170,7 @@ def parse_event(
     if "messageId" not in body:
         body["messageId"] = new_id()
     if body.get("timestamp") is None:
-        body["timestamp"] = now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body["timestamp"] = iso_text(now())
     elif parse_timestamp(body["timestamp"]) is None:
         raise EventError(
             "timestamp",
