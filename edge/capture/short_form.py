@@ -30,14 +30,12 @@ other check is `parse_event`'s, which names the Segment field.
 
 from __future__ import annotations
 
-import functools
 import math
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from edge.capture.enrich import INTEGRATION
-from edge.events import MAX_TIMESTAMP_MS, EventError
+from edge.events import MAX_TIMESTAMP_MS, EventError, iso_ms
 
 KEYS: Final = frozenset("tnpuacmslrh")
 # Where the first and the second argument of each call go.
@@ -50,7 +48,6 @@ ARGUMENTS: Final = {
     "alias": ("userId", "previousId"),
 }
 PAGE: Final = (("l", "url"), ("r", "referrer"), ("h", "title"))
-EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_short(raw: Any) -> bool:
@@ -111,13 +108,7 @@ def _iso(stamp: Any, index: int | None) -> str:
         raise EventError(
             "timestamp", f"short form: s must be epoch milliseconds, not {stamp!r}", index
         )
-    seconds, milliseconds = divmod(int(stamp), 1000)
-    return f"{_second(seconds)}.{milliseconds:03d}Z"
-
-
-@functools.lru_cache(maxsize=256)  # beacons arriving together share their second
-def _second(seconds: int) -> str:
-    return (EPOCH + timedelta(seconds=seconds)).isoformat(timespec="seconds").removesuffix("+00:00")
+    return iso_ms(int(stamp))
 
 
 def _path_and_search(url: Any, index: int | None) -> dict[str, str]:
