@@ -65,7 +65,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rokt_edge.processing")
 
-SLICE: Final = 16  # arrivals per transaction at most
+# Arrivals per transaction at most. Each slice waits for its settle's round trip to the writer
+# (the loop idles meanwhile), so a backlog drains faster in fewer, larger slices: 64 against 16
+# drained a burst 16-35% faster at 8-10% less CPU a beacon (bench/ingest.py, runs interleaved).
+SLICE: Final = 64
 SLICE_SECONDS: Final = 0.004  # and about this much work: a request waits no longer for it
 BUSY_REQUESTS: Final = 8  # requests waiting for their arrival's write: intake is busy
 BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake saturates it
