@@ -285,6 +285,10 @@ def wait_up(port: int, server: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not start")
 
 
+def uvicorn(app: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--no-access-log", "--log-level", "warning"]
+
+
 def run_server(command: list[str], port: int, env: dict[str, str], cwd: str) -> Any:
     server = subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.DEVNULL)
     wait_up(port, server)
@@ -309,11 +313,9 @@ def main() -> None:
             "ROKT_EDGE_CLIENT_RATE_LIMIT": "0",  # one client sends everything here
         }
         for name, command, server_env in (
-            ("ceiling", [sys.executable, "-m", "uvicorn", "bare:app", "--no-access-log",
-                         "--log-level", "warning"], {**env, "PYTHONPATH": scratch}),
-            ("durable", [sys.executable, "-m", "uvicorn", "durable:app", "--no-access-log",
-                         "--log-level", "warning"],
-             {**env, "PYTHONPATH": f"{scratch}:{ROOT}", "BENCH_DATABASE": f"{scratch}/bare.db"}),
+            ("ceiling", uvicorn("bare:app"), {**env, "PYTHONPATH": scratch}),
+            ("durable", uvicorn("durable:app"),
+             {**env, "PYTHONPATH": f"{scratch}:{ROOT}", "BENCH_DATABASE": f"{scratch}/durable.db"}),
             ("edge", [sys.executable, "-m", "edge", "serve"], edge_env),
         ):  # fmt: skip
             port = free_port()
