@@ -2,9 +2,10 @@
 
 Each field has an ordered list of sources (first present wins), by default those of
 `spec/mapping.md`, which a mapping may replace. Values are trimmed and blank ones omitted, then
-normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps from ISO or epoch)
-and hashed where the mapping asks. What cannot be used is dropped with a warning, never failing
-the whole event: a wrong gender must not lose a conversion.
+normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps from ISO or epoch,
+a mobile kept only when it is a plausible phone number) and hashed where the mapping asks. What
+cannot be used is dropped with a warning, never failing the whole event: a wrong gender must not
+lose a conversion.
 
 `Mapped` is upstream-neutral; `capi.py` turns it into contract A, `event_api.py` into contract B.
 """
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 from edge.events import Event, parse_timestamp
-from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, normalize_text
+from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, normalize_text, plausible_mobile
 from edge.rokt.paths import MISSING, Path
 
 if TYPE_CHECKING:
@@ -183,10 +184,9 @@ def _identities(mapped: Mapped, mapping: Mapping, get: Any, region: str) -> None
     attributes = mapped.user_attributes
     for name, key in (("first_name", "firstname"), ("last_name", "lastname")):
         _personal(attributes, get(name), key, f"{key}sha256", hashing.get(name), hash_text)
-    _personal(
-        attributes, get("mobile"), "mobile", "mobilesha256", hashing.get("mobile"),
-        lambda value: hash_mobile(value, region),
-    )  # fmt: skip
+    mobile = _text(get("mobile"))
+    if mobile is not None:
+        _mobile(mapped, mobile, hashing.get("mobile"), region)
     _personal(
         attributes, get("billing_zip"), "billingzipcode", "billingzipsha256",
         hashing.get("billing_zip"), hash_text,
@@ -222,6 +222,21 @@ def _personal(
         attributes[hashed_key] = hasher(text)
     else:
         attributes[plain_key] = text
+
+
+def _mobile(mapped: Mapped, text: str, hash_it: bool | None, region: str) -> None:
+    """The mobile, plain or hashed, only when it is a plausible phone number (or pre-hashed):
+    a placeholder such as "n/a" or "-" would hash to a value shared by unrelated customers.
+    The warning says what is wrong, not the value: warnings are shown to operators."""
+    if hash_it or is_sha256(text):
+        digest = hash_mobile(text, region)
+        if digest is not None:
+            mapped.user_attributes["mobilesha256"] = digest
+            return
+    elif plausible_mobile(text, region) is not None:
+        mapped.user_attributes["mobile"] = text
+        return
+    mapped.warnings.append("mobile: not a plausible phone number; left out")
 
 
 def _device(mapped: Mapped, get: Any) -> None:

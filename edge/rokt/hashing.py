@@ -3,7 +3,9 @@
 Rokt matches hashes, so a hash is only useful when both sides normalized the value the same way
 before hashing: email and names lowercased and trimmed, a mobile number reduced to the digits of
 its national number (`5551234567`: no spaces, dashes or country code). Segment hashes the raw
-phone string, which can never match; here a real phone-number library does the reduction.
+phone string, which can never match; here a real phone-number library does the reduction, and
+says when a value is no plausible phone number at all ("n/a", "-", a stray digit): such a value
+has nothing to hash, since the hash of "" or "1" would be one shared by unrelated customers.
 
 A value that already is 64 hexadecimal characters is taken as pre-hashed: it is never hashed
 again, only lower-cased, and it always goes to the hashed key.
@@ -19,7 +21,6 @@ from typing import Final
 import phonenumbers
 
 SHA256_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
-NON_DIGITS: Final = re.compile(r"\D")
 
 
 def sha256_hex(text: str) -> str:
@@ -36,16 +37,20 @@ def normalize_text(value: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def normalize_mobile(value: str, region: str) -> str:
-    """The digits of the national number: '+1 (323) 867-5309' → '3238675309'.
+def plausible_mobile(value: str, region: str) -> str | None:
+    """The digits of a plausible phone number's national number, what Rokt's hash is made of
+    ('+1 (323) 867-5309' → '3238675309'), or None for a value that is no plausible number.
 
-    A number without a country code is read as one of `region`. A value the library cannot read
-    as a phone number keeps its digits only, which is still closer to Rokt's form than the raw text.
+    A number without a country code is read as one of `region`. Plausible means possible for
+    its country (the library's `is_possible_number`: a length its numbers can have), not known
+    to be assigned. A SHA-256 (pre-hashed) value is no phone number: check `is_sha256` first.
     """
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
-        return NON_DIGITS.sub("", value)
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
     return str(phonenumbers.national_significant_number(number))
 
 
@@ -55,7 +60,11 @@ def hash_text(value: str) -> str:
     return text.lower() if is_sha256(text) else sha256_hex(normalize_text(text))
 
 
-def hash_mobile(value: str, region: str) -> str:
-    """SHA-256 of a mobile number's national digits; pre-hashed values kept."""
+def hash_mobile(value: str, region: str) -> str | None:
+    """SHA-256 of a mobile number's national digits; pre-hashed values kept; None when the
+    value is no plausible phone number."""
     text = value.strip()
-    return text.lower() if is_sha256(text) else sha256_hex(normalize_mobile(text, region))
+    if is_sha256(text):
+        return text.lower()
+    national = plausible_mobile(text, region)
+    return None if national is None else sha256_hex(national)

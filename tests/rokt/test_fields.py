@@ -212,6 +212,37 @@ def test_the_phone_region_setting_reads_local_numbers() -> None:
     assert local_uk.user_attributes == international.user_attributes
 
 
+@pytest.mark.parametrize("phone", ["n/a", "-", "x", "1"])
+@pytest.mark.parametrize("hash_it", [True, False])
+def test_a_phone_field_with_no_plausible_number_leaves_the_mobile_out(
+    phone: str, hash_it: bool
+) -> None:
+    # Given a customer whose phone field holds a placeholder or a stray digit
+    mapping = custom(hashing={"mobile": hash_it})
+
+    # When the conversion is mapped, with mobile hashing on or off
+    result = mapped({"userId": "u-1", "traits": {"phone": phone}}, mapping)
+
+    # Then no mobile is sent (a hash of "" or "1" would match every such customer to each
+    # other), the operator is told which field and why, without the value, and the
+    # conversion still goes
+    assert result.user_attributes == {}
+    assert result.warnings == ["mobile: not a plausible phone number; left out"]
+    assert result.conversion_type == "Order Completed"
+
+
+def test_a_pre_hashed_mobile_is_kept_as_it_is() -> None:
+    # Given a mobile the shop hashed itself
+    digest = "d3d2ab878af46f2dae0bc9179c5ee11e590b64c8a151171a10cace70de9baae7"
+
+    # When it is mapped, with hashing off
+    result = mapped({"traits": {"phone": digest.upper()}})
+
+    # Then it is no phone number, but it goes to the hashed key unchanged, without a warning
+    assert result.user_attributes == {"mobilesha256": digest}
+    assert result.warnings == []
+
+
 def test_overrides_with_fallbacks_and_literals() -> None:
     mapping = custom(
         fields={

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, normalize_mobile, sha256_hex
+from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, plausible_mobile, sha256_hex
 
 TEST_EMAIL_SHA256 = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 
@@ -40,11 +40,21 @@ def test_text_is_normalized_then_hashed(value: str, digest: str) -> None:
         ("+44 20 7946 0958", "US", "2079460958"),  # the country code decides, not the region
         ("020 7946 0958", "GB", "2079460958"),  # the national trunk 0 is not part of the number
         ("+39 06 1234 5678", "US", "0612345678"),  # Italy keeps its leading zero
-        ("not a phone 12-34", "US", "1234"),  # unreadable: its digits only
     ],
 )
 def test_mobile_numbers_become_national_digits(value: str, region: str, national: str) -> None:
-    assert normalize_mobile(value, region) == national
+    assert plausible_mobile(value, region) == national
+
+
+@pytest.mark.parametrize("value", ["n/a", "-", "x", "1", "12", "", "not a phone 12-34"])
+def test_a_value_that_is_no_plausible_phone_number_has_no_digits_to_hash(value: str) -> None:
+    # Given what shops put in a phone field when there is none: placeholders, a stray digit
+    # When it is read as a phone number of the shop's region
+    national = plausible_mobile(value, "US")
+
+    # Then there is nothing to hash (SHA-256 of "" or "1" would be shared by unrelated people)
+    assert national is None
+    assert hash_mobile(value, "US") is None
 
 
 def test_mobile_hash_matches_rokts_form() -> None:
