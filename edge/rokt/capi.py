@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from edge.rokt.fields import Mapped, Refused, Scalar
+from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 
 REQUIRED_IDENTIFIER: Final = (
     "At least one of the following is required: iOS Advertising ID, Android Advertising ID, "
@@ -36,6 +36,8 @@ IDENTIFYING_DEVICE: Final = frozenset(
     {"ios_advertising_id", "android_advertising_id", "ios_idfv", "android_uuid"}
 )
 SOURCE_REQUEST_NAMESPACE: Final = uuid.UUID("6f1d0c1e-4b1a-4f3e-9a43-2c6a0f0e7d11")
+
+Value = TypeVar("Value", bound=UserValue)  # a custom attribute's (Scalar) or a user attribute's
 
 
 def encode(body: Any) -> bytes:
@@ -149,17 +151,24 @@ def _conversion_attributes(mapped: Mapped) -> dict[str, Scalar]:
     return attributes
 
 
-def _limited(mapped: Mapped, label: str, attributes: dict[str, Scalar]) -> dict[str, Scalar]:
-    """Attributes within the name and value limits; the others dropped with a warning."""
-    kept: dict[str, Scalar] = {}
+def _limited(mapped: Mapped, label: str, attributes: dict[str, Value]) -> dict[str, Value]:
+    """Attributes within the name and value limits (each string of a list within the value
+    limit); the others dropped with a warning."""
+    kept: dict[str, Value] = {}
     for name, value in attributes.items():
         if len(name) > MAX_NAME_CHARS:
             mapped.warnings.append(f"{label} {name[:40]!r}…: name over {MAX_NAME_CHARS} chars")
-        elif isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        elif _over_long(value):
             mapped.warnings.append(f"{label} {name!r}: value over {MAX_VALUE_CHARS} chars")
         else:
             kept[name] = value
     return kept
+
+
+def _over_long(value: UserValue) -> bool:
+    if isinstance(value, str):
+        return len(value) > MAX_VALUE_CHARS
+    return isinstance(value, list) and any(len(item) > MAX_VALUE_CHARS for item in value)
 
 
 def _user_identities(mapped: Mapped, click_id_in_other2: bool) -> dict[str, str]:

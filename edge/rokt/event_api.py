@@ -13,7 +13,8 @@ What goes where (objectData, in this order; every value a string):
     custom attribute extras (e.g. transactionid, quantity, sku),
     firstname | firstnamesha256, lastname | lastnamesha256, mobile | mobilesha256,
     zipcode (plain only: the Event API has no hashed zip), dob (yyyymmdd), gender (M / F),
-    user attribute extras (e.g. city, state, country),
+    user attribute extras (e.g. city, state, country; not a list of strings, which contract A
+    can send: an objectData value is one string),
     ipaddress, useragent, and from the parsed user agent DeviceType, os, osversion, browser,
     browserversion.
 
@@ -38,7 +39,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from edge.rokt.capi import UpstreamRequest
-from edge.rokt.fields import Mapped, Refused, Scalar
+from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 from edge.settings import EventApiAuth
 from edge.useragent import parse_user_agent
 
@@ -200,7 +201,9 @@ def _object_data(mapped: Mapped, event_type: str) -> list[dict[str, str]]:
     extras = _extras(mapped, "custom attribute", mapped.custom_attributes)
     attributes = mapped.user_attributes
     personal: list[tuple[str, Scalar | None]] = [
-        (name, attributes.get(key)) for key, name in _PERSONAL
+        (name, value)
+        for key, name in _PERSONAL
+        if not isinstance(value := attributes.get(key), list)  # `fields` sets no list here
     ]
     if "billingzipsha256" in attributes:
         mapped.warnings.append(
@@ -243,10 +246,12 @@ def _object_data(mapped: Mapped, event_type: str) -> list[dict[str, str]]:
 
 
 def _extras(
-    mapped: Mapped, label: str, attributes: Mapping[str, Scalar]
+    mapped: Mapped, label: str, attributes: Mapping[str, UserValue]
 ) -> list[tuple[str, Scalar | None]]:
     """A mapping's extra attributes; a reserved name refuses the event (it is a configuration
-    mistake that would get every request rejected), other bad names are left out."""
+    mistake that would get every request rejected), other bad names are left out, and so is a
+    user attribute's list of strings: every objectData value is one string, and the reference
+    gives no way to send several (joining them would invent a format Rokt never documented)."""
     kept: list[tuple[str, Scalar | None]] = []
     for name, value in attributes.items():
         if name.lower().startswith(RESERVED_PREFIX):
@@ -258,6 +263,11 @@ def _extras(
             mapped.warnings.append(f"{label} {name[:40]!r}…: name over {MAX_NAME_CHARS} chars")
         elif name.lower() in STANDARD_NAMES:
             mapped.warnings.append(f"{label} {name!r}: a standard field has this name; left out")
+        elif isinstance(value, list):
+            mapped.warnings.append(
+                f"{label} {name!r}: a list; the Event API sends single string values only "
+                "(contract A sends lists); left out"
+            )
         else:
             kept.append((name, value))
     return kept

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from edge.rokt.mapping import Mapping
 
 Scalar = str | int | float | bool
+# A user attribute's value: contract A takes lists of strings there too (custom attributes, on
+# the conversion, take scalars only).
+UserValue = Scalar | list[str]
 
 CLICK_ID_PARAMS: Final = ("rtid", "rclid")
 CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -83,7 +86,7 @@ class Mapped:
     email_sha256: str | None = None
     customer_id: str | None = None
     click_id: str | None = None
-    user_attributes: dict[str, Scalar] = field(default_factory=dict)
+    user_attributes: dict[str, UserValue] = field(default_factory=dict)
     ip: str | None = None
     user_agent: str | None = None
     device_type: str | None = None
@@ -145,11 +148,15 @@ def resolve(event: Event, mapping: Mapping, phone_region: str) -> Mapped:
         mapped.warnings.append("timestamp: unreadable, the event's own timestamp was used")
     _conversion(mapped, get)
     for name, sources in mapping.custom_attributes.items():
-        _extra(mapped, mapped.custom_attributes, f"custom attribute {name!r}", name, sources, body)
+        value = _extra(mapped, f"custom attribute {name!r}", sources, body)
+        if value is not None:
+            mapped.custom_attributes[name] = value
     _audience(mapped, mapping, body)
     _identities(mapped, mapping, get, phone_region)
     for name, sources in mapping.user_attributes.items():
-        _extra(mapped, mapped.user_attributes, f"user attribute {name!r}", name, sources, body)
+        user_value = _user_extra(mapped, f"user attribute {name!r}", sources, body)
+        if user_value is not None:
+            mapped.user_attributes[name] = user_value
     _device(mapped, get)
     return mapped
 
@@ -208,7 +215,7 @@ def _identities(mapped: Mapped, mapping: Mapping, get: Any, region: str) -> None
 
 
 def _personal(
-    attributes: dict[str, Scalar],
+    attributes: dict[str, UserValue],
     value: Any,
     plain_key: str,
     hashed_key: str,
@@ -282,22 +289,50 @@ def _audience(mapped: Mapped, mapping: Mapping, body: MappingABC[str, Any]) -> N
 
 
 def _extra(
-    mapped: Mapped,
-    target: dict[str, Scalar],
-    label: str,
-    name: str,
-    sources: tuple[Source, ...],
-    body: MappingABC[str, Any],
-) -> None:
+    mapped: Mapped, label: str, sources: tuple[Source, ...], body: MappingABC[str, Any]
+) -> Scalar | None:
+    """A custom attribute's value: a scalar, else None (a list or object left out, warned)."""
     value = first_present(sources, body)
     if value is MISSING:
-        return
+        return None
     if isinstance(value, dict | list):
         mapped.warnings.append(
             f"{label}: only scalar values can be sent, not {type(value).__name__}; left out"
         )
-        return
-    target[name] = value
+        return None
+    scalar: Scalar = value
+    return scalar
+
+
+def _user_extra(
+    mapped: Mapped, label: str, sources: tuple[Source, ...], body: MappingABC[str, Any]
+) -> UserValue | None:
+    """A user attribute's value: a scalar, or a list of strings (trimmed, blanks and nulls
+    dropped, omitted when nothing is left, as a blank value is); None for what cannot be sent
+    (an object, a list holding anything but strings), with a warning."""
+    value = first_present(sources, body)
+    if value is MISSING:
+        return None
+    if isinstance(value, list):
+        strings: list[str] = []
+        for item in value:
+            if isinstance(item, str):
+                if item.strip():
+                    strings.append(item.strip())
+            elif item is not None:
+                mapped.warnings.append(
+                    f"{label}: a list is sent only when its items are strings, not "
+                    f"{type(item).__name__}; left out"
+                )
+                return None
+        return strings or None
+    if isinstance(value, dict):
+        mapped.warnings.append(
+            f"{label}: only scalars and lists of strings can be sent, not dict; left out"
+        )
+        return None
+    scalar: Scalar = value
+    return scalar
 
 
 def _first_of(body: MappingABC[str, Any], containers: tuple[str, ...], key: str) -> Any:

@@ -22,7 +22,7 @@ A mappings file (TOML, `ROKT_EDGE_MAPPINGS`) replaces them. Each `[[mapping]]` h
     [mapping.custom_attributes]              # more scalar custom_attributes on the conversion
     coupon = "$.properties.coupon"
     [mapping.user_attributes]                # more user attributes (city, state, age...)
-    city = "$.traits.address.city"
+    city = "$.traits.address.city"           # scalars, or lists of strings (contract A only)
 
 `event_type` matters to contract B (the Event API) only: it becomes each event's `eventType`
 (1 to 128 characters; unset means "conversion", the type Rokt attributes conversions with).

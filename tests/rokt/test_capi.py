@@ -173,6 +173,30 @@ def test_over_long_values_and_names_are_dropped_with_warnings() -> None:
     ]
 
 
+def test_a_user_attribute_list_of_strings_goes_as_a_list() -> None:
+    # Given a customer whose interests the mapping resolved to a list of strings
+    mapped = conversion(user_attributes={"interests": ["golf", "wine"]})
+
+    # When the batch is built
+    batch = build_batch(mapped)
+
+    # Then the list is sent as it is: contract A's user attributes take lists of strings
+    assert batch["user_attributes"] == {"interests": ["golf", "wine"]}
+    assert mapped.warnings == []
+
+
+def test_a_user_attribute_list_with_an_over_long_string_is_dropped_with_a_warning() -> None:
+    # Given a list one of whose strings is over the 4096-character value limit
+    mapped = conversion(user_attributes={"interests": ["golf", "x" * 4097], "city": "Paris"})
+
+    # When the batch is built
+    batch = build_batch(mapped)
+
+    # Then the list is left out (the upstream would reject the batch), the rest goes
+    assert batch["user_attributes"] == {"city": "Paris"}
+    assert mapped.warnings == ["user attribute 'interests': value over 4096 chars"]
+
+
 def test_at_most_100_attributes_of_each_kind() -> None:
     extras = {f"x{n}": n for n in range(120)}
     mapped = conversion(custom_attributes=dict(extras), user_attributes=dict(extras))

@@ -173,6 +173,23 @@ def test_an_over_long_value_is_left_out_with_a_warning() -> None:
     assert mapped.warnings == ["note: value over 65,536 characters; left out"]
 
 
+def test_a_user_attribute_list_cannot_be_sent_and_says_so() -> None:
+    # Given a customer whose interests the mapping resolved to a list of strings
+    mapped = conversion(user_attributes={"interests": ["golf", "wine"], "city": "Paris"})
+
+    # When the Event API event is built
+    event = contract().build(mapped)
+
+    # Then the list is left out, with a warning: every objectData value is one string, and
+    # the reference gives no way to join several; the rest goes
+    assert object_data(event)["city"] == "Paris"
+    assert "interests" not in object_data(event)
+    assert mapped.warnings == [
+        "user attribute 'interests': a list; the Event API sends single string values only "
+        "(contract A sends lists); left out"
+    ]
+
+
 def test_an_audience_update_alone_is_refused() -> None:
     mapped = conversion(conversion_type=None, audience_name="vip", audience_member=True)
     with pytest.raises(Refused) as refusal:

@@ -276,6 +276,76 @@ def test_extra_attributes_are_scalars_only() -> None:
     ]
 
 
+def test_a_user_attribute_list_of_strings_is_sent_as_a_list() -> None:
+    # Given a mapping that sends the customer's interests, a list in the traits
+    mapping = custom(user_attributes={"interests": "$.traits.interests"})
+
+    # When an order from a customer with interests (one padded, one blank, one null) is mapped
+    result = mapped({"traits": {"interests": [" golf ", "", "wine", None]}}, mapping)
+
+    # Then the interests go as a list, as user attributes may be: trimmed, blanks dropped
+    assert result.user_attributes == {"interests": ["golf", "wine"]}
+    assert result.warnings == []
+
+
+def test_a_user_attribute_list_of_blanks_is_omitted_like_a_blank_value() -> None:
+    mapping = custom(user_attributes={"interests": "$.traits.interests"})
+
+    result = mapped({"traits": {"interests": [" ", ""]}}, mapping)
+
+    assert result.user_attributes == {}
+    assert result.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("value", "warning"),
+    [
+        (
+            ["golf", 3],
+            "user attribute 'interests': a list is sent only when its items are strings, "
+            "not int; left out",
+        ),
+        (
+            ["golf", ["wine"]],
+            "user attribute 'interests': a list is sent only when its items are strings, "
+            "not list; left out",
+        ),
+        (
+            {"golf": True},
+            "user attribute 'interests': only scalars and lists of strings can be sent, "
+            "not dict; left out",
+        ),
+    ],
+)
+def test_a_user_attribute_that_is_an_object_or_a_mixed_list_is_left_out(
+    value: Any, warning: str
+) -> None:
+    # Given a mapping that sends the customer's interests
+    mapping = custom(user_attributes={"interests": "$.traits.interests"})
+
+    # When the interests hold something else than strings
+    result = mapped({"userId": "u-1", "traits": {"interests": value}}, mapping)
+
+    # Then they are left out with a warning saying why, and the conversion still goes
+    assert result.user_attributes == {}
+    assert result.warnings == [warning]
+    assert result.conversion_type == "Order Completed"
+
+
+def test_a_custom_attribute_stays_scalar_only_even_for_a_list_of_strings() -> None:
+    # Given a mapping that sends the order's coupons on the conversion
+    mapping = custom(custom_attributes={"coupons": "$.properties.coupons"})
+
+    # When the coupons are a list of strings
+    result = mapped({"properties": {"coupons": ["SAVE10", "FREESHIP"]}}, mapping)
+
+    # Then they are left out: the conversion's custom attributes take scalars only
+    assert result.custom_attributes == {}
+    assert result.warnings == [
+        "custom attribute 'coupons': only scalar values can be sent, not list; left out"
+    ]
+
+
 def test_audience_from_custom_properties_or_star_traits() -> None:
     from_properties = mapped({"properties": {"audience_name": "vip", "audience_membership": True}})
     assert (from_properties.audience_name, from_properties.audience_member) == ("vip", True)
