@@ -2,8 +2,9 @@
 
 `build_batch` turns one `Mapped` into one batch (one user, its audience event first, then its
 conversion) and enforces locally what the upstream would reject for the whole batch: advertising
-ids that are not UUIDs, non-scalar or over-long attributes, too many attributes, an over-sized
-batch, no identifier at all. `pack` groups batches into requests within the upstream's limits.
+ids that are not UUIDs, non-scalar or over-long attributes (a conversion type over the value
+limit refuses the conversion, saying so), too many attributes, an over-sized batch, no
+identifier at all. `pack` groups batches into requests within the upstream's limits.
 """
 
 from __future__ import annotations
@@ -69,9 +70,19 @@ def build_batch(mapped: Mapped, *, click_id_in_other2: bool = True) -> dict[str,
                 mapped, "other", "audiencemembershipupdate", f"aud_{mapped.message_id}", audience
             )
         )
-    conversion = _conversion_attributes(mapped)
-    if "conversiontype" in conversion:
-        events.append(_event(mapped, "transaction", "conversion", mapped.message_id, conversion))
+    too_long = _conversion_type_too_long(mapped.conversion_type)
+    if too_long is None:
+        conversion = _conversion_attributes(mapped)
+        if "conversiontype" in conversion:
+            events.append(
+                _event(mapped, "transaction", "conversion", mapped.message_id, conversion)
+            )
+    elif events:
+        mapped.warnings.append(
+            f"{too_long}; the conversion is left out, the audience update is sent"
+        )
+    else:
+        raise Refused(too_long)
     if not events:
         raise Refused("nothing to send: no conversion type and no audience membership")
     if len(user_attributes) > MAX_ATTRIBUTES:
@@ -113,6 +124,16 @@ def _size_bound(value: Any) -> int:
     most six bytes (\\u0000). Almost every batch is far below the limit by this bound, so it is
     encoded only when the bound comes near."""
     return 4 * len(repr(value))
+
+
+def _conversion_type_too_long(conversion_type: str | None) -> str | None:
+    """Why a conversion type cannot be sent (over the value limit), or None when it can."""
+    if conversion_type is None or len(conversion_type) <= MAX_VALUE_CHARS:
+        return None
+    return (
+        f"conversion type: {len(conversion_type):,} characters, over Rokt's "
+        f"{MAX_VALUE_CHARS:,}-character limit"
+    )
 
 
 def _status(mapped: Mapped) -> str:

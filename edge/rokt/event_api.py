@@ -2,7 +2,8 @@
 
 `build_event` turns one `Mapped` into one EventObject and enforces locally what the Event API
 would reject: an `eventTime` outside its window (18 months back, 5 minutes ahead), a name with
-the reserved `rokt.` prefix, over-long names, values and event types, and an event Rokt cannot
+the reserved `rokt.` prefix, over-long names, values and event types (an over-long conversion
+type refuses the event rather than send a conversion without it), and an event Rokt cannot
 attribute (no email, hashed email or click id). `pack` puts at most 100 events in a request.
 
 What goes where (objectData, in this order; every value a string):
@@ -171,6 +172,12 @@ def build_event(
     event_type = mapped.event_type or default_event_type
     if len(event_type) > MAX_EVENT_TYPE_CHARS:
         raise Refused(f"eventType {event_type[:40]!r}…: over {MAX_EVENT_TYPE_CHARS} characters")
+    if event_type == DEFAULT_EVENT_TYPE and len(mapped.conversion_type) > MAX_VALUE_CHARS:
+        # Sent as conversiontype only with this event type (see `_object_data`)
+        raise Refused(
+            f"conversion type: {len(mapped.conversion_type):,} characters, over the Event "
+            f"API's {MAX_VALUE_CHARS:,}-character limit"
+        )
     check_time_window(mapped.timestamp_ms, now)
     data = _object_data(mapped, event_type)
     names = {entry["name"] for entry in data}

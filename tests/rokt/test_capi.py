@@ -197,6 +197,42 @@ def test_a_user_attribute_list_with_an_over_long_string_is_dropped_with_a_warnin
     assert mapped.warnings == ["user attribute 'interests': value over 4096 chars"]
 
 
+def test_a_conversion_type_over_rokts_value_limit_is_refused_saying_so() -> None:
+    # Given a conversion whose type is 5,000 characters long (a mapping reading the wrong path)
+    mapped = conversion(conversion_type="x" * 5000)
+
+    # When the batch is built
+    with pytest.raises(Refused) as refusal:
+        build_batch(mapped)
+
+    # Then it is refused with what is wrong, not as if there were no conversion type
+    assert refusal.value.reason == (
+        "conversion type: 5,000 characters, over Rokt's 4,096-character limit"
+    )
+
+
+def test_a_conversion_type_at_the_limit_is_sent() -> None:
+    batch = build_batch(conversion(conversion_type="x" * 4096))
+    assert batch["events"][0]["data"]["custom_attributes"]["conversiontype"] == "x" * 4096
+
+
+def test_an_over_long_conversion_type_beside_an_audience_update_leaves_only_the_update() -> None:
+    # Given an event carrying an audience update and a conversion with an over-long type
+    mapped = conversion(conversion_type="x" * 5000, audience_name="vip", audience_member=True)
+
+    # When the batch is built
+    batch = build_batch(mapped)
+
+    # Then the audience update goes alone, and a warning says why the conversion does not
+    assert [event["data"]["event_name"] for event in batch["events"]] == [
+        "audiencemembershipupdate"
+    ]
+    assert mapped.warnings == [
+        "conversion type: 5,000 characters, over Rokt's 4,096-character limit; "
+        "the conversion is left out, the audience update is sent"
+    ]
+
+
 def test_at_most_100_attributes_of_each_kind() -> None:
     extras = {f"x{n}": n for n in range(120)}
     mapped = conversion(custom_attributes=dict(extras), user_attributes=dict(extras))

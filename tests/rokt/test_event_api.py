@@ -190,6 +190,31 @@ def test_a_user_attribute_list_cannot_be_sent_and_says_so() -> None:
     ]
 
 
+def test_a_conversion_type_over_4096_characters_fits_the_event_apis_limit() -> None:
+    # Given a conversion type over contract A's 4,096-character limit
+    mapped = conversion(conversion_type="x" * 5000)
+
+    # When the Event API event is built
+    event = contract().build(mapped)
+
+    # Then it is sent: the Event API takes values of up to 65,536 characters
+    assert object_data(event)["conversiontype"] == "x" * 5000
+
+
+def test_a_conversion_type_over_the_event_apis_limit_is_refused_saying_so() -> None:
+    # Given a conversion type over the Event API's 65,536-character value limit
+    mapped = conversion(conversion_type="x" * 70000)
+
+    # When the Event API event is built
+    with pytest.raises(Refused) as refusal:
+        contract().build(mapped)
+
+    # Then it is refused with what is wrong, rather than sent as a conversion without its type
+    assert refusal.value.reason == (
+        "conversion type: 70,000 characters, over the Event API's 65,536-character limit"
+    )
+
+
 def test_an_audience_update_alone_is_refused() -> None:
     mapped = conversion(conversion_type=None, audience_name="vip", audience_member=True)
     with pytest.raises(Refused) as refusal:

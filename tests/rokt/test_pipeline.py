@@ -60,6 +60,20 @@ def test_an_identify_without_audience_data_is_skipped_as_nothing_to_send() -> No
     )
 
 
+def test_an_order_whose_event_name_is_over_rokts_limit_is_skipped_saying_why() -> None:
+    # Given a mapping that sends every track call, and one whose event name is 5,000 characters
+    mappings = parse_mappings({"mapping": [{"name": "All", "trigger": 'type = "track"'}]}, "t")
+    event = parse_event({**ORDER, "event": "Order " + "x" * 4994})
+
+    # When it goes through the pipeline
+    [outcome] = Pipeline(Settings(), mappings).process(event)
+
+    # Then it is skipped with what is wrong with its conversion type
+    assert outcome == Skipped(
+        "m-1", "conversion type: 5,000 characters, over Rokt's 4,096-character limit", "All"
+    )
+
+
 def test_outbound_items_carry_what_the_outbox_needs() -> None:
     [outcome] = Pipeline(Settings(), default_mappings()).process(
         parse_event({**ORDER, "timestamp": 1705579200})
