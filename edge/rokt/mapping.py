@@ -6,6 +6,9 @@ built-in presets apply, equal to `spec/mapping.md`'s table:
     Send            type = "track" and event = "Order Completed"   conversion (+ audience)
     Sync Audience   type = "identify"                               audience update only
 
+Sync Audience also reads the click id from `$.traits.rtid`, after the default sources, as
+Segment's "Sync Engage Audience" preset does.
+
 A mappings file (TOML, `ROKT_EDGE_MAPPINGS`) replaces them. Each `[[mapping]]` has a `name`, a
 `trigger` (or a `preset` to start from), and optional tables:
 
@@ -107,10 +110,19 @@ PRESETS: Final[MappingABC[str, Mapping]] = MappingProxyType(
     {
         "Send": Mapping("Send", compile_trigger('type = "track" and event = "Order Completed"')),
         # Audience updates only: an identify that happens to carry an `event` is no conversion.
+        # The click id also from the user's traits, as Segment's "Sync Engage Audience" preset
+        # reads it (Engage's identify calls carry no page); last, since a trait may be kept
+        # from an earlier visit while the plugin's and the page's are this visit's.
         "Sync Audience": Mapping(
             "Sync Audience",
             compile_trigger('type = "identify"'),
-            fields=MappingProxyType({**DEFAULT_FIELDS, "conversion_type": ()}),
+            fields=MappingProxyType(
+                {
+                    **DEFAULT_FIELDS,
+                    "conversion_type": (),
+                    "click_id": (*DEFAULT_FIELDS["click_id"], parse_path("$.traits.rtid")),
+                }
+            ),
         ),
     }
 )

@@ -374,6 +374,52 @@ def test_engage_computed_traits_are_not_audiences() -> None:
     assert resolve(parse_event(event), PRESETS["Sync Audience"], "US").audience_name is None
 
 
+ENGAGE_AUDIENCE = {
+    "type": "identify",
+    "userId": "u-1",
+    "traits": {"cart_abandoners": True, "rtid": "from-traits"},
+    "context": {
+        "personas": {"computation_key": "cart_abandoners", "computation_class": "audience"}
+    },
+}
+
+
+def test_sync_audience_reads_the_click_id_from_the_traits_as_segments_preset_does() -> None:
+    # Given an Engage audience identify whose only click id is the user's rtid trait
+    event = parse_event(ENGAGE_AUDIENCE)
+
+    # When the Sync Audience preset maps it
+    result = resolve(event, PRESETS["Sync Audience"], "US")
+
+    # Then the audience update carries that click id
+    assert (result.audience_name, result.click_id) == ("cart_abandoners", "from-traits")
+
+
+@pytest.mark.parametrize(
+    ("more", "click_id"),
+    [
+        ({"integrations": {"Rokt Conversions API": {"rtid": "from-plugin"}}}, "from-plugin"),
+        ({"context": {"page": {"search": "?rtid=from-page"}}}, "from-page"),
+    ],
+)
+def test_sync_audience_reads_the_traits_click_id_after_the_default_sources(
+    more: dict[str, Any], click_id: str
+) -> None:
+    # Given an identify with a click id from the browser plugin or this page, and an rtid trait
+    # (which may have been kept from an earlier visit)
+    event = parse_event({**ENGAGE_AUDIENCE, **more})
+
+    # When the Sync Audience preset maps it
+    result = resolve(event, PRESETS["Sync Audience"], "US")
+
+    # Then the default sources win, as in every other mapping
+    assert result.click_id == click_id
+
+
+def test_the_send_preset_does_not_read_the_traits_click_id() -> None:
+    assert mapped({"traits": {"rtid": "from-traits"}}).click_id is None
+
+
 def test_an_audience_without_a_boolean_membership_is_not_sent_and_says_why() -> None:
     result = mapped({"properties": {"audience_name": "vip", "audience_membership": "maybe"}})
     assert result.audience_name is None

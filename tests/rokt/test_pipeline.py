@@ -74,6 +74,28 @@ def test_an_order_whose_event_name_is_over_rokts_limit_is_skipped_saying_why() -
     )
 
 
+def test_an_engage_audience_update_carries_the_click_id_of_the_users_traits() -> None:
+    # Given an Engage audience identify with the user's rtid as a trait
+    identify = {
+        "type": "identify",
+        "messageId": "i-1",
+        "userId": "u-1",
+        "traits": {"vip": True, "rtid": "rt-9"},
+        "context": {"personas": {"computation_key": "vip", "computation_class": "audience"}},
+    }
+
+    # When it goes through the default mappings
+    [outcome] = Pipeline(Settings(), default_mappings()).process(parse_event(identify))
+
+    # Then Sync Audience sends the update with that click id, where Rokt reads it
+    assert isinstance(outcome, Outbound)
+    assert outcome.mapping == "Sync Audience"
+    assert outcome.body["integration_attributes"] == {
+        "1277": {"passbackconversiontrackingid": "rt-9"}
+    }
+    assert outcome.body["user_identities"] == {"customerid": "u-1", "other2": "rt-9"}
+
+
 def test_outbound_items_carry_what_the_outbox_needs() -> None:
     [outcome] = Pipeline(Settings(), default_mappings()).process(
         parse_event({**ORDER, "timestamp": 1705579200})
