@@ -6,16 +6,30 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge.preview import preview
+from edge.rokt.mapping import default_mappings
+from edge.rokt.pipeline import Pipeline
+from edge.settings import load_settings
 from tests.conftest import run_cli
+
+
+def _ago(delta: timedelta) -> str:
+    return (datetime.now(UTC) - delta).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _an_hour_ago() -> str:
+    return _ago(timedelta(hours=1))
+
 
 ORDER = {
     "type": "track",
     "event": "Order Completed",
     "messageId": "m-1",
-    "timestamp": "2024-01-18T12:00:00Z",
+    "timestamp": _an_hour_ago(),  # within the upstream's 30-day data-age limit
     "userId": "u-1",
     "properties": {"order_id": "o-1", "revenue": 10},
 }
+EXPIRED_MESSAGE = "older than 30 days, the upstream's data-age limit"
 
 
 def test_a_file_holding_a_json_array_is_read(tmp_path: Path) -> None:
@@ -150,6 +164,61 @@ def test_event_api_without_an_account_id_previews_with_the_gap_marked() -> None:
     assert "more than 5 minutes in the future" in skipped["reason"]
 
 
-def _an_hour_ago() -> str:
-    moment = datetime.now(UTC) - timedelta(hours=1)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def test_an_order_older_than_the_upstreams_30_day_limit_is_shown_as_expired() -> None:
+    # Given an order from last week and one from 31 days ago
+    old = {**ORDER, "messageId": "m-old", "timestamp": _ago(timedelta(days=31))}
+    events = [ORDER, old]
+
+    # When a merchant previews them
+    result = run_cli("preview", stdin=json.dumps(events))
+
+    # Then the old one is not in the request: it is skipped as expired, as the sender would
+    # dead-letter it, with the upstream's limit named
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    [request] = document["requests"]
+    assert request["url"] == "https://inbound.mparticle.com/s2s/v2/events"  # one batch
+    assert request["body"]["events"][0]["data"]["source_message_id"] == "m-1"
+    assert document["skipped"] == [
+        {
+            "event": 1,
+            "messageId": "m-old",
+            "mapping": "Send",
+            "reason": "expired",
+            "message": EXPIRED_MESSAGE,
+        }
+    ]
+
+
+def test_preview_applies_the_senders_age_rule_on_its_clock() -> None:
+    # Given an order, and a pipeline for contract A
+    stamp_ms = 1705579200000  # 2024-01-18T12:00:00Z
+    order = {**ORDER, "timestamp": stamp_ms}
+    pipeline = Pipeline(load_settings({}), default_mappings())
+    thirty_days_later = stamp_ms / 1000 + 30 * 86400
+
+    # When it is previewed exactly 30 days later, and a millisecond after that
+    on_the_day, _ = preview([order], pipeline, now=thirty_days_later)
+    a_moment_late, _ = preview([order], pipeline, now=thirty_days_later + 0.001)
+
+    # Then it would still be sent on the day, and is expired after
+    assert len(on_the_day["requests"]) == 1
+    assert on_the_day["skipped"] == []
+    assert a_moment_late["requests"] == []
+    assert [(skip["reason"], skip["message"]) for skip in a_moment_late["skipped"]] == [
+        ("expired", EXPIRED_MESSAGE)
+    ]
+
+
+def test_with_the_event_api_an_order_older_than_30_days_is_still_sent() -> None:
+    # Given contract B, whose window reaches 18 months back, and an order from 31 days ago
+    env = {"ROKT_EDGE_UPSTREAM": "event-api"}
+    order = {**ORDER, "traits": {"email": "a@example.com"}, "timestamp": _ago(timedelta(days=31))}
+
+    # When a merchant previews it
+    result = run_cli("preview", stdin=json.dumps(order), env=env)
+
+    # Then it is in the request: the 30-day limit is contract A's
+    document = json.loads(result.stdout)
+    assert document["skipped"] == []
+    assert len(document["requests"][0]["body"]["events"]) == 1
