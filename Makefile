@@ -15,14 +15,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The real-browser tests drive Debian's Chromium; the snippet's freshness test needs its minifier.
-# Both are installed when the machine allows it; without them those tests skip, saying why.
+# The real-browser tests drive Debian's Chromium; the snippet's freshness test needs its minifier;
+# tests/clients drives Segment's own clients (analytics.js, analytics-node, pinned in its
+# package.json). All are installed when the machine allows it; without them those tests skip,
+# saying why (tests/clients fails instead under CI=true). An unreachable npm registry does not
+# stop make.
 browser-setup:
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 	@if command -v npm >/dev/null && [ ! -d static/node_modules ]; then \
 		(cd static && npm ci --no-audit --no-fund --loglevel=error); \
+	fi
+	@if command -v npm >/dev/null && [ ! -d tests/clients/node_modules ]; then \
+		(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error) || { \
+			rm -rf tests/clients/node_modules; \
+			echo "browser-setup: npm could not install Segment's clients into tests/clients (is the npm registry reachable?); their tests will skip"; \
+		}; \
 	fi
 
 serve: setup
