@@ -42,6 +42,7 @@
  * Storage: one localStorage record, key "roktEdge", JSON with the short form's keys where they
  * mean the same (every access guarded: Safari private mode and sandboxed frames throw):
  *   c, x                 the click id and when it expires (ms since epoch; from data-max-age)
+ *   o                    the last RoktTransactionId seen (see The click id)
  *   a                    the anonymous id (kept in memory only when localStorage is unavailable)
  *   u                    the userId given to identify / alias
  *   k                    consent: true granted, false denied, the last roktEdge('consent', ...)
@@ -52,18 +53,24 @@
  * domain when data-cookie-domain is set). The record is read once per page and written whole
  * (the retry queue excepted: it is read afresh before every change, so tabs share it).
  * The click id: the one in this page's URL (rtid, else rclid, URL-decoded), which replaces the
- * stored one; else the stored one while not expired; else the cookie's. (The cookie string is read
- * as a query string, "; " for "&", which URL-decodes it as the URL's rtid is. So a foreign cookie
- * whose value holds a raw "&rtid=..." would be read as the click id; only when localStorage has
- * no unexpired one.)
+ * stored one; else Rokt's own tag's (a shop may run Rokt's web SDK too, which keeps the click as
+ * RoktTransactionId in localStorage, else in a cookie of that name, URL-decoded, and reads it
+ * when the URL has none): when it is neither the stored click nor the last one seen (o), it is a
+ * newer click that Rokt's tag saw, and replaces the stored one exactly as a click in the URL does
+ * (fresh expiry, our cookie, consent permitting); else the stored one while not expired; else our
+ * cookie's. Remembering the last one seen keeps an old RoktTransactionId from taking the click back
+ * from a newer URL click, or from reviving an expired one. (The cookie string is read as a query
+ * string, "; " for "&", which URL-decodes it as the URL's rtid is. So a foreign cookie whose value
+ * holds a raw "&rtid=..." would be read as the click id, only when localStorage has no unexpired
+ * one; or a raw "&RoktTransactionId=...", only when localStorage has no RoktTransactionId.)
  *
  * Consent, one rule: events are sent, and anything is stored, only while consent is granted.
  *   - granted: consent not required and not denied, or roktEdge('consent', {ads: true}) was called
  *     (now or on an earlier page).
  *   - pending (data-consent="required", no decision yet): the click id and anonymous id live in
  *     memory only; events wait in memory (at most 20) and are sent the moment consent is granted,
- *     when the click id from this page's URL is also persisted. Leaving the page before a decision
- *     loses them.
+ *     when a click id new on this page (from the URL or Rokt's tag) is also persisted. Leaving the
+ *     page before a decision loses them.
  *   - denied (roktEdge('consent', {ads: false}), or navigator.globalPrivacyControl): nothing is
  *     sent and the stored click id, cookie, ids and retry queue are removed. GPC always wins over
  *     an explicit grant: it is the browser-wide opt-out of ad tracking. (The edge still sees
@@ -95,7 +102,7 @@
 ((d, loc) => {
   var R = 'Rokt Conversions API';
   // S: the stored record (see Storage); c: consent granted; pend: events waiting for a consent
-  // decision (an array only while pending); fresh: the click id in this page's URL
+  // decision (an array only while pending); fresh: a click id new on this page (URL or Rokt's tag)
   var S, c, pend, fresh;
 
   // ---- never throw: every entry point (api, flush, pagehide, middleware, storage) is wrapped
@@ -145,21 +152,15 @@
   var load = () => safe(() => JSON.parse(localStorage.roktEdge))() || {};
   var flush = safe(() => c && (load().q || []).forEach(post));
   // ok: delivered, or refused for good (4xx other than 408/429); else kept for a later retry.
-  // Two events never have the same text: each has its own messageId.
-  var done = (e, ok) => {
-    if (c) {
-      var s = load();
-      var q = (s.q || []).filter((o) => o != e);
-      ok || q.push(e);
-      s.q = q.slice(-20);
-      put(s);
-    }
-  };
+  // Two events never have the same text: each has its own messageId. (The defaults read the
+  // record without consent too: a read stores nothing.)
+  var done = (e, ok, s = load(), q = (s.q || []).filter((o) => o != e)) =>
+    c && (ok || q.push(e), (s.q = q.slice(-20)), put(s));
 
   // ids (see Ids)
   var uuid = () => URL.createObjectURL(new Blob()).slice(-36);
 
-  // ---- consent: granted persists the record (and a click id from the URL into the cookie) and
+  // ---- consent: granted persists the record (and this page's new click into the cookie) and
   // sends what waited; denied (GPC always) removes everything stored but the decision
   var decide = (x) => {
     (c = x && !navigator.globalPrivacyControl)
@@ -195,8 +196,7 @@
       ? a.addSourceMiddleware((m) => {
           safe(() => {
             var i = m.payload.obj.integrations;
-            var rtid = S.c;
-            c && rtid && i[R] !== false && (i[R] = { ...i[R], rtid });
+            c && S.c && i[R] !== false && (i[R] = { ...i[R], rtid: S.c });
           })();
           m.next(m.payload);
         })
@@ -208,12 +208,17 @@
     var sp = new URLSearchParams(loc.search);
     S = load();
     S.a = S.a || uuid();
-    fresh = sp.get('rtid') || sp.get('rclid');
-    // the cookie string read as a query string ("; " as "&"): URL-decoded like the URL's rtid
+    // the cookies read as a query string ("; " as "&"): URL-decoded like the URL's rtid (none
+    // when reading them throws)
+    var jar = new URLSearchParams(safe(() => d.cookie.replace(/; /g, '&'))());
+    // Rokt's own tag's click (see The click id): a newer click when neither ours nor seen before
+    // (the name written out twice gzips smaller than a variable)
+    var r = safe(() => localStorage.RoktTransactionId)() || jar.get('RoktTransactionId');
+    fresh = sp.get('rtid') || sp.get('rclid') || (r != S.c && r != S.o && r);
     fresh
       ? ((S.c = fresh), (S.x = Date.now() + age * 1e3))
-      : S.x > Date.now() ||
-        (S.c = safe(() => new URLSearchParams(d.cookie.replace(/; /g, '&')).get(cname))());
+      : S.x > Date.now() || (S.c = jar.get(cname));
+    r && (S.o = r);
     // pending while consent is required and undecided (with GPC too: see Consent)
     pend = S.k == null && ds.consent == 'required' ? [] : decide(S.k != 0);
     segment();
