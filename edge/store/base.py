@@ -87,27 +87,75 @@ class SkippedItem(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IdentityUpdate:
-    """What a browser event taught about a visitor, for each of its ids ("a:<anonymousId>",
-    "u:<userId>"): an identify with both links them. A click id replaces the stored one only
-    when it was seen at the same time or later; IP and user agent replace when given."""
+    """What an event taught about a visitor, for each of its ids ("a:<anonymousId>",
+    "u:<userId>"): an identify with both links them. `click_seen_at` is when the click was first
+    seen: the same click again keeps the earliest time (the attribution window runs from it); a
+    different click replaces the stored one only when it was first seen at the same time or
+    later. IP, user agent and the hashed email and mobile replace when given."""
 
     keys: tuple[str, ...]
     click_id: str | None
     click_seen_at: float | None
     ip: str | None
     user_agent: str | None
+    email_sha256: str | None = None  # SHA-256 of the normalized email: never the raw value
+    mobile_sha256: str | None = None  # SHA-256 of the mobile's national digits
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What the store knows of a visitor: the freshest click id within the window asked for,
-    and the IP address and user agent its browser last showed."""
+    """What the store knows of a visitor: its freshest click id and when that click was first
+    seen, whatever its age (the caller judges the attribution window), and the IP address, user
+    agent and hashed email and mobile it last showed."""
 
     click_id: str | None
     click_seen_at: float | None
     ip: str | None
     user_agent: str | None
     seen_at: float
+    email_sha256: str | None = None
+    mobile_sha256: str | None = None
+
+
+def merged(found: Sequence[Identity]) -> Identity | None:
+    """One visitor from several records of it: the click first seen last, and the IP address,
+    user agent, email and mobile last seen."""
+    if not found:
+        return None
+    clicks = [each for each in found if each.click_id and each.click_seen_at is not None]
+    click = max(clicks, key=lambda each: each.click_seen_at or 0.0) if clicks else None
+    latest = sorted(found, key=lambda each: each.seen_at, reverse=True)
+    return Identity(
+        click_id=click.click_id if click else None,
+        click_seen_at=click.click_seen_at if click else None,
+        ip=next((each.ip for each in latest if each.ip), None),
+        user_agent=next((each.user_agent for each in latest if each.user_agent), None),
+        seen_at=latest[0].seen_at,
+        email_sha256=next((each.email_sha256 for each in latest if each.email_sha256), None),
+        mobile_sha256=next((each.mobile_sha256 for each in latest if each.mobile_sha256), None),
+    )
+
+
+class Conversion(NamedTuple):
+    """A conversion put in the outbox, for the attribution figures: the source it came from
+    (beacon, api, analytics.js, import) and whether it carries a click id and an email."""
+
+    key: str  # its outbox key: counted once, when first stored
+    source: str
+    click_id: bool
+    email: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionShare:
+    """Conversions of one source stored for delivery over a recent window, and how many of
+    them carry a click id and an email (the figure a merchant judges attribution by)."""
+
+    source: str
+    window: str  # "1h" or "24h"
+    conversions: int
+    with_click_id: int
+    with_email: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +165,7 @@ class Intake:
     outbound: Sequence[OutboundItem] = ()
     skipped: Sequence[SkippedItem] = ()
     identities: Sequence[IdentityUpdate] = ()
+    conversions: Sequence[Conversion] = ()  # of `outbound`: counted when stored
 
 
 class Arrival(NamedTuple):
@@ -149,6 +198,7 @@ class PutResult:
     stored: int  # new outbox items
     duplicates: int  # items whose key was already stored (a replayed event), not stored again
     deduplicated: int = 0  # conversions stored before under another message id: skipped
+    conversions: tuple[Conversion, ...] = ()  # of the new items, those that are conversions
 
 
 class Claim(NamedTuple):
@@ -303,6 +353,7 @@ class Stats:
     dry_run_bodies: int = 0
     arrivals: int = 0  # intake requests not processed yet
     oldest_arrival: float | None = None  # when the oldest of them came
+    conversions: list[ConversionShare] = field(default_factory=list)  # by source and window
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +445,8 @@ class Store(ABC):
 
     @abstractmethod
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
-        """The visitor known by any of `keys`, seen (or its click seen) at or after `since`."""
+        """The visitor known by any of `keys`, seen (or its click first seen) at or after
+        `since`; its click whatever its age."""
 
     @abstractmethod
     async def prune_identities(self, before: float) -> int:

@@ -52,13 +52,20 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 from edge.rokt.capi import encode
-from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity, sqlite_writer
+from edge.store import (
+    sqlite_arrivals,
+    sqlite_conversions,
+    sqlite_dedup,
+    sqlite_identity,
+    sqlite_writer,
+)
 from edge.store import sqlite_schema as schema
 from edge.store.base import (
     DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
     Arrival,
     Claims,
+    Conversion,
     DeadLetter,
     DryRunBody,
     Identity,
@@ -220,7 +227,10 @@ class SQLiteStore(Store):
         ]
         checks = [(item.key, item.dedup_key, item.timestamp_ms) for item in intake.outbound]
         window_ms = round(self.dedup_window * 1000)
-        return PutArgs(rows, skipped, list(intake.identities), checks, window_ms, now)
+        return PutArgs(
+            rows, skipped, list(intake.identities), checks, window_ms, now,
+            list(intake.conversions),
+        )  # fmt: skip
 
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(arrival)
@@ -312,7 +322,7 @@ class SQLiteStore(Store):
         await self._run(schema.set_paused, paused)
 
     async def stats(self) -> Stats:
-        return await self._run(_stats)
+        return await self._run(_stats, self.clock())
 
     def stats_sync(self) -> Stats:
         """On a connection of its own, in a read transaction: never waits for the writer."""
@@ -321,7 +331,7 @@ class SQLiteStore(Store):
         try:
             with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
                 reader.execute("BEGIN")  # one snapshot for every count
-                return _stats(reader)
+                return _stats(reader, self.clock())
         except sqlite3.Error as error:
             raise StoreUnavailable(f"{self.path}: {error}") from None
 
@@ -336,10 +346,11 @@ class PutArgs(NamedTuple):
     checks: list[tuple[str, str | None, int]]  # key, dedup key, time (ms)
     window_ms: int  # the de-duplication window
     now: float
+    conversions: list[Conversion]
 
 
 def _put(connection: sqlite3.Connection, args: PutArgs) -> PutResult:
-    rows, skipped, identities, checks, window_ms, now = args
+    rows, skipped, identities, checks, window_ms, now, conversions = args
     kept, dropped = rows, skipped
     if any(check[1] is not None for check in checks):
         verdicts = sqlite_dedup.admit(connection, checks, window_ms)
@@ -352,7 +363,12 @@ def _put(connection: sqlite3.Connection, args: PutArgs) -> PutResult:
     result = schema.put(connection, kept, dropped, now)
     if identities:
         sqlite_identity.update(connection, identities, now)
-    return PutResult(result.stored, result.duplicates, len(rows) - len(kept))
+    counted: tuple[Conversion, ...] = ()
+    if conversions and result.stored:
+        counted = sqlite_conversions.tally(
+            connection, conversions, schema.new_keys(connection, result.stored), now
+        )
+    return PutResult(result.stored, result.duplicates, len(rows) - len(kept), counted)
 
 
 def _settle(connection: sqlite3.Connection, args: PutArgs, ids: list[int]) -> PutResult:
@@ -362,12 +378,21 @@ def _settle(connection: sqlite3.Connection, args: PutArgs, ids: list[int]) -> Pu
 
 
 def _prune(connection: sqlite3.Connection, before: float, dedup_before: int) -> int:
-    return schema.prune(connection, before) + sqlite_dedup.prune(connection, dedup_before)
+    return (
+        schema.prune(connection, before)
+        + sqlite_dedup.prune(connection, dedup_before)
+        + sqlite_conversions.prune(connection, before)
+    )
 
 
-def _stats(connection: sqlite3.Connection) -> Stats:
+def _stats(connection: sqlite3.Connection, now: float) -> Stats:
     arrivals, oldest_arrival = sqlite_arrivals.count(connection)
-    return replace(schema.stats(connection), arrivals=arrivals, oldest_arrival=oldest_arrival)
+    return replace(
+        schema.stats(connection),
+        arrivals=arrivals,
+        oldest_arrival=oldest_arrival,
+        conversions=sqlite_conversions.shares(connection, now),
+    )
 
 
 class _WriterProcess:

@@ -1,8 +1,11 @@
-"""The SQLite store's identity table: which click id, IP and user agent a visitor carries.
+"""The SQLite store's identity table: which click id, IP, user agent and hashed email and mobile
+a visitor carries.
 
-A visitor is known by keys: "a:<anonymousId>" and "u:<userId>". Each browser event updates the
-rows of its keys; an identify carries both, so either id later finds the same click id. Like
-`sqlite_schema`, these functions run inside the writer's transaction and never commit.
+A visitor is known by keys: "a:<anonymousId>" and "u:<userId>". Each event updates the rows of
+its keys; an identify carries both, so either id later finds the same click id. A click keeps the
+time it was first seen, so the attribution window runs from the click, not from the visitor's
+latest page. Emails and mobiles are kept as SHA-256 only. Like `sqlite_schema`, these functions
+run inside the writer's transaction and never commit.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from edge.store.base import Identity, IdentityUpdate
+from edge.store.base import Identity, IdentityUpdate, merged
 
 TABLE: Final = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -21,24 +24,35 @@ CREATE TABLE IF NOT EXISTS identities (
     click_seen_at REAL,         -- when this click id was first seen (the attribution window)
     ip TEXT,
     user_agent TEXT,
-    seen_at REAL NOT NULL       -- the visitor's latest browser event
+    seen_at REAL NOT NULL,      -- the visitor's latest event
+    email_sha256 TEXT,          -- SHA-256 of the normalized email (never the email)
+    mobile_sha256 TEXT          -- SHA-256 of the mobile's national digits
 );
 """
+# Schema 4's table had no hashed identifiers (`sqlite_schema.create` adds what is missing).
+ADDED_COLUMNS: Final = ("email_sha256 TEXT", "mobile_sha256 TEXT")
 
-# A newer (or equally new) click replaces the stored one; an older one never does.
-UPSERT: Final = """
-INSERT INTO identities (key, click_id, click_seen_at, ip, user_agent, seen_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+# The same click again keeps its first sighting; a different click replaces the stored one when
+# it was first seen at the same time or later, never when it is older.
+_REPLACES: Final = """
+    excluded.click_id IS NOT NULL AND excluded.click_id IS NOT identities.click_id AND (
+        identities.click_seen_at IS NULL OR excluded.click_seen_at >= identities.click_seen_at)"""
+UPSERT: Final = f"""
+INSERT INTO identities (key, click_id, click_seen_at, ip, user_agent, seen_at, email_sha256,
+    mobile_sha256)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (key) DO UPDATE SET
-    click_id = CASE WHEN excluded.click_id IS NOT NULL AND (identities.click_seen_at IS NULL
-        OR excluded.click_seen_at >= identities.click_seen_at)
-        THEN excluded.click_id ELSE identities.click_id END,
-    click_seen_at = CASE WHEN excluded.click_id IS NOT NULL AND (identities.click_seen_at IS NULL
-        OR excluded.click_seen_at >= identities.click_seen_at)
-        THEN excluded.click_seen_at ELSE identities.click_seen_at END,
+    click_id = CASE WHEN {_REPLACES} THEN excluded.click_id ELSE identities.click_id END,
+    click_seen_at = CASE WHEN {_REPLACES} THEN excluded.click_seen_at
+        WHEN excluded.click_id IS identities.click_id
+        THEN MIN(COALESCE(excluded.click_seen_at, identities.click_seen_at),
+            COALESCE(identities.click_seen_at, excluded.click_seen_at))
+        ELSE identities.click_seen_at END,
     ip = COALESCE(excluded.ip, identities.ip),
     user_agent = COALESCE(excluded.user_agent, identities.user_agent),
-    seen_at = MAX(excluded.seen_at, identities.seen_at)
+    seen_at = MAX(excluded.seen_at, identities.seen_at),
+    email_sha256 = COALESCE(excluded.email_sha256, identities.email_sha256),
+    mobile_sha256 = COALESCE(excluded.mobile_sha256, identities.mobile_sha256)
 """
 
 
@@ -47,7 +61,7 @@ def update(connection: sqlite3.Connection, updates: Sequence[IdentityUpdate], no
         UPSERT,
         [
             (key, item.click_id, item.click_seen_at if item.click_id else None, item.ip,
-             item.user_agent, now)
+             item.user_agent, now, item.email_sha256, item.mobile_sha256)
             for item in updates
             for key in item.keys
         ],
@@ -57,22 +71,13 @@ def update(connection: sqlite3.Connection, updates: Sequence[IdentityUpdate], no
 def lookup(connection: sqlite3.Connection, keys: Sequence[str], since: float) -> Identity | None:
     marks = ",".join("?" * len(keys))
     rows = connection.execute(
-        f"SELECT click_id, click_seen_at, ip, user_agent, seen_at FROM identities"
-        f" WHERE key IN ({marks}) AND (seen_at >= ? OR click_seen_at >= ?)",
+        f"SELECT click_id, click_seen_at, ip, user_agent, seen_at, email_sha256, mobile_sha256"
+        f" FROM identities WHERE key IN ({marks}) AND (seen_at >= ? OR click_seen_at >= ?)",
         (*keys, since, since),
     ).fetchall()
     if not rows:
         return None
-    clicks = [row for row in rows if row[0] is not None and row[1] >= since]
-    click = max(clicks, key=lambda row: row[1]) if clicks else None
-    latest = max(rows, key=lambda row: row[4])
-    return Identity(
-        click_id=click[0] if click else None,
-        click_seen_at=click[1] if click else None,
-        ip=latest[2],
-        user_agent=latest[3],
-        seen_at=latest[4],
-    )
+    return merged([Identity(*row) for row in rows])
 
 
 def prune(connection: sqlite3.Connection, before: float) -> int:

@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from edge.store import sqlite_arrivals, sqlite_dedup, sqlite_identity
+from edge.store import sqlite_arrivals, sqlite_conversions, sqlite_dedup, sqlite_identity
 from edge.store.base import (
     Claims,
     DeadLetter,
@@ -37,8 +37,9 @@ from edge.store.base import (
 )
 
 # 2: bodies moved out of the outbox rows; 3: states moved out of them; 4: delivered is implicit,
-# the queue holds each item's event time (a claim reads no outbox row)
-VERSION: Final = 4
+# the queue holds each item's event time (a claim reads no outbox row); 5: identities keep hashed
+# emails and mobiles, conversions are counted (`sqlite_conversions`)
+VERSION: Final = 5
 PAUSED: Final = "paused"
 DEAD_MESSAGES_SHOWN: Final = 10
 
@@ -108,8 +109,23 @@ def create(connection: sqlite3.Connection) -> None:
     elif version == 3:
         migrate = "ALTER TABLE queue ADD COLUMN timestamp_ms INTEGER NOT NULL DEFAULT 0;"
         migrate += MIGRATE_FROM_3
-    tables = TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
+    tables = (
+        TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
+        + sqlite_conversions.TABLE
+    )  # fmt: skip
+    if 0 < version < 5 and _exists(connection, "identities"):
+        migrate += "".join(
+            f"ALTER TABLE identities ADD COLUMN {column};"
+            for column in sqlite_identity.ADDED_COLUMNS
+        )
     connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
+
+
+def _exists(connection: sqlite3.Connection, table: str) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return found is not None
 
 
 LEGACY_DELIVERED: Final = """
@@ -393,3 +409,11 @@ def stats(connection: sqlite3.Connection) -> Stats:
         paused=None if paused is None else Paused(**json.loads(paused[0])),
         dry_run_bodies=scalar("SELECT count(*) FROM dry_run_bodies"),
     )
+
+
+def new_keys(connection: sqlite3.Connection, stored: int) -> set[str]:
+    """The keys of the `stored` items the last `put` added (ids are numbered up)."""
+    rows = connection.execute(
+        "SELECT key FROM outbox ORDER BY id DESC LIMIT ?", (stored,)
+    ).fetchall()
+    return {row[0] for row in rows}

@@ -65,13 +65,52 @@ async def test_the_freshest_click_among_linked_ids_wins(store: SQLiteStore, cloc
     assert found.click_id == "ON-LAPTOP"
 
 
-async def test_a_click_outside_the_window_is_not_given(store: SQLiteStore, clock: Clock) -> None:
+async def test_a_click_outside_the_window_is_given_with_its_first_sighting(
+    store: SQLiteStore, clock: Clock
+) -> None:
     await store.put(seen("a:A", click="X", at=clock.now - 31 * DAY, ip="1.1.1.1"))
     await store.put(seen("a:A", ip="2.2.2.2"))  # the visitor came back today, without a click
 
+    # The caller judges the window from the first sighting (`edge.capture.enrich.click_of`)
     found = await store.identity(["a:A"], since=clock.now - 30 * DAY)
     assert found is not None
-    assert (found.click_id, found.ip) == (None, "2.2.2.2")
+    assert (found.click_id, found.click_seen_at, found.ip) == ("X", clock.now - 31 * DAY, "2.2.2.2")
+
+
+async def test_the_same_click_seen_again_keeps_its_first_sighting(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    # Given a click first seen ten days ago
+    first = clock.now - 10 * DAY
+    await store.put(seen("a:A", click="X", at=first))
+
+    # When the visitor's events carry it again and again (the snippet attaches it to each)
+    await store.put(seen("a:A", click="X", at=clock.now - DAY))
+    await store.put(seen("a:A", click="X", at=clock.now))
+
+    # Then the click stays dated at its first sighting, and only a different click replaces it
+    found = await store.identity(["a:A"], since=0)
+    assert found is not None
+    assert (found.click_id, found.click_seen_at) == ("X", first)
+    await store.put(seen("a:A", click="Y", at=clock.now))
+    found = await store.identity(["a:A"], since=0)
+    assert found is not None
+    assert (found.click_id, found.click_seen_at) == ("Y", clock.now)
+
+
+async def test_hashed_identifiers_are_kept_and_never_erased_by_an_event_without_them(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    email, mobile = "e" * 64, "m" * 64
+    await store.put(Intake(identities=[IdentityUpdate(("u:U",), None, None, None, None, email)]))
+    await store.put(
+        Intake(identities=[IdentityUpdate(("u:U",), None, None, None, None, None, mobile)])
+    )
+    await store.put(seen("u:U", ip="1.1.1.1"))
+
+    found = await store.identity(["u:U"], since=0)
+    assert found is not None
+    assert (found.email_sha256, found.mobile_sha256) == (email, mobile)
 
 
 async def test_visitors_unseen_for_the_window_are_pruned(store: SQLiteStore, clock: Clock) -> None:
