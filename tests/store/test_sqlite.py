@@ -13,7 +13,16 @@ import pytest
 from edge.rokt import capi
 from edge.settings import load_settings
 from edge.store import open_store, sqlite_path
-from edge.store.base import EXPIRED, REJECTED, DeadLetter, Intake, Paused, StoreUnavailable
+from edge.store.base import (
+    EXPIRED,
+    REJECTED,
+    DeadLetter,
+    Identity,
+    IdentityUpdate,
+    Intake,
+    Paused,
+    StoreUnavailable,
+)
 from edge.store.sqlite import SQLiteStore
 from edge.store.sqlite_writer import pragma
 from tests.outbound import conversion, conversions, skipped
@@ -458,5 +467,35 @@ async def test_a_schema_3_database_keeps_every_item_and_its_dry_runs(tmp_path: P
         [again] = await store.claim(10, 60)
         assert (again.id, again.timestamp_ms, again.body) == (5, items[5].timestamp_ms, "[5]")
         assert (await store.put(Intake(outbound=[items[3], items[4]]))).duplicates == 2
+    finally:
+        store.close()
+
+
+async def test_a_schema_4_database_keeps_its_visitors_and_learns_hashed_identifiers(
+    tmp_path: Path,
+) -> None:
+    """Schema 4's identities had no hashed email or mobile: opening it adds the columns and
+    keeps every visitor's click."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE identities (key TEXT PRIMARY KEY, click_id TEXT, click_seen_at REAL,"
+            " ip TEXT, user_agent TEXT, seen_at REAL NOT NULL);"
+            "INSERT INTO identities VALUES ('a:A', 'CLICK', 100.0, '1.1.1.1', 'UA', 200.0);"
+            "PRAGMA user_version = 4;"
+        )
+    old.close()
+
+    store = SQLiteStore(path)
+    try:
+        assert await store.identity(["a:A"], since=0) == Identity(
+            "CLICK", 100.0, "1.1.1.1", "UA", 200.0
+        )
+        email = "e" * 64
+        update = IdentityUpdate(("a:A",), None, None, None, None, email_sha256=email)
+        await store.put(Intake(identities=[update]))
+        found = await store.identity(["a:A"], since=0)
+        assert found is not None
+        assert (found.click_id, found.email_sha256) == ("CLICK", email)
     finally:
         store.close()
