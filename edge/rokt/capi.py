@@ -81,6 +81,7 @@ def build_batch(mapped: Mapped, *, click_id_in_other2: bool = True) -> dict[str,
         mapped.warnings.append(
             f"{too_long}; the conversion is left out, the audience update is sent"
         )
+        mapped.conversion_type = None  # what was built holds no conversion (nor its dedup key)
     else:
         raise Refused(too_long)
     if not events:

@@ -77,6 +77,11 @@ class Outbound:
     body: dict[str, Any]
     warnings: tuple[str, ...] = ()
     dedup_key: str | None = None
+    # What the attribution figures count: the body holds a conversion, sent with a click id, and
+    # with an email (raw or hashed).
+    conversion: bool = False
+    click_id: bool = False
+    email: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,9 @@ class Pipeline:
             body=body,
             warnings=tuple(mapped.warnings),
             dedup_key=dedup_key(mapped),
+            conversion=mapped.conversion_type is not None,
+            click_id=mapped.click_id is not None,
+            email=mapped.email is not None or mapped.email_sha256 is not None,
         )
 
 

@@ -118,3 +118,22 @@ def test_segments_integrations_object_can_turn_rokt_off() -> None:
     ):
         [outcome] = pipeline.process(parse_event({**ORDER, "integrations": integrations}))
         assert isinstance(outcome, Outbound), integrations
+
+
+def test_each_item_says_whether_it_holds_a_conversion_with_a_click_id_and_an_email() -> None:
+    # The attribution figures (conversions sent with a click id, with an email) count these
+    pipeline = Pipeline(Settings(), default_mappings())
+    order = {"type": "track", "event": "Order Completed", "userId": "u",
+             "properties": {"order_id": "o-1", "email": "a@example.com"},
+             "integrations": {"Rokt Conversions API": {"rtid": "R"}}}  # fmt: skip
+    [sent] = pipeline.process(parse_event(order))
+    assert isinstance(sent, Outbound)
+    assert (sent.conversion, sent.click_id, sent.email) == (True, True, True)
+
+    # An audience update beside a conversion whose type is too long goes alone: no conversion
+    vip = {**order, "event": "x" * 5000, "properties": {"audience_name": "vip",
+                                                         "audience_membership": True}}  # fmt: skip
+    tracks = parse_mappings({"mapping": [{"name": "Tracks", "trigger": 'type = "track"'}]}, "t")
+    [update] = Pipeline(Settings(), tracks).process(parse_event(vip))
+    assert isinstance(update, Outbound)
+    assert (update.conversion, update.dedup_key) == (False, None)
