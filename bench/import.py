@@ -53,7 +53,7 @@ def export(path: Path, rows: int) -> None:
 async def run(path: Path, store: SQLiteStore) -> tuple[Report, float]:
     import_map = parse_map(MAP, "bench")
     pipeline = Pipeline(Settings(), [import_map.mapping])
-    importer = Importer(import_map, pipeline, store, now=time.time(), window_seconds=30 * 86400)
+    importer = Importer(import_map, pipeline, store, now=time.time())
     started = time.perf_counter()
     with path.open("rb") as file:
         report = await importer.run(read_rows(file, path, columns=import_map.columns))

@@ -6,7 +6,8 @@ Configuration errors (settings, mappings) surface when the app is created, befor
 listens.
 
     POST /e              the first-party beacon (edge.capture.beacon)
-    POST /v1/track …     the server-side tracking API, Segment-compatible (edge.tracking_api)
+    POST /v1/track …     the server-side tracking API, Segment-compatible, and the paths
+                         analytics.js posts to (/v1/t, /v1/p, …, /v1/b) (edge.tracking_api)
     GET  /rokt-edge.js   the browser snippet, with ETag, Cache-Control and gzip
     GET  /healthz        the process is alive
     GET  /readyz         store writable, processing and delivery running, not paused on
@@ -40,7 +41,6 @@ from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
-from edge.intake import Collected
 from edge.metrics import Metrics
 from edge.processing import Processor, Readings
 from edge.rokt.mapping import load_mappings
@@ -48,7 +48,7 @@ from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
-from edge.store.base import DUPLICATE, Arrival, Store, StoreError
+from edge.store.base import Arrival, Store, StoreError
 from edge.tracking_api import routes as tracking_routes
 
 log = logging.getLogger("rokt_edge.app")
@@ -56,6 +56,7 @@ log = logging.getLogger("rokt_edge.app")
 SNIPPET: Final = "rokt-edge.js"
 SNIPPET_CACHE: Final = "public, max-age=3600, stale-while-revalidate=86400"
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
+PREFLIGHT_CACHE_SECONDS: Final = 7200  # the most Chromium keeps a preflight's answer
 
 
 class Edge:
@@ -85,22 +86,6 @@ class Edge:
         self.readings = Readings()  # intake's reading of each stored request, for processing
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
-
-    async def commit(
-        self, source: str, events: Sequence[Event], collected: Collected, started: float
-    ) -> None:
-        """One durable write for a request's events (raises StoreError), then count them and
-        wake the sender. `started`: when the request arrived (time.perf_counter)."""
-        result = await self.store.put(collected.intake())
-        for event in events:
-            self.metrics.count_received(source, event.type)
-        self.metrics.count_skipped(item.reason for item in collected.skipped)
-        # Items the store skipped as copies of a conversion it already holds.
-        self.metrics.count_skipped([DUPLICATE] * result.deduplicated)
-        self.metrics.queued.inc(result.stored)  # new items only: not replays, not duplicates
-        self.metrics.observe_ingest(source, time.perf_counter() - started)
-        if collected.outbound:
-            self.sender.notify()
 
     async def commit_arrival(
         self, arrival: Arrival, events: Sequence[Event], started: float
@@ -237,9 +222,11 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=list(settings.allowed_origins),
                 allow_methods=["POST"],
-                allow_headers=["content-type"],
+                # analytics.js sends its write key as Basic auth: a preflight on every path
+                allow_headers=["content-type", "authorization"],
+                expose_headers=["retry-after"],  # read by analytics.js on a 429
                 allow_credentials=True,
-                max_age=86400,
+                max_age=PREFLIGHT_CACHE_SECONDS,
             )
         )
     routes = [

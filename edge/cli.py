@@ -217,10 +217,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         rows = read_rows(
             file, path, columns=import_map.columns, progress=bar.update if show else None
         )
-        importer = Importer(
-            import_map, pipeline, store, now=time.time(),
-            window_seconds=settings.attribution_window_days * 86400.0,
-        )  # fmt: skip
+        importer = Importer(import_map, pipeline, store, now=time.time())
         report = asyncio.run(importer.run(rows))
     except UnreadableFile as error:
         print(f"rokt-edge import: {path}: {error}", file=sys.stderr)

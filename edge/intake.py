@@ -1,7 +1,8 @@
-"""What one request's events produced, gathered for the request's single durable write.
+"""What events produced, gathered for one durable write: a slice of arrivals settled, or a chunk
+of an import put.
 
-Every source that takes events over HTTP (the beacon, the tracking API) collects the pipeline's
-outcomes and the identity links here, then `Edge.commit` writes them in one transaction.
+The pipeline's outcomes, the identity updates, and which outbox items are conversions (with or
+without a click id and an email: the attribution figures), written in one transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 
 from edge.events import Event
 from edge.rokt.pipeline import Outbound, Outcome, Skipped
-from edge.store.base import IdentityUpdate, Intake
+from edge.store.base import Conversion, IdentityUpdate, Intake
 
 
 class Collected:
@@ -18,15 +19,21 @@ class Collected:
         self.outbound: list[Outbound] = []
         self.skipped: list[Skipped] = []
         self.identities: list[IdentityUpdate] = []
+        self.conversions: list[Conversion] = []
 
     def skip(self, event: Event, reason: str) -> None:
         """The event is acknowledged but not forwarded (privacy, a bot): only its id is kept."""
         self.skipped.append(Skipped(event.message_id, reason))
 
-    def collect(self, outcomes: Iterable[Outcome]) -> None:
+    def collect(self, outcomes: Iterable[Outcome], source: str) -> None:
+        """The pipeline's outcomes for an event that came from `source`."""
         for outcome in outcomes:
             if isinstance(outcome, Outbound):
                 self.outbound.append(outcome)
+                if outcome.conversion:
+                    self.conversions.append(
+                        Conversion(outcome.key, source, outcome.click_id, outcome.email)
+                    )
             else:
                 self.skipped.append(outcome)
 
@@ -35,6 +42,7 @@ class Collected:
         self.outbound += other.outbound
         self.skipped += other.skipped
         self.identities += other.identities
+        self.conversions += other.conversions
 
     def intake(self) -> Intake:
-        return Intake(self.outbound, self.skipped, self.identities)
+        return Intake(self.outbound, self.skipped, self.identities, self.conversions)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge.store.base import Store, StoreError
+from edge.store.base import Conversion, ConversionShare, Store, StoreError
 
 PREFIX: Final = "rokt_edge"
 INGEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -62,8 +62,15 @@ class Metrics:
         )
         self.received = Counter(
             f"{PREFIX}_received",
-            "Events received, by source (beacon, api, import) and type (track, page, ...).",
+            "Events received, by source (beacon, api, analytics.js) and type (track, page, ...).",
             ["source", "type"],
+            registry=self.registry,
+        )
+        self.conversions = Counter(
+            f"{PREFIX}_conversions",
+            "Conversions put in the outbox, by source (beacon, api, analytics.js, import), "
+            "whether they carry a click id and whether they carry an email (yes/no).",
+            ["source", "click_id", "email"],
             registry=self.registry,
         )
         self.queued = Counter(
@@ -108,9 +115,19 @@ class Metrics:
         for reason in reasons:
             self._skipped_child(reason).inc()
 
+    def count_conversions(self, conversions: Iterable[Conversion]) -> None:
+        for each in conversions:
+            self.conversions.labels(
+                source=each.source, click_id=_yes(each.click_id), email=_yes(each.email)
+            ).inc()
+
     def render(self) -> bytes:
         """The Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 class StoreCollector(Collector):
@@ -170,3 +187,32 @@ class StoreCollector(Collector):
         for reason, count in sorted(stats.dead.items()):
             dead.add_metric([reason], count)
         yield dead
+        yield from _attribution(stats.conversions)
+
+
+def _attribution(shares: Iterable[ConversionShare]) -> Iterator[Metric]:
+    """The share of recent conversions sent with a click id and with an email, by source, from
+    the store's counts (every process sharing the store agrees; a restart forgets nothing)."""
+    labels = ["source", "window"]
+    recent = GaugeMetricFamily(
+        f"{PREFIX}_recent_conversions",
+        "Conversions put in the outbox over the window (1h, 24h), by source.",
+        labels=labels,
+    )
+    click = GaugeMetricFamily(
+        f"{PREFIX}_conversions_click_id_share",
+        "Share (0-1) of the window's conversions that carry a click id, by source.",
+        labels=labels,
+    )
+    email = GaugeMetricFamily(
+        f"{PREFIX}_conversions_email_share",
+        "Share (0-1) of the window's conversions that carry an email, by source.",
+        labels=labels,
+    )
+    for share in shares:
+        key = [share.source, share.window]
+        recent.add_metric(key, share.conversions)
+        if share.conversions:
+            click.add_metric(key, share.with_click_id / share.conversions)
+            email.add_metric(key, share.with_email / share.conversions)
+    yield from (recent, click, email)

@@ -13,10 +13,11 @@ them: the browser's keepalive fetch is best effort, and a beacon that times out 
 Here intake stores the request as it came (validated, with the IP, user agent, GPC signal and
 visitor cookie it carried), and processing follows a moment later.
 
-Order: arrivals are processed in the order they came, a slice at a time. Identity links made by
-an earlier arrival of the slice are seen by later ones (`IdentityView`) before the slice is
-written, so a server-side conversion right behind the browser's identify finds the click, as it
-would if each had been written on its own.
+Order: arrivals are processed in the order they came, a slice at a time, and their events one by
+one (`edge.capture.attribution`). What an event taught the identity store (a click, a link
+between ids) is seen by every later event of the slice (`IdentityView`) before the slice is
+written, so a conversion right behind the identify that names its visitor finds the click,
+whether the two came in one request or in two.
 
 Priority: intake first. While intake is saturated (after a slice, at least `BUSY_REQUESTS`
 requests are waiting for their arrival to be stored: at 1,000 requests/s there are one or two,
@@ -43,22 +44,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from edge import tracking_api
 from edge.capture import beacon
+from edge.capture.attribution import SERVER, Attribution, Carrier, IdentityView
+from edge.capture.cookies import Visitor
 from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Skipped
-from edge.store.base import (
-    DUPLICATE,
-    Arrival,
-    Identity,
-    IdentityUpdate,
-    StoredArrival,
-    StoreError,
-)
+from edge.store.base import DUPLICATE, Arrival, StoredArrival, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
@@ -77,65 +73,7 @@ POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
 RETRY_SECONDS: Final = 1.0  # after the store failed
 PROCESSING_FAILED: Final = "processing failed"  # skip reason: see `Processor.process`
 READINGS_KEPT: Final = 8192  # requests whose reading is kept (`Readings`): ~20 MB at most
-
-
-Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
-
-
-class IdentityView:
-    """The identity store as a slice being processed sees it: what is stored, plus the links
-    that the slice's earlier arrivals made (written only when the slice settles)."""
-
-    def __init__(self, lookup: Lookup) -> None:
-        self._lookup = lookup
-        self._fresh: dict[str, Identity] = {}
-
-    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
-        stored = await self._lookup(keys, since)
-        found = [stored] if stored is not None else []
-        found += [self._fresh[key] for key in keys if key in self._fresh]
-        return merged(found, since)
-
-    def record(self, updates: Sequence[IdentityUpdate], now: float) -> None:
-        """As the store will apply them: a newer (or equally new) click replaces an older one;
-        an IP address or user agent replaces when given."""
-        for update in updates:
-            for key in update.keys:
-                old = self._fresh.get(key)
-                click_id, click_seen_at = update.click_id, update.click_seen_at
-                newer = click_id is not None and (
-                    old is None or old.click_seen_at is None
-                    or (click_seen_at or 0.0) >= old.click_seen_at
-                )  # fmt: skip
-                if not newer and old is not None:
-                    click_id, click_seen_at = old.click_id, old.click_seen_at
-                self._fresh[key] = Identity(
-                    click_id=click_id,
-                    click_seen_at=click_seen_at if click_id else None,
-                    ip=update.ip or (old.ip if old else None),
-                    user_agent=update.user_agent or (old.user_agent if old else None),
-                    seen_at=now,
-                )
-
-
-def merged(found: Sequence[Identity], since: float) -> Identity | None:
-    """One visitor from several records of it: the freshest click within the window, and the
-    IP address and user agent last seen."""
-    if not found:
-        return None
-    clicks = [
-        each for each in found
-        if each.click_id and each.click_seen_at is not None and each.click_seen_at >= since
-    ]  # fmt: skip
-    click = max(clicks, key=lambda each: each.click_seen_at or 0.0) if clicks else None
-    latest = sorted(found, key=lambda each: each.seen_at, reverse=True)
-    return Identity(
-        click_id=click.click_id if click else None,
-        click_seen_at=click.click_seen_at if click else None,
-        ip=next((each.ip for each in latest if each.ip), None),
-        user_agent=next((each.user_agent for each in latest if each.user_agent), None),
-        seen_at=latest[0].seen_at,
-    )
+BROWSER_SOURCES: Final = frozenset({"beacon", "analytics.js"})  # see `carrier`
 
 
 def pause_for_intake(spent: float, arriving: int, active: bool, lag: float) -> float:
@@ -156,6 +94,17 @@ def arrival_events(arrival: Arrival) -> list[Event]:
     if arrival.source == "beacon":
         return beacon.arrived_events(arrival)
     return tracking_api.arrived_events(arrival)
+
+
+def carrier(arrival: Arrival) -> Carrier:
+    """What an arrival's request said about the visitor: a browser's (the beacon, analytics.js)
+    is believed, a server's is not (`edge.capture.attribution`)."""
+    if arrival.source not in BROWSER_SOURCES:
+        return SERVER
+    visitor = Visitor(
+        arrival.cookie_anonymous_id, arrival.cookie_click_id, arrival.cookie_click_seen_at
+    )
+    return Carrier(True, arrival.ip, arrival.user_agent, arrival.gpc, visitor)
 
 
 class _ReadingKey(NamedTuple):
@@ -292,12 +241,12 @@ class Processor:
         done: list[int] = []
         for stored in batch:
             arrival = stored.arrival
-            start = len(collected.identities)
-            handle = (
-                beacon.process_beacon if arrival.source == "beacon" else tracking_api.process_api
+            attribution = Attribution(
+                edge.pipeline, view, arrival.source, carrier(arrival), arrival.received_at
             )
-            await handle(edge, arrival, edge.readings.take(arrival), view, collected)
-            view.record(collected.identities[start:], arrival.received_at)
+            for event in edge.readings.take(arrival):
+                await attribution.add(event)
+            collected.absorb(attribution)
             done.append(stored.id)
             if time.perf_counter() > deadline:  # the rest wait for the next slice, in order
                 break
@@ -307,6 +256,7 @@ class Processor:
         metrics.count_skipped(item.reason for item in collected.skipped)
         metrics.count_skipped([DUPLICATE] * result.deduplicated)
         metrics.queued.inc(result.stored)  # new items only: not replays, not duplicates
+        metrics.count_conversions(result.conversions)
         if collected.outbound:
             edge.sender.notify()
 

@@ -278,7 +278,10 @@ class Settings:
         " cf-connecting-ip or true-client-ip (only that one is read).",
     )
     allowed_origins: tuple[str, ...] = _setting(
-        (), _origins, "Origins allowed to call the beacon cross-origin (default: same origin)."
+        (),
+        _origins,
+        "Origins allowed to call the beacon and analytics.js's /v1/* cross-origin (default: "
+        "same origin).",
     )
     phone_region: str = _setting(
         "US", _region, "Region assumed for phone numbers written without a country code."
@@ -318,7 +321,16 @@ class Settings:
         365, _count, "Days the visitor cookie lives, refreshed on every beacon (browsers cap 400)."
     )
     attribution_window_days: int = _setting(
-        30, _count, "Days a click id stays attached to its visitor (cookie and identity store)."
+        30,
+        _count,
+        "Days a click id stays attached to its visitor (cookie and identity store), counted "
+        "from the click's first sighting.",
+    )
+    remember_identifiers: bool = _setting(
+        True,
+        _flag,
+        "Remember each visitor's email and mobile as SHA-256 only, and add them (hashed) to a "
+        "later conversion of that visitor that lacks them.",
     )
     dedup_window_hours: int = _setting(
         24,

@@ -82,6 +82,16 @@ def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
             for error in stats.upstream_errors
         ],
         "dry_run_bodies_kept": stats.dry_run_bodies,
+        "conversions": [
+            {
+                "source": share.source,
+                "window": share.window,
+                "conversions": share.conversions,
+                "with_click_id": share.with_click_id,
+                "with_email": share.with_email,
+            }
+            for share in stats.conversions
+        ],
     }
 
 
@@ -103,8 +113,28 @@ def text(doc: dict[str, Any]) -> str:
                 for error in doc["upstream_errors"]
             ),
             f"dry-run bodies  {doc['dry_run_bodies_kept']:,} kept",
+            *_attribution_lines(doc["conversions"]),
         ]
     )
+
+
+def _attribution_lines(shares: list[dict[str, Any]]) -> list[str]:
+    """The share of conversions sent with a click id (and with an email), by source."""
+    if not shares:
+        return ["conversions     none in the last 24h"]
+    lines = ["conversions     put in the outbox; share with a click id, with an email"]
+    for share in shares:
+        total = share["conversions"]
+        lines.append(
+            f"  {share['window']:<4}{share['source']:<14}{total:>8,}"
+            f"  click id {_share(share['with_click_id'], total)}"
+            f"  email {_share(share['with_email'], total)}"
+        )
+    return lines
+
+
+def _share(part: int, total: int) -> str:
+    return f"{part:>7,} ({part / total:4.0%})" if total else f"{part:>7,}"
 
 
 def _delivery_line(doc: dict[str, Any]) -> str:

@@ -1,10 +1,18 @@
-"""The server-side tracking API, compatible with Segment's HTTP Tracking API.
+"""The tracking API, compatible with Segment's HTTP Tracking API and with analytics.js.
 
     POST /v1/track /v1/identify /v1/page /v1/screen /v1/group /v1/alias     one event
     POST /v1/batch   {"batch": [events], "context": {...}, "integrations": {...}, "sentAt": ...}
+    POST /v1/t /v1/i /v1/p /v1/s /v1/g /v1/a, /v1/b (a batch)     the same, as analytics.js
+                     posts them under its `apiHost`; /v1/m (its usage counters) is dropped
 
-A merchant's backend, or one of Segment's own server libraries with its host pointed at the edge,
-sends events here. Per request:
+A merchant's backend, one of Segment's own server libraries with its host pointed at the edge,
+or Segment's analytics.js in the shopper's browser with its `apiHost` pointed at the edge, sends
+events here. A browser's call (it says its `Origin`, or its events name analytics.js as their
+library) is believed about the shopper, as the beacon is: its client IP (through the trusted
+proxies), user agent and the edge's visitor cookie are kept with it, its page URL's click id is
+a sighting, and a same-origin answer sets the visitor cookie. A server's call never is: its
+events get what a browser showed for the same ids (`edge.capture.attribution`). Cross-origin
+calls must come from `ROKT_EDGE_ALLOWED_ORIGINS` (CORS, in `edge.app`). Per request:
 
     write key ─▶ content type ─▶ body (gzip or not) within the size limits ─▶ JSON ─▶ events
     (a single-event route sets `type`; a batch's top-level context and integrations are merged
@@ -43,27 +51,40 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.capture.attribution import answer_cookie
 from edge.capture.beacon import (
     JSON_TYPES,
     LONE_SURROGATE,
+    ORIGIN_REFUSED,
+    RATE_LIMITED,
     Refusal,
     TooLarge,
     error,
+    header_map,
+    origin_allowed,
     read_body,
+    same_origin,
+    sent_cookie,
 )
-from edge.capture.privacy import privacy_skip
-from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
+from edge.capture.client_ip import client_ip, is_https, request_hosts
+from edge.capture.cookies import Visitor
 from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
-from edge.intake import Collected
-from edge.store.base import Arrival, Identity, StoreError
+from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
-    from edge.processing import IdentityView
 
 log = logging.getLogger("rokt_edge.tracking_api")
 
 SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
+# The paths analytics.js posts to under its `apiHost` (b: a batch, its batching delivery).
+ANALYTICS_JS_PATHS: Final = {
+    "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias",
+    "b": None,
+}  # fmt: skip
+ANALYTICS_JS_METRICS: Final = "m"  # where analytics.js posts its usage counters
+BROWSER_LIBRARY: Final = "analytics.js"  # context.library.name of analytics.js's events
+BROWSER_SOURCE: Final = "analytics.js"  # an arrival from a browser's call
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
 # Keys of a request body that describe the request, not the event.
@@ -76,9 +97,19 @@ STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
 
 
 def routes() -> list[Route]:
-    """The API's routes, for `create_app`."""
+    """The API's routes, for `create_app`: Segment's, and analytics.js's short ones."""
     single = [Route(f"/v1/{kind}", _single(kind), methods=["POST"]) for kind in SINGLE_TYPES]
-    return [*single, Route("/v1/batch", batch, methods=["POST"])]
+    short = [
+        Route(f"/v1/{path}", _single(kind) if kind else batch, methods=["POST"])
+        for path, kind in ANALYTICS_JS_PATHS.items()
+    ]
+    metrics = Route(f"/v1/{ANALYTICS_JS_METRICS}", ignored, methods=["POST"])
+    return [*single, Route("/v1/batch", batch, methods=["POST"]), *short, metrics]
+
+
+async def ignored(request: Request) -> Response:
+    """analytics.js's own usage counters (`/v1/m`): nothing for Rokt, answered and dropped."""
+    return Response(status_code=204)
 
 
 def _single(kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -227,40 +258,6 @@ def parse_events(
 # -- handling ----------------------------------------------------------------------------------
 
 
-class ServerIntake(Collected):
-    """One server request's events, processed from its arrival (see `edge.processing`)."""
-
-    def __init__(self, edge: Edge, view: IdentityView, now: float) -> None:
-        super().__init__()
-        self.edge = edge
-        self.view = view
-        self.since = now - edge.settings.attribution_window_days * 86400.0
-
-    async def add_all(self, events: Sequence[Event]) -> None:
-        found = [await self._identity(event) for event in events]
-        for event, identity in zip(events, found, strict=True):
-            self.add(event, identity)
-
-    async def _identity(self, event: Event) -> Identity | None:
-        keys = identity_keys(event)
-        if not keys or not needs_identity(event):
-            return None
-        return await self.view.identity(keys, since=self.since)
-
-    def add(self, event: Event, identity: Identity | None) -> None:
-        settings = self.edge.settings
-        reason = privacy_skip(
-            event.body, None, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
-        )
-        if reason is not None:
-            self.skip(event, reason)
-            return
-        self.collect(self.edge.pipeline.process(stitch(event, identity)))
-        link = linked(event, identity)
-        if link is not None:
-            self.identities.append(link)
-
-
 def arrived_events(arrival: Arrival) -> list[Event]:
     """The valid events of a stored tracking API request, as intake read them."""
     document = json.loads(arrival.body)
@@ -269,24 +266,22 @@ def arrived_events(arrival: Arrival) -> list[Event]:
     return parse_events(items, defaults)[0]
 
 
-async def process_api(
-    edge: Edge, arrival: Arrival, events: list[Event], view: IdentityView, collected: Collected
-) -> None:
-    """What a tracking API request's events produce, added to `collected`."""
-    intake = ServerIntake(edge, view, arrival.received_at)
-    await intake.add_all(events)
-    collected.absorb(intake)
-
-
 async def handle(request: Request, kind: str | None) -> Response:
     edge: Edge = request.app.state.edge
-    keys = edge.settings.write_keys
+    settings = edge.settings
+    keys = settings.write_keys
     started = time.perf_counter()
     if not keys:
         return error(401, "unauthorized", NO_WRITE_KEYS)
     header = request.headers.get("authorization")
     if basic_user(header) is not None and not authorize(request, None, keys):
         return error(401, "unauthorized", BAD_WRITE_KEY)
+    headers = header_map(request)
+    peer = request.client.host if request.client else None
+    origin = headers.get("origin")
+    hosts = request_hosts(peer, headers, settings.trusted_proxies) if origin else []
+    if not origin_allowed(origin, hosts, settings.allowed_origins):
+        return error(403, "origin_not_allowed", ORIGIN_REFUSED)
     limit = MAX_BATCH_BYTES if kind is None else MAX_EVENT_BYTES
     try:
         document, body = await read_document(request, limit)
@@ -305,7 +300,25 @@ async def handle(request: Request, kind: str | None) -> Response:
     if not events:
         status, code = (413, "too_large") if oversized == len(problems) else (400, "invalid_event")
         return error(status, code, problems[0]["message"], events=problems)
-    arrival = Arrival("api", received_at, body, kind=kind)
+    visitor: Visitor | None = None
+    if from_browser(origin, events):
+        ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
+        if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
+            wait = edge.limiter.retry_after(ip or "unknown")
+            return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
+        user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc", "").strip() == "1"
+        cookie = edge.cookies.read(sent_cookie(headers, settings.cookie_name))
+        visitor, all_private = answer_cookie(settings, cookie, events, gpc, user_agent, received_at)
+        arrival = Arrival(
+            BROWSER_SOURCE, received_at, body, kind=kind,
+            ip=None if all_private else ip, user_agent=None if all_private else user_agent,
+            gpc=gpc, cookie_anonymous_id=cookie.anonymous_id, cookie_click_id=cookie.click_id,
+            cookie_click_seen_at=cookie.click_seen_at,
+        )  # fmt: skip
+        if origin and not same_origin(origin, hosts):
+            visitor = None  # a cookie set in answer to another site's call would be third-party
+    else:
+        arrival = Arrival("api", received_at, body, kind=kind)
     try:
         await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:
@@ -314,4 +327,23 @@ async def handle(request: Request, kind: str | None) -> Response:
     payload: dict[str, Any] = {"success": True}
     if problems:
         payload.update(accepted=len(events), errors=problems)
-    return JSONResponse(payload)
+    response = JSONResponse(payload)
+    if visitor is not None:
+        secure = is_https(
+            request.scope.get("scheme", "http"), peer, headers, settings.trusted_proxies
+        )
+        response.headers.append("set-cookie", edge.cookies.header(visitor, secure=secure))
+    return response
+
+
+def from_browser(origin: str | None, events: Sequence[Event]) -> bool:
+    """Whether a call was made by a browser (analytics.js): it says where it came from
+    (`Origin`), or every event names analytics.js as its library. A browser's call is believed
+    about the shopper (IP address, user agent, cookie), a server's never is."""
+    return origin is not None or all(_library(event) == BROWSER_LIBRARY for event in events)
+
+
+def _library(event: Event) -> Any:
+    context = event.body.get("context")
+    library = context.get("library") if isinstance(context, dict) else None
+    return library.get("name") if isinstance(library, dict) else None

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from edge import processing
+from edge.capture.attribution import IdentityView
 from edge.processing import (
     BUSY_REQUESTS,
     BUSY_SHARE,
     MAX_LAG,
     PROCESSING_FAILED,
-    IdentityView,
     Readings,
     arrival_events,
     pause_for_intake,
@@ -205,10 +205,15 @@ async def test_a_slice_sees_the_links_its_earlier_arrivals_made(store_path: Path
         found = await view.identity(("a:A", "u:U"), since=NOW - 60)
         assert found is not None
         assert (found.click_id, found.ip, found.user_agent) == ("CLICK-1", "ip-2", "ua-1")
-        # and a click outside the window asked for is not found
-        found = await view.identity(("u:U",), since=NOW - 5)
+        # and the same click again keeps its first sighting, a newer one replaces it
+        view.record([IdentityUpdate(("u:U",), "CLICK-1", NOW, None, None)], NOW + 2)
+        found = await view.identity(("u:U",), since=NOW - 60)
         assert found is not None
-        assert found.click_id is None
+        assert (found.click_id, found.click_seen_at) == ("CLICK-1", NOW - 10)
+        view.record([IdentityUpdate(("u:U",), "CLICK-2", NOW, None, None)], NOW + 3)
+        found = await view.identity(("u:U",), since=NOW - 60)
+        assert found is not None
+        assert (found.click_id, found.click_seen_at) == ("CLICK-2", NOW)
     finally:
         store.close()
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import ipaddress
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,79 +22,30 @@ from segment.analytics import Client
 from edge.settings import Settings
 from tests.fake_capi import FakeCapi
 from tests.live import FailingStore, LiveEdge, wait_for
-
-WRITE_KEY = "wk-test-1"
-CHROME = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/120.0.0.0 Safari/537.36"
+from tests.shop import (
+    CHROME,
+    SHOPPER_IP,
+    WRITE_KEY,
+    api,
+    basic,
+    browser,
+    database,
+    delivered,
+    events_named,
+    order,
+    shop_settings,
 )
-SHOPPER_IP = "198.51.100.7"
-
-
-def basic(key: str) -> dict[str, str]:
-    token = base64.b64encode(f"{key}:".encode()).decode()
-    return {"authorization": f"Basic {token}"}
-
-
-def order(order_id: str = "o-1", **fields: Any) -> dict[str, Any]:
-    return {
-        "event": "Order Completed",
-        "properties": {"order_id": order_id, "revenue": 42, "currency": "usd"},
-        **fields,
-    }
 
 
 @pytest.fixture
 def settings(tmp_path: Path, fake: FakeCapi) -> Settings:
-    return Settings(
-        api_key=fake.api_key,
-        api_secret=fake.api_secret,
-        rokt_url=fake.url,
-        database_url=f"sqlite:///{tmp_path / 'edge.db'}",
-        write_keys=(WRITE_KEY, "wk-other"),
-        # The browser reaches the edge through a proxy on loopback; the backend calls directly.
-        trusted_proxies=(ipaddress.ip_network("127.0.0.2/32"),),
-        poll_interval=0.05,
-        backoff_base=0.05,
-    )
+    return shop_settings(tmp_path, fake)
 
 
 @pytest.fixture
 def live(settings: Settings) -> Iterator[LiveEdge]:
     with LiveEdge(settings) as live:
         yield live
-
-
-def api(live: LiveEdge, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
-    """A backend's call: Basic auth with the write key unless other headers are given."""
-    content = body if isinstance(body, bytes | str) else json.dumps(body)
-    sent = {"content-type": "application/json", **(basic(WRITE_KEY) if headers is None else {})}
-    return httpx.post(live.url + path, content=content, headers={**sent, **(headers or {})})
-
-
-def browser(live: LiveEdge, body: dict[str, Any]) -> httpx.Response:
-    """A shopper's browser, behind the trusted proxy, sending to the beacon."""
-    headers = {"content-type": "text/plain", "user-agent": CHROME, "x-forwarded-for": SHOPPER_IP}
-    transport = httpx.HTTPTransport(local_address="127.0.0.2")
-    with httpx.Client(transport=transport) as client:
-        return client.post(live.url + "/e", content=json.dumps(body), headers=headers)
-
-
-def delivered(fake: FakeCapi) -> list[dict[str, Any]]:
-    return [batch for request in fake.requests() for batch in request.accepted]
-
-
-def events_named(fake: FakeCapi, name: str) -> list[dict[str, Any]]:
-    return [
-        {**event["data"], "batch": batch}
-        for batch in delivered(fake)
-        for event in batch["events"]
-        if event["data"]["event_name"] == name
-    ]
-
-
-def database(settings: Settings) -> sqlite3.Connection:
-    return sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
 
 
 # -- Segment's own library -------------------------------------------------------------------

@@ -4,9 +4,9 @@
     batch or an array), each validated ─▶ the visitor cookie's next value ─▶ one durable write
     of the request's arrival ─▶ 200 and the refreshed visitor cookie
 
-    later, in order (`edge.processing`): per event, privacy and bot checks, enrichment (click id
-    from the event, the cookie or the identity store; IP; user agent), the pipeline ─▶ outbox
-    items, skip records, identity links
+    later, in order (`edge.processing`, `edge.capture.attribution`): per event, privacy and bot
+    checks, enrichment (click id from the event, the cookie or the identity store; IP; user
+    agent), the pipeline ─▶ outbox items, skip records, identity links
 
 A 2xx is sent only after the arrival is on disk; when the store cannot write, 503 tells the
 snippet to keep the events and send them again. Every error is JSON: `{"error": {"code",
@@ -20,31 +20,25 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 
+from edge.capture.attribution import answer_cookie
 from edge.capture.client_ip import client_ip, is_https, request_hosts
-from edge.capture.cookies import Visitor
-from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
-from edge.capture.privacy import privacy_skip
 from edge.capture.short_form import expand
 from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
-from edge.intake import Collected
-from edge.store.base import Arrival, IdentityUpdate, StoreError
-from edge.useragent import parse_user_agent
+from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
-    from edge.processing import IdentityView
     from edge.settings import Settings
 
 log = logging.getLogger("rokt_edge.beacon")
 
-BOT: Final = "bot"
 JSON_TYPES: Final = ("text/plain", "application/json")
 ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALLOWED_ORIGINS)"
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
@@ -53,7 +47,6 @@ STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
 LONE_SURROGATE: Final = (
     "the body holds a string with an unpaired surrogate escape (such as \\ud800), which is not text"
 )
-MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -118,20 +111,22 @@ def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...
         return True
     if "*" in allowed or origin.rstrip("/").lower() in allowed:
         return True
+    return same_origin(origin, hosts)
+
+
+def sent_cookie(headers: Mapping[str, str], name: str) -> str | None:
+    """A cookie's value, the Cookie header parsed only when one was sent (Starlette's
+    `request.cookies` looks for the header afresh)."""
+    return cookie_parser(headers["cookie"]).get(name) if "cookie" in headers else None
+
+
+def same_origin(origin: str, hosts: list[str]) -> bool:
+    """Whether a browser's `Origin` names the host the request was sent to (`request_hosts`)."""
     try:
         netloc = urlsplit(origin).netloc
     except ValueError:  # "http://[": not an origin a browser sends
         return False
     return netloc.lower() in hosts
-
-
-def identity_keys(event: Event) -> tuple[str, ...]:
-    keys = []
-    if "anonymousId" in event.body:
-        keys.append(f"a:{event.body['anonymousId']}")
-    if "userId" in event.body:
-        keys.append(f"u:{event.body['userId']}")
-    return tuple(keys)
 
 
 class Refusal(Exception):
@@ -200,126 +195,10 @@ def beacon_events(
     return events, problems
 
 
-class BeaconIntake(Collected):
-    """One beacon request's events, processed from its arrival (see `edge.processing`)."""
-
-    def __init__(self, edge: Edge, arrival: Arrival, view: IdentityView) -> None:
-        self.edge = edge
-        self.view = view
-        self.ip = arrival.ip
-        self.user_agent = arrival.user_agent
-        self.gpc = "1" if arrival.gpc else None
-        self.is_bot = is_bot(edge.settings, self.user_agent)
-        self.visitor = Visitor(
-            arrival.cookie_anonymous_id, arrival.cookie_click_id, arrival.cookie_click_seen_at
-        )
-        self.now = arrival.received_at
-        self.window = edge.settings.attribution_window_days * 86400.0
-        super().__init__()
-
-    async def add(self, event: Event) -> None:
-        reason = private(self.edge.settings, event, self.gpc)
-        if reason is None and self.is_bot:
-            reason = BOT
-        if reason is not None:
-            self.skip(event, reason)
-            return
-        known = await self._known_click(event)
-        enriched = enrich(
-            event, ip=self.ip, user_agent=self.user_agent, visitor=self.visitor, known=known,
-            now=self.now,
-        )  # fmt: skip
-        self.collect(self.edge.pipeline.process(enriched.event))
-        keys = identity_keys(enriched.event)
-        if keys:
-            self.identities.append(
-                IdentityUpdate(
-                    keys, enriched.click_id, enriched.click_seen_at, self.ip, self.user_agent
-                )
-            )
-        anonymous_id = enriched.event.body.get("anonymousId") or self.visitor.anonymous_id
-        self.visitor = remembered(
-            self.visitor, anonymous_id, enriched.click_id, enriched.click_seen_at
-        )
-
-    async def _known_click(self, event: Event) -> Known | None:
-        """The event's own click id wins; else the cookie's; else the identity store's."""
-        if event_click_id(event.body) is not None:
-            return None
-        known = cookie_click(self.visitor, now=self.now, window_seconds=self.window)
-        keys = identity_keys(event)
-        if known is None and keys:
-            found = await self.view.identity(keys, since=self.now - self.window)
-            if found is not None and found.click_id and found.click_seen_at is not None:
-                known = Known(found.click_id, found.click_seen_at, "identity")
-        return known
-
-
 def arrived_events(arrival: Arrival) -> list[Event]:
     """The valid events of a stored beacon request, as intake read them."""
     raw_events = events_of(json.loads(arrival.body)) or []
     return beacon_events(raw_events, ArrivalDefaults(arrival.received_at, arrival.body))[0]
-
-
-async def process_beacon(
-    edge: Edge, arrival: Arrival, events: list[Event], view: IdentityView, collected: Collected
-) -> None:
-    """What a beacon request's events produce, added to `collected`."""
-    intake = BeaconIntake(edge, arrival, view)
-    for event in events:
-        await intake.add(event)
-    collected.absorb(intake)
-
-
-def is_bot(settings: Settings, user_agent: str | None) -> bool:
-    return bool(settings.skip_bots and user_agent and parse_user_agent(user_agent).is_bot)
-
-
-def private(settings: Settings, event: Event, gpc: str | None) -> str | None:
-    return privacy_skip(
-        event.body, gpc, honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent
-    )
-
-
-def remembered(
-    visitor: Visitor, anonymous_id: str | None, click_id: str | None, seen_at: float | None
-) -> Visitor:
-    """What the visitor cookie holds after an event with these ids."""
-    if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
-        anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
-    if click_id and seen_at is not None:
-        return Visitor(anonymous_id, click_id, int(seen_at))
-    return Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)
-
-
-def answer_cookie(
-    edge: Edge,
-    visitor: Visitor,
-    events: Sequence[Event],
-    gpc: str | None,
-    user_agent: str | None,
-    now: float,
-) -> tuple[Visitor | None, bool]:
-    """The visitor cookie to set (None: a privacy signal, set none), and whether every event is
-    private. The cookie learns the events' own click ids and anonymous ids by the rules
-    processing follows (`edge.capture.enrich.click_of`); a click only the identity store knows
-    reaches it on a later beacon."""
-    settings = edge.settings
-    window = settings.attribution_window_days * 86400.0
-    reasons = [private(settings, event, gpc) for event in events]
-    if any(reasons):
-        return None, all(reasons)
-    if is_bot(settings, user_agent):
-        return visitor, False
-    for event in events:
-        body = event.body
-        own = event_click_id(body)
-        # As `BeaconIntake._known_click`: the cookie's click counts only for an event without one.
-        known = None if own else cookie_click(visitor, now=now, window_seconds=window)
-        click_id, seen_at, _ = click_of(own, known, now)
-        anonymous_id = body.get("anonymousId") or visitor.anonymous_id
-        visitor = remembered(visitor, anonymous_id, click_id, seen_at)
-    return visitor, False
 
 
 async def beacon(request: Request) -> Response:
@@ -340,16 +219,13 @@ async def beacon(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc")
-    # Parsed only when sent (Starlette's `request.cookies` looks for the header afresh).
-    sent = (
-        cookie_parser(headers["cookie"]).get(settings.cookie_name) if "cookie" in headers else None
-    )
-    cookie = edge.cookies.read(sent)
-    visitor, all_private = answer_cookie(edge, cookie, events, gpc, user_agent, now)
+    cookie = edge.cookies.read(sent_cookie(headers, settings.cookie_name))
+    gpc_on = gpc is not None and gpc.strip() == "1"
+    visitor, all_private = answer_cookie(settings, cookie, events, gpc_on, user_agent, now)
     arrival = Arrival(
         "beacon", now, body,
         ip=None if all_private else ip, user_agent=None if all_private else user_agent,
-        gpc=gpc is not None and gpc.strip() == "1", cookie_anonymous_id=cookie.anonymous_id,
+        gpc=gpc_on, cookie_anonymous_id=cookie.anonymous_id,
         cookie_click_id=cookie.click_id, cookie_click_seen_at=cookie.click_seen_at,
     )  # fmt: skip
     try:

@@ -7,7 +7,8 @@ about the shopper. The browser's beacons recorded, per id, the click id and the 
 user agent (`Store.identity`); a server event that lacks any of them gets the recorded ones,
 within the attribution window:
 
-    click id     the event's own (integrations, page query), else the identity store's
+    click id     the event's own (integrations, page query), else the identity store's, within
+                 the attribution window from the click's first sighting (`edge.capture.enrich`)
     IP           the event's `context.ip`, else the identity store's (never the request's)
     user agent   the event's `context.userAgent`, else the identity store's (never the request's)
 
@@ -19,11 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from edge.capture.enrich import INTEGRATION, event_click_id
+from edge.capture.enrich import EVENT, Enriched, Known, click_of, event_click_id, with_click
 from edge.events import Event
-from edge.store.base import Identity, IdentityUpdate
+from edge.store.base import Identity
 
-EVENT: Final = "event"
 IDENTITY: Final = "identity"
 CONTEXT_FIELDS: Final = (("ip", "ip"), ("userAgent", "user_agent"))
 
@@ -42,28 +42,26 @@ def identity_keys(event: Event) -> tuple[str, ...]:
     return tuple(keys)
 
 
-def needs_identity(event: Event) -> bool:
-    """Whether the event lacks something the identity store could give."""
-    context = event.body.get("context") or {}
-    return event_click_id(event.body) is None or any(
-        not _present(context.get(name)) for name, _ in CONTEXT_FIELDS
-    )
+def identity_click(identity: Identity | None) -> Known | None:
+    """The identity store's click for a visitor, whatever its age."""
+    if identity is None or not identity.click_id or identity.click_seen_at is None:
+        return None
+    return Known(identity.click_id, identity.click_seen_at, IDENTITY)
 
 
-def stitch(event: Event, identity: Identity | None) -> Event:
-    """A copy of a server-side event with what the browser recorded added where it lacks it."""
+def stitch(event: Event, identity: Identity | None, now: float, window: float) -> Enriched:
+    """A copy of a server-side event with what the browser recorded added where it lacks it,
+    and the click id it carries then, with when that click was first seen."""
     # Copies of the containers it changes only: the rest is shared with the event, unchanged.
     body = dict(event.body)
-    context = body["context"] = dict(body.get("context") or {})
+    body["context"] = dict(body.get("context") or {})
     record: dict[str, Any] = {}
-    if event_click_id(body) is not None:
-        record["clickId"] = EVENT
-    elif identity is not None and identity.click_id:
-        integrations = body["integrations"] = dict(body.get("integrations") or {})
-        plugin = integrations.get(INTEGRATION)
-        plugin = integrations[INTEGRATION] = dict(plugin) if isinstance(plugin, dict) else {}
-        plugin["rtid"] = identity.click_id
-        record["clickId"] = IDENTITY
+    known = identity_click(identity)
+    click_id, seen_at, source = click_of(event_click_id(body), known, now, window)
+    if source is not None:
+        record["clickId"] = source
+    with_click(body, click_id, source)
+    context = body["context"]
     for name, attribute in CONTEXT_FIELDS:
         recorded = getattr(identity, attribute) if identity is not None else None
         if _present(context.get(name)):
@@ -72,19 +70,7 @@ def stitch(event: Event, identity: Identity | None) -> Event:
             context[name] = recorded
             record[name] = IDENTITY
     context["rokt_edge"] = record
-    return Event(body)
-
-
-def linked(event: Event, identity: Identity | None) -> IdentityUpdate | None:
-    """An event naming several ids (an identify with anonymousId and userId, an alias) links
-    them: what the browser recorded for one becomes known under the others too, so a later
-    server event that carries only the userId still finds the click."""
-    keys = identity_keys(event)
-    if identity is None or len(keys) < 2:
-        return None
-    return IdentityUpdate(
-        keys, identity.click_id, identity.click_seen_at, identity.ip, identity.user_agent
-    )
+    return Enriched(Event(body), click_id, seen_at)
 
 
 def _present(value: Any) -> bool:

@@ -1,8 +1,9 @@
 """Running an import: rows → canonical events → stitching → the pipeline → the outbox.
 
-    read a chunk of rows ─▶ each row: its event (`mapfile.row_event`), checked (`parse_event`)
-    ─▶ identity look-ups for the chunk, together ─▶ stitching, the pipeline ─▶ one durable write
-    per chunk (`Store.put`: outbox items, skip records; conversions de-duplicated)
+    read a chunk of rows ─▶ each row, in order: its event (`mapfile.row_event`), checked
+    (`parse_event`), attributed as a server's event (`edge.capture.attribution`: stitching,
+    the pipeline, identity links) ─▶ one durable write per chunk (`Store.put`: outbox items,
+    skip records, identity links; conversions de-duplicated)
 
 Import only fills the outbox; the running edge's sender (or `python -m edge.rokt.deliver`)
 delivers. A row's message id is stable (its `source_message_id` column, else a hash of the row),
@@ -13,21 +14,21 @@ in `rokt-edge preview`'s document shape.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from edge.capture.stitch import identity_keys, needs_identity, stitch
-from edge.events import Event, EventError, parse_event
+from edge.capture.attribution import SERVER, Attribution, IdentityView
+from edge.events import EventError, parse_event
 from edge.imports.mapfile import ImportMap, RowError, row_event
 from edge.imports.rows import BadRow, Row
-from edge.rokt.pipeline import Outbound, Pipeline, Skipped
-from edge.store.base import DUPLICATE, Identity, Intake, Store
+from edge.rokt.pipeline import Outbound, Pipeline
+from edge.store.base import DUPLICATE, Store
 
 CHUNK_ROWS: Final = 500
+SOURCE: Final = "import"  # in the attribution figures
 EXAMPLES_SHOWN: Final = 5
 
 
@@ -59,12 +60,11 @@ class Importer:
         store: Store | None,
         *,
         now: float,
-        window_seconds: float,
     ) -> None:
         self.map = import_map
         self.pipeline = pipeline
         self.store = store  # None: a dry run
-        self.since = now - window_seconds
+        self.now = now
         self.report = Report()
 
     async def run(self, rows: Iterable[Row | BadRow]) -> Report:
@@ -75,7 +75,11 @@ class Importer:
 
     async def _chunk(self, chunk: list[Row | BadRow]) -> None:
         report = self.report
-        events: list[tuple[int, Event]] = []
+        dry_run = self.store is None
+        # Rows are attributed in order: a row sees what the rows before it taught (an
+        # identify's link from anonymousId to userId), as a request's events do.
+        view = IdentityView(self.store.identity) if self.store is not None else None
+        attribution = Attribution(self.pipeline, view, SOURCE, SERVER, self.now)
         for row in chunk:
             report.rows += 1
             if isinstance(row, BadRow):
@@ -89,37 +93,24 @@ class Importer:
             except EventError as error:
                 report.invalid.append((row.number, f"{error.field}: {error.problem}"))
                 continue
-            events.append((row.number, event))
-        found = await asyncio.gather(*(self._identity(event) for _, event in events))
-        outbound: list[Outbound] = []
-        skipped: list[Skipped] = []
-        dry_run = self.store is None
-        for (number, event), identity in zip(events, found, strict=True):
-            for outcome in self.pipeline.process(stitch(event, identity)):
-                where = {"row": number, "messageId": outcome.message_id, "mapping": outcome.mapping}
+            for outcome in await attribution.add(event):
+                where = {"row": row.number, "messageId": outcome.message_id,
+                         "mapping": outcome.mapping}  # fmt: skip
                 report.warnings.extend({**where, "warning": text} for text in outcome.warnings)
                 if isinstance(outcome, Outbound):
-                    outbound.append(outcome)
                     if dry_run:
                         report.bodies.append(outcome.body)
                 else:
-                    skipped.append(outcome)
-                    report.skip(number, outcome.reason)
+                    report.skip(row.number, outcome.reason)
                     if dry_run:
                         report.skips.append({**where, "reason": outcome.reason})
         if self.store is None:
             return
-        result = await self.store.put(Intake(outbound, skipped))
+        result = await self.store.put(attribution.intake())
         report.queued += result.stored
         report.already += result.duplicates
         if result.deduplicated:  # the store knows which; the skip records name them
             report.skipped[DUPLICATE] += result.deduplicated
-
-    async def _identity(self, event: Event) -> Identity | None:
-        keys = identity_keys(event)
-        if self.store is None or not keys or not needs_identity(event):
-            return None
-        return await self.store.identity(keys, since=self.since)
 
 
 def dry_run_document(report: Report, pipeline: Pipeline) -> dict[str, Any]:

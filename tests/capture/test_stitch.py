@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from edge.capture.stitch import identity_keys, linked, needs_identity, stitch
-from edge.events import parse_event
-from edge.store.base import Identity, IdentityUpdate
+from edge.capture.enrich import Enriched
+from edge.capture.stitch import identity_keys
+from edge.capture.stitch import stitch as stitch_at
+from edge.events import Event, parse_event
+from edge.store.base import Identity
 
-BROWSER = Identity("CLICK-X", 1_700_000_000.0, "198.51.100.7", "Mozilla/5.0 (browser)", 1.7e9)
+SEEN = 1_700_000_000.0
+BROWSER = Identity("CLICK-X", SEEN, "198.51.100.7", "Mozilla/5.0 (browser)", SEEN)
+WINDOW = 30 * 86400.0
+
+
+def stitch(event: Event, identity: Identity | None, now: float = SEEN + 60) -> Event:
+    return stitch_at(event, identity, now, WINDOW).event
 
 
 def order(**fields: object) -> dict[str, object]:
@@ -51,21 +59,29 @@ def test_the_original_event_is_left_as_it_came() -> None:
     assert "ip" not in event.body.get("context", {})
 
 
-def test_keys_and_when_a_look_up_is_needed() -> None:
+def test_keys_of_an_events_ids() -> None:
     assert identity_keys(parse_event(order(userId="U"))) == ("a:A", "u:U")
     alias = parse_event({"type": "alias", "userId": "U", "previousId": "A"})
     assert identity_keys(alias) == ("u:U", "a:A", "u:A")
-    complete = order(context={"ip": "1.2.3.4", "userAgent": "x"},
-                     integrations={"Rokt Conversions API": {"rtid": "R"}})  # fmt: skip
-    assert needs_identity(parse_event(complete)) is False
-    assert needs_identity(parse_event(order())) is True
 
 
-def test_an_event_naming_two_ids_links_them() -> None:
-    identify = parse_event({"type": "identify", "anonymousId": "A", "userId": "U"})
+def test_the_browsers_click_counts_within_the_window_from_its_first_sighting() -> None:
+    within = stitch_at(parse_event(order()), BROWSER, SEEN + WINDOW, WINDOW)
+    assert within == Enriched(within.event, "CLICK-X", SEEN)
 
-    assert linked(identify, BROWSER) == IdentityUpdate(
-        ("a:A", "u:U"), "CLICK-X", 1_700_000_000.0, "198.51.100.7", "Mozilla/5.0 (browser)"
-    )
-    assert linked(identify, None) is None
-    assert linked(parse_event(order()), BROWSER) is None
+    late = stitch_at(parse_event(order()), BROWSER, SEEN + WINDOW + 1, WINDOW)
+    assert (late.click_id, late.click_seen_at) == (None, None)
+    assert "integrations" not in late.event.body
+
+
+def test_the_events_own_click_past_the_window_from_its_first_sighting_is_taken_out() -> None:
+    # Given a backend that kept the click id and sends it with an order long after the click
+    own = order(integrations={"Rokt Conversions API": {"rtid": "CLICK-X"}})
+
+    # When the browser showed that click more than the window ago
+    late = stitch_at(parse_event(own), BROWSER, SEEN + WINDOW + 1, WINDOW)
+
+    # Then the order carries no click id, and says why
+    assert late.click_id is None
+    assert late.event.body["integrations"]["Rokt Conversions API"] == {}
+    assert late.event.body["context"]["rokt_edge"]["clickId"] == "expired"

@@ -211,6 +211,26 @@ def test_imported_rows_are_stitched_and_de_duplicated_like_server_events(
     assert skips == [("o-2-warehouse-copy", "duplicate")]
 
 
+def test_a_row_sees_the_click_an_earlier_row_of_the_same_file_showed(
+    tmp_path: Path, settings: Settings, database: Path
+) -> None:
+    # Given an export where customer c-9's first order carries the click id and the second,
+    # an hour later, does not
+    first, second = order_row(9), order_row(10)
+    second[2], second[3] = "c-9", ""
+    export = write_csv(tmp_path / "orders.csv", [first, second])
+    mapfile = write(tmp_path / "orders.toml", ORDERS_MAP)
+
+    # When it is imported
+    result = run_cli("import", str(export), "--map", str(mapfile), env=env(settings))
+
+    # Then both orders carry the click, as they would if sent in two requests
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as db:
+        bodies = [json.loads(body) for (body,) in db.execute("SELECT body FROM bodies")]
+    assert [b["user_identities"]["other2"] for b in bodies] == ["R-9", "R-9"]
+
+
 @pytest.mark.parametrize(
     ("map_text", "message"),
     [

@@ -1,0 +1,277 @@
+"""Attribution, per event and in the order events came: what the edge adds from what it knows of
+the visitor, and what each event teaches it, seen at once by the events after it.
+
+    privacy (GPC, consent) and bots ─▶ the visitor's click id, IP, user agent, hashed email and
+    mobile, from the request (a browser's), its cookie and the identity store as the events
+    before this one left it ─▶ enrich (a browser's event) or stitch (a server's) ─▶ the pipeline
+    ─▶ what the event taught: an identity update, recorded in the view of the identity store
+    that the next event reads (`IdentityView`), written when the slice settles
+
+A browser's request (the beacon; analytics.js) is believed about the shopper: its IP address and
+user agent are the shopper's, its cookie is the visitor's, and the click ids its events carry are
+sightings. A server's request (a backend through the tracking API, an import) is not: its events
+get only what a browser showed for the same ids (`edge.capture.stitch`), and they link the ids
+they name (an identify's anonymousId and userId). So a backend's batch of `identify(anonymousId →
+userId)` then `track("Order Completed", userId)` finds the browser's click in one request, as in
+two. Every source goes through `Attribution.add`; what differs is data (`Carrier.browser`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from edge.capture.cookies import Visitor
+from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
+from edge.capture.identifiers import (
+    hashed_email,
+    hashed_mobile,
+    lacks_identifiers,
+    with_identifiers,
+)
+from edge.capture.privacy import privacy_skip
+from edge.capture.stitch import identity_click, identity_keys, stitch
+from edge.events import Event
+from edge.intake import Collected
+from edge.rokt.pipeline import Outcome, Pipeline
+from edge.settings import Settings
+from edge.store.base import Identity, IdentityUpdate, merged
+from edge.useragent import parse_user_agent
+
+BOT: Final = "bot"
+MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
+# Events whose mappings may send an email or mobile: those that get the remembered ones.
+IDENTIFIED_TYPES: Final = frozenset({"track", "identify"})
+
+Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
+
+
+class IdentityView:
+    """The identity store as a slice being processed sees it: what is stored, plus what the
+    slice's earlier events taught (written only when the slice settles)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self._lookup = lookup
+        self._fresh: dict[str, Identity] = {}
+
+    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+        stored = await self._lookup(keys, since)
+        found = [stored] if stored is not None else []
+        found += [self._fresh[key] for key in keys if key in self._fresh]
+        return merged(found)
+
+    def record(self, updates: Sequence[IdentityUpdate], now: float) -> None:
+        """As the store will apply them (`edge.store.base.IdentityUpdate`)."""
+        for update in updates:
+            for key in update.keys:
+                self._fresh[key] = applied(self._fresh.get(key), update, now)
+
+
+def applied(old: Identity | None, update: IdentityUpdate, now: float) -> Identity:
+    """A visitor's record after an update: the same click keeps its first sighting, a different
+    one replaces it when first seen at the same time or later; the rest replaces when given."""
+    click_id, seen_at = update.click_id, update.click_seen_at if update.click_id else None
+    if old is not None and old.click_id is not None:
+        if click_id == old.click_id:
+            seen_at = min(filter(None, (seen_at, old.click_seen_at)), default=None)
+        elif click_id is None or (
+            old.click_seen_at is not None and (seen_at or 0.0) < old.click_seen_at
+        ):
+            click_id, seen_at = old.click_id, old.click_seen_at
+    return Identity(
+        click_id=click_id,
+        click_seen_at=seen_at,
+        ip=update.ip or (old.ip if old else None),
+        user_agent=update.user_agent or (old.user_agent if old else None),
+        seen_at=now,
+        email_sha256=update.email_sha256 or (old.email_sha256 if old else None),
+        mobile_sha256=update.mobile_sha256 or (old.mobile_sha256 if old else None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """What the request that carried the events said about the visitor. Only a browser's
+    request is believed: a server's IP address, user agent and cookies are its own."""
+
+    browser: bool
+    ip: str | None = None
+    user_agent: str | None = None
+    gpc: bool = False  # Sec-GPC: 1
+    visitor: Visitor = field(default_factory=Visitor)  # the edge's cookie the request carried
+
+
+SERVER: Final = Carrier(browser=False)
+
+
+class Attribution(Collected):
+    """One request's events (or an import's rows), attributed in order. `source` names where
+    they came from in the figures (beacon, api, analytics.js, import)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        view: IdentityView | None,
+        source: str,
+        carrier: Carrier,
+        now: float,
+    ) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
+        self.view = view  # None: a dry run that reads no identity store
+        self.source = source
+        self.carrier = carrier
+        self.visitor = carrier.visitor
+        self.now = now
+        self.window = self.settings.attribution_window_days * 86400.0
+        self.is_bot = carrier.browser and is_bot(self.settings, carrier.user_agent)
+
+    async def add(self, event: Event) -> list[Outcome]:
+        """Attribute one event and put what it produces in the collection; also returned."""
+        reason = private(self.settings, event, self.carrier.gpc)
+        if reason is None and self.is_bot:
+            reason = BOT
+        if reason is not None:
+            self.skip(event, reason)
+            return [self.skipped[-1]]
+        keys = identity_keys(event)
+        found = _Found(self.view, keys, self.now - self.window)
+        if self.carrier.browser:
+            known = await self._known_click(event, found)
+            enriched = enrich(
+                event, ip=self.carrier.ip, user_agent=self.carrier.user_agent,
+                visitor=self.visitor, known=known, now=self.now, window=self.window,
+            )  # fmt: skip
+            attributed, click_id, seen_at = enriched
+        else:
+            identity = await found.identity()
+            attributed, click_id, seen_at = stitch(event, identity, self.now, self.window)
+        remember = self.settings.remember_identifiers
+        if remember and event.type in IDENTIFIED_TYPES and lacks_identifiers(attributed.body):
+            attributed = with_identifiers(attributed, await found.identity())
+        outcomes = self.pipeline.process(attributed)
+        self.collect(outcomes, self.source)
+        update = self._taught(event, attributed, keys, click_id, seen_at, found.known)
+        if update is not None:
+            self.identities.append(update)
+            if self.view is not None:
+                self.view.record([update], self.now)
+        if self.carrier.browser:
+            anonymous_id = attributed.body.get("anonymousId") or self.visitor.anonymous_id
+            self.visitor = remembered(self.visitor, anonymous_id, click_id, seen_at)
+        return outcomes
+
+    async def _known_click(self, event: Event, found: _Found) -> Known | None:
+        """The click the edge knows for a browser's visitor: the cookie's, else the identity
+        store's (looked up only when the cookie cannot tell)."""
+        own = event_click_id(event.body)
+        cookie = cookie_click(self.visitor)
+        if cookie is not None and (
+            cookie.click_id == own if own is not None else self.now - cookie.seen_at <= self.window
+        ):
+            return cookie
+        stored = identity_click(await found.identity())
+        if own is not None:
+            return stored if stored is not None and stored.click_id == own else cookie
+        return stored or cookie
+
+    def _taught(
+        self,
+        event: Event,
+        attributed: Event,
+        keys: tuple[str, ...],
+        click_id: str | None,
+        seen_at: float | None,
+        identity: Identity | None,
+    ) -> IdentityUpdate | None:
+        """What the event teaches the identity store about its ids. A browser's event: the click
+        it carries, the IP address and user agent. A server's: the click it carries, and the
+        visitor its ids already name linked to all of them."""
+        if not keys:
+            return None
+        email = mobile = None
+        if self.settings.remember_identifiers:
+            email = hashed_email(event.body)
+            mobile = hashed_mobile(event.body, self.settings.phone_region)
+        if self.carrier.browser:
+            return IdentityUpdate(
+                keys, click_id, seen_at, self.carrier.ip, self.carrier.user_agent, email, mobile
+            )
+        linked = identity is not None and len(keys) > 1
+        if not (linked or click_id or email or mobile):
+            return None
+        if identity is None:
+            identity = Identity(None, None, None, None, self.now)
+        if click_id is None:
+            click_id, seen_at = identity.click_id, identity.click_seen_at
+        return IdentityUpdate(
+            keys, click_id, seen_at, identity.ip, identity.user_agent,
+            email or identity.email_sha256, mobile or identity.mobile_sha256,
+        )  # fmt: skip
+
+
+class _Found:
+    """The identity store's record of one event's visitor, looked up at most once, and only
+    when something needs it."""
+
+    def __init__(self, view: IdentityView | None, keys: tuple[str, ...], since: float) -> None:
+        self.view, self.keys, self.since = view, keys, since
+        self.looked = False
+        self.known: Identity | None = None
+
+    async def identity(self) -> Identity | None:
+        if not self.looked:
+            self.looked = True
+            if self.view is not None and self.keys:
+                self.known = await self.view.identity(self.keys, self.since)
+        return self.known
+
+
+def is_bot(settings: Settings, user_agent: str | None) -> bool:
+    return bool(settings.skip_bots and user_agent and parse_user_agent(user_agent).is_bot)
+
+
+def private(settings: Settings, event: Event, gpc: bool) -> str | None:
+    return privacy_skip(
+        event.body, "1" if gpc else None,
+        honor_gpc=settings.honor_gpc, honor_consent=settings.honor_consent,
+    )  # fmt: skip
+
+
+def remembered(
+    visitor: Visitor, anonymous_id: str | None, click_id: str | None, seen_at: float | None
+) -> Visitor:
+    """What the visitor cookie holds after an event with these ids."""
+    if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
+        anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
+    if click_id and seen_at is not None:
+        return Visitor(anonymous_id, click_id, int(seen_at))
+    return Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)
+
+
+def answer_cookie(
+    settings: Settings,
+    visitor: Visitor,
+    events: Sequence[Event],
+    gpc: bool,
+    user_agent: str | None,
+    now: float,
+) -> tuple[Visitor | None, bool]:
+    """The visitor cookie to set in a browser's answer (None: a privacy signal, set none), and
+    whether every event is private. The cookie learns the events' own click ids and anonymous
+    ids by the rules `Attribution.add` follows; a click only the identity store knows reaches it
+    on a later request."""
+    window = settings.attribution_window_days * 86400.0
+    reasons = [private(settings, event, gpc) for event in events]
+    if any(reasons):
+        return None, all(reasons)
+    if is_bot(settings, user_agent):
+        return visitor, False
+    for event in events:
+        body = event.body
+        click_id, seen_at, _ = click_of(event_click_id(body), cookie_click(visitor), now, window)
+        anonymous_id = body.get("anonymousId") or visitor.anonymous_id
+        visitor = remembered(visitor, anonymous_id, click_id, seen_at)
+    return visitor, False
