@@ -3,6 +3,8 @@
     with LiveEdge(settings) as edge:
         httpx.post(edge.url + "/e", ...)
 
+(`serve(app)` serves any other ASGI app the same way: a test's pages, a recorder.)
+
 The server listens on a port the OS picks (or the one given: a browser test restarts the edge on
 the same origin, so the page keeps its localStorage and cookies), runs the app's lifespan (store,
 delivery loop), and stops gracefully on exit, as `rokt-edge serve` does.
@@ -11,10 +13,11 @@ delivery loop), and stops gracefully on exit, as `rokt-edge serve` does.
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +114,30 @@ def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serve(app: Any, port: int = 0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on loopback (on `port`, or a free one) in a thread; yield
+    its origin, "http://127.0.0.1:<port>"."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", ws="none", http="h11", access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the loopback server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -35,7 +35,7 @@ from starlette.routing import Route
 from edge.capture.short_form import expand
 from edge.settings import Settings
 from tests.fake_capi import FakeCapi
-from tests.live import FailingStore, LiveEdge
+from tests.live import FailingStore, LiveEdge, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 SNIPPET = Path(__file__).resolve().parents[2] / "static" / "rokt-edge.js"
@@ -260,37 +260,12 @@ class Site:
         )
 
 
-def _serve(app: Starlette) -> tuple[uvicorn.Server, threading.Thread, int]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", ws="none", http="h11", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the recording server did not start")
-        time.sleep(0.01)
-    return server, thread, port
-
-
 @pytest.fixture(scope="module")
 def _recorder_servers() -> Iterator[tuple[Recorder, tuple[int, int]]]:
     recorder = Recorder()
     app = build_app(recorder)
-    started = [_serve(app), _serve(app)]
-    try:
-        yield recorder, (started[0][2], started[1][2])
-    finally:
-        for server, _, _ in started:
-            server.should_exit = True
-        for _, thread, _ in started:
-            thread.join(timeout=10)
+    with serve(app) as first, serve(app) as second:
+        yield recorder, (urlsplit(first).port or 0, urlsplit(second).port or 0)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.clients.harness import Batching, SegmentPages, chromium, open_analytics, serve
+from tests.clients.harness import Batching, SegmentPages, chromium, open_analytics
 from tests.fake_capi import FakeCapi
-from tests.live import LiveEdge, wait_for
+from tests.live import LiveEdge, serve, wait_for
 from tests.shop import SHOPPER_IP, WRITE_KEY, database, delivered, shop_settings
 
 if TYPE_CHECKING:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.clients.harness import Recorder, SegmentPages, chromium, serve
+from tests.clients.harness import Recorder, SegmentPages, chromium
+from tests.live import serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

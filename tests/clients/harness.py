@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -35,7 +34,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 
@@ -93,33 +91,6 @@ def node_binary() -> str:
 
 
 # ---- serving on loopback ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(app: ASGIApp, port: int = 0) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on loopback (on `port`, or a free one) in a thread; yield
-    its origin, "http://127.0.0.1:<port>"."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", ws="none", http="h11", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the loopback server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 async def _read_body(receive: Receive) -> bytes:
