@@ -17,6 +17,7 @@ from segment.analytics import Client
 
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
+from tests.clients.harness import run_analytics_node
 from tests.conftest import run_cli
 from tests.fake_capi import FakeCapi
 from tests.live import LiveEdge, wait_for
@@ -103,6 +104,29 @@ def test_segments_python_library_batching_an_identify_and_an_order_carries_the_b
     assert batch["user_identities"] == {"customerid": "user-1", "other2": "CLICK-B"}
     assert batch["ip"] == SHOPPER_IP
     assert batch["device_info"]["http_header_user_agent"] == CHROME
+
+
+def test_segments_node_library_batching_an_identify_and_an_order_carries_the_browsers_click(
+    settings: Settings, fake: FakeCapi
+) -> None:
+    with LiveEdge(settings) as live:
+        # Given a shopper who landed from a Rokt ad
+        browser(live, landing("anon-n", "CLICK-N"))
+        live.processed()
+
+        # When the backend runs Segment's Node library with its default batching
+        bought = {"order_id": "o-node", "revenue": 18, "currency": "USD"}
+        run = run_analytics_node(live.url, WRITE_KEY, [
+            ("identify", {"userId": "user-n", "anonymousId": "anon-n", "traits": {}}),
+            ("track", {"userId": "user-n", "event": "Order Completed", "properties": bought}),
+        ])  # fmt: skip
+        wait_for(lambda: delivered(fake))
+
+    # Then one request carried both, and Rokt has the order with the browser's click, IP and UA
+    assert [request["url"] for request in run.requests] == [live.url + "/v1/batch"]
+    [batch] = delivered(fake)
+    assert click_of(batch) == "CLICK-N"
+    assert (batch["ip"], batch["device_info"]["http_header_user_agent"]) == (SHOPPER_IP, CHROME)
 
 
 def test_a_batchs_later_event_sees_the_link_an_earlier_one_made(
