@@ -61,6 +61,7 @@ class ArrivalDefaults:
         self.body = body
         self.sent_at_ms = parse_timestamp(sent_at)
         self._digest: str | None = None
+        self._check_text = may_hold_surrogates(body)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.received_at, UTC)
@@ -71,6 +72,10 @@ class ArrivalDefaults:
         return str(uuid.uuid5(ARRIVAL_IDS, f"{self.received_at!r}/{index}/{self._digest}"))
 
     def parse(self, raw: Any, index: int) -> Event:
+        """The event `raw`, the `index`th of the request; EventError when it cannot be used,
+        text that is no text included (what could not be stored or sent is refused here)."""
+        if self._check_text and not is_text(raw):
+            raise EventError("", NOT_TEXT, index)
         event = parse_event(raw, index, now=self.now, new_id=lambda: self.message_id(index))
         if raw.get("timestamp") is not None:  # else it is the time of arrival already
             sent_at_ms = parse_timestamp(event.body.get("sentAt")) or self.sent_at_ms
@@ -189,22 +194,29 @@ def parse_event(
     return Event(body)
 
 
-# A \\uD800-\\uDFFF escape in JSON text: half of a surrogate pair, or a lone one.
-_SURROGATE_ESCAPE: Final = re.compile(rb"\\[uU][dD][89a-fA-F]")
+# A \\uD800-\\uDFFF escape in JSON text (half of a surrogate pair, or a lone one), or such a
+# code point written as UTF-8 bytes (ED A0 80 to ED BF BF: never valid UTF-8, but Python's JSON
+# reader lets them through as lone surrogates).
+_SURROGATE: Final = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed[\xa0-\xbf]")
+NOT_TEXT: Final = (
+    "holds a string with an unpaired surrogate (such as \\ud800, or its UTF-8 bytes ED A0 80), "
+    "which is not text"
+)
 
 
-def lone_surrogate(raw: bytes, document: Any) -> bool:
-    """Whether the JSON text `raw` (decoded as `document`) holds a string with an unpaired
-    surrogate escape such as "\\ud800": valid JSON, but no text that can be stored or sent as
-    UTF-8. Only a body with a surrogate escape at all (emoji may be sent as escaped pairs) is
-    encoded again to tell."""
-    if not _SURROGATE_ESCAPE.search(raw):
-        return False
+def may_hold_surrogates(raw: bytes) -> bool:
+    """Whether JSON text may decode to strings that are not text (a lone surrogate); only such
+    a body needs each event checked (`is_text`). Emoji sent as escaped pairs match too."""
+    return _SURROGATE.search(raw) is not None
+
+
+def is_text(value: Any) -> bool:
+    """Whether every string in a decoded JSON value can be stored and sent as UTF-8."""
     try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 def parse_timestamp(value: Any) -> int | None:

@@ -49,7 +49,13 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from edge import tracking_api
 from edge.capture import beacon
-from edge.capture.attribution import SERVER, Attribution, Carrier, IdentityView
+from edge.capture.attribution import (
+    PROCESSING_FAILED,
+    SERVER,
+    Attribution,
+    Carrier,
+    IdentityView,
+)
 from edge.capture.cookies import Visitor
 from edge.events import Event
 from edge.intake import Collected
@@ -71,7 +77,6 @@ BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake satu
 MAX_LAG: Final = 30.0  # seconds the oldest arrival may wait before processing stops yielding
 POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
 RETRY_SECONDS: Final = 1.0  # after the store failed
-PROCESSING_FAILED: Final = "processing failed"  # skip reason: see `Processor.process`
 READINGS_KEPT: Final = 8192  # requests whose reading is kept (`Readings`): ~20 MB at most
 BROWSER_SOURCES: Final = frozenset({"beacon", "analytics.js"})  # see `carrier`
 

@@ -54,7 +54,6 @@ from starlette.routing import Route
 from edge.capture.attribution import answer_cookie
 from edge.capture.beacon import (
     JSON_TYPES,
-    LONE_SURROGATE,
     ORIGIN_REFUSED,
     RATE_LIMITED,
     Refusal,
@@ -68,7 +67,7 @@ from edge.capture.beacon import (
 )
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
-from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
+from edge.events import ArrivalDefaults, Event, EventError
 from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
@@ -185,8 +184,6 @@ async def read_document(request: Request, limit: int) -> tuple[dict[str, Any], b
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_body", "the body must be a JSON object")
-    if lone_surrogate(raw, document):
-        raise Refusal(400, "invalid_json", LONE_SURROGATE)
     return document, raw
 
 
@@ -242,7 +239,8 @@ def parse_events(
     problems: list[dict[str, Any]] = []
     oversized = 0
     for index, item in enumerate(items):
-        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: refused by parse
         if size > MAX_EVENT_BYTES:
             message = f"event {index}: {size:,} bytes, over the {MAX_EVENT_BYTES:,}-byte limit"
             problems.append({"event": index, "field": "", "message": message})

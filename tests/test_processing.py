@@ -13,6 +13,7 @@ import pytest
 
 from edge import processing
 from edge.capture.attribution import IdentityView
+from edge.events import iso_ms
 from edge.processing import (
     BUSY_REQUESTS,
     BUSY_SHARE,
@@ -22,6 +23,7 @@ from edge.processing import (
     arrival_events,
     pause_for_intake,
 )
+from edge.rokt import fields
 from edge.settings import Settings
 from edge.store.base import Arrival, Identity, IdentityUpdate
 from edge.store.sqlite import SQLiteStore
@@ -29,6 +31,8 @@ from tests.fake_capi import FakeCapi
 from tests.live import LiveEdge, wait_for
 
 NOW = 1_700_000_000.0
+# A minute ago, as an event's time: within the upstream's 30-day data-age limit whenever run.
+RECENTLY = iso_ms(round((time.time() - 60) * 1000))
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0.0.0"
 
 
@@ -75,10 +79,10 @@ def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
     # click to the user, and right behind it the backend's order for that user
     path = tmp_path / "edge.db"
     identify = {"type": "identify", "anonymousId": "A", "userId": "U", "messageId": "m-1",
-                "timestamp": "2026-11-23T12:00:00Z",
+                "timestamp": RECENTLY,
                 "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}}}  # fmt: skip
     order = {"type": "track", "event": "Order Completed", "userId": "U", "messageId": "m-2",
-             "timestamp": "2026-11-23T12:00:01Z",
+             "timestamp": RECENTLY,
              "properties": {"order_id": "o-1", "revenue": 42, "currency": "USD"}}  # fmt: skip
     received = time.time()
     left_behind(
@@ -98,21 +102,20 @@ def test_arrivals_left_by_an_earlier_run_are_processed_in_order_at_start(
     assert batch["device_info"]["http_header_user_agent"] == CHROME
 
 
-def test_an_arrival_that_cannot_be_processed_is_skipped_and_the_rest_go_on(
+def test_an_arrival_that_cannot_be_read_is_skipped_and_the_rest_go_on(
     tmp_path: Path, fake: FakeCapi
 ) -> None:
-    # given, among waiting arrivals, one whose user id is no text (a lone surrogate, which intake
-    # refuses today but an older edge let through): looking it up in the store fails
+    # given, among waiting arrivals, one whose body cannot be read at all (a corrupt row)
     path = tmp_path / "edge.db"
-    broken = {"type": "track", "event": "Order Completed", "userId": "u-\ud800",
-              "messageId": "m-broken", "timestamp": "2026-11-23T12:00:00Z",
-              "properties": {"order_id": "o-0", "revenue": 1, "currency": "USD"}}  # fmt: skip
-    good = {**broken, "userId": "u-1", "messageId": "m-good",
-            "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}},
+    good = {"type": "track", "event": "Order Completed", "userId": "u-1", "messageId": "m-good",
+            "timestamp": RECENTLY, "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}},
             "properties": {"order_id": "o-1", "revenue": 1, "currency": "USD"}}  # fmt: skip
-    left_behind(path, *(Arrival("api", time.time(), body_of(body)) for body in (broken, good)))
+    received = time.time()
+    left_behind(
+        path, Arrival("api", received, b"{not json"), Arrival("api", received, body_of(good))
+    )
     with edge_on(path, fake) as live:
-        # then the good order is delivered, the broken one is skipped with its reason, and
+        # then the good order is delivered, the broken request is skipped with its reason, and
         # processing is still running
         wait_for(lambda: len(delivered(fake)) == 1)
         live.processed()
@@ -120,6 +123,40 @@ def test_an_arrival_that_cannot_be_processed_is_skipped_and_the_rest_go_on(
         assert stats.skipped == {PROCESSING_FAILED: 1}
         assert not live.edge.processing.done()
     assert fake.accepted_message_ids() == ["m-good"]
+
+
+def test_an_event_that_cannot_be_processed_is_skipped_alone_and_its_neighbours_go_on(
+    tmp_path: Path, fake: FakeCapi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a flaw that an event's `traits.quirk` trips (a bug no check foresaw), and a request
+    # whose middle order has one
+    real = fields._audience
+
+    def flawed(mapped: Any, mapping: Any, body: Any) -> None:
+        if "quirk" in (body.get("traits") or {}):
+            raise TypeError("unhashable type: 'dict'")
+        real(mapped, mapping, body)
+
+    monkeypatch.setattr(fields, "_audience", flawed)
+    orders = [
+        {"type": "track", "event": "Order Completed", "userId": f"u-{n}", "messageId": f"m-{n}",
+         "properties": {"order_id": f"o-{n}", "revenue": 1, "currency": "USD"},
+         **({"traits": {"quirk": {"a": 1}}} if n == 2 else {})}
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+    path = tmp_path / "edge.db"
+    with edge_on(path, fake) as live:
+        # when the request arrives and is processed
+        answer = httpx.post(live.url + "/e", content=json.dumps({"batch": orders}))
+        assert answer.status_code == 200
+        wait_for(lambda: len(delivered(fake)) == 2)
+        live.processed()
+        stats = live.edge.store.stats_sync()
+    # then its neighbours reach Rokt, and it alone is skipped, saying which field failed it
+    assert sorted(fake.accepted_message_ids()) == ["m-1", "m-3"]
+    assert stats.skipped == {
+        f"{PROCESSING_FAILED} at traits.quirk: TypeError in test_processing.flawed": 1
+    }
 
 
 # -- intake's reading, taken rather than read again --------------------------------------------

@@ -19,6 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from segment.analytics import Client
 
+from edge.events import NOT_TEXT
 from edge.settings import Settings
 from tests.fake_capi import FakeCapi
 from tests.live import FailingStore, LiveEdge, wait_for
@@ -314,6 +315,17 @@ def test_bad_requests_get_json_errors(
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
+
+
+def test_surrogate_bytes_in_an_event_are_a_json_400_naming_it_not_a_500(live: LiveEdge) -> None:
+    # given an order whose user id holds the UTF-8 bytes of a lone surrogate (ED A0 80)
+    bad = json.dumps(order("o-bad", userId="u-2")).encode().replace(b"u-2", b"u-\xed\xa0\x80")
+    for path, body in (("/v1/track", bad), ("/v1/batch", b'{"batch": [' + bad + b"]}")):
+        # when a backend sends it alone or in a batch
+        answer = api(live, path, body)
+        # then it is refused, as JSON, naming the event
+        assert answer.status_code == 400
+        assert answer.json()["error"]["message"] == f"event 0: {NOT_TEXT}"
 
 
 def test_a_write_key_in_the_body_is_enough(live: LiveEdge, settings: Settings) -> None:

@@ -18,9 +18,12 @@ two. Every source goes through `Attribution.add`; what differs is data (`Carrier
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from edge.capture.cookies import Visitor
 from edge.capture.enrich import Known, click_of, cookie_click, enrich, event_click_id
@@ -36,13 +39,17 @@ from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Outcome, Pipeline
 from edge.settings import Settings
-from edge.store.base import Identity, IdentityUpdate, merged
+from edge.store.base import Identity, IdentityUpdate, StoreError, merged
 from edge.useragent import parse_user_agent
 
 BOT: Final = "bot"
+PROCESSING_FAILED: Final = "processing failed"  # an event no check foresaw (`failed`)
+CULPRIT_DEPTH: Final = 4  # levels of an event searched for the field that failed it
 MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
 # Events whose mappings may send an email or mobile: those that get the remembered ones.
 IDENTIFIED_TYPES: Final = frozenset({"track", "identify"})
+
+log = logging.getLogger("rokt_edge.processing")
 
 Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
 
@@ -129,13 +136,39 @@ class Attribution(Collected):
         self.is_bot = carrier.browser and is_bot(self.settings, carrier.user_agent)
 
     async def add(self, event: Event) -> list[Outcome]:
-        """Attribute one event and put what it produces in the collection; also returned."""
+        """Attribute one event and put what it produces in the collection; also returned.
+
+        An event that cannot be processed (data no check foresaw, a bug) is skipped alone,
+        with a reason saying where it failed: its neighbours go on. A store failure is raised
+        (the slice is processed again later)."""
         reason = private(self.settings, event, self.carrier.gpc)
         if reason is None and self.is_bot:
             reason = BOT
         if reason is not None:
             self.skip(event, reason)
             return [self.skipped[-1]]
+        try:
+            outcomes, update, visitor = await self._attribute(event)
+        except StoreError:
+            raise
+        except Exception as failure:
+            field_ = culprit(event.body, lambda body: self.pipeline.process(Event(body)))
+            reason = failed(failure, field_)
+            log.error("processing: event %s skipped: %s", event.message_id, reason, exc_info=True)
+            self.skip(event, reason)
+            return [self.skipped[-1]]
+        self.collect(outcomes, self.source)
+        if update is not None:
+            self.identities.append(update)
+            if self.view is not None:
+                self.view.record([update], self.now)
+        self.visitor = visitor
+        return outcomes
+
+    async def _attribute(
+        self, event: Event
+    ) -> tuple[list[Outcome], IdentityUpdate | None, Visitor]:
+        """What one event produces, what it teaches, and the visitor cookie after it."""
         keys = identity_keys(event)
         found = _Found(self.view, keys, self.now - self.window)
         if self.carrier.browser:
@@ -152,16 +185,12 @@ class Attribution(Collected):
         if remember and event.type in IDENTIFIED_TYPES and lacks_identifiers(attributed.body):
             attributed = with_identifiers(attributed, await found.identity())
         outcomes = self.pipeline.process(attributed)
-        self.collect(outcomes, self.source)
-        update = self._taught(event, attributed, keys, click_id, seen_at, found.known)
-        if update is not None:
-            self.identities.append(update)
-            if self.view is not None:
-                self.view.record([update], self.now)
+        update = self._taught(event, keys, click_id, seen_at, found.known)
+        visitor = self.visitor
         if self.carrier.browser:
-            anonymous_id = attributed.body.get("anonymousId") or self.visitor.anonymous_id
-            self.visitor = remembered(self.visitor, anonymous_id, click_id, seen_at)
-        return outcomes
+            anonymous_id = attributed.body.get("anonymousId") or visitor.anonymous_id
+            visitor = remembered(visitor, anonymous_id, click_id, seen_at)
+        return outcomes, update, visitor
 
     async def _known_click(self, event: Event, found: _Found) -> Known | None:
         """The click the edge knows for a browser's visitor: the cookie's, else the identity
@@ -180,7 +209,6 @@ class Attribution(Collected):
     def _taught(
         self,
         event: Event,
-        attributed: Event,
         keys: tuple[str, ...],
         click_id: str | None,
         seen_at: float | None,
@@ -227,6 +255,55 @@ class _Found:
             if self.view is not None and self.keys:
                 self.known = await self.view.identity(self.keys, self.since)
         return self.known
+
+
+def failed(failure: Exception, field_: str | None = None) -> str:
+    """A skip reason for an event whose processing raised: the field that made it fail (when
+    one is found), the error's kind and the function it came from, never its message (which
+    may quote the event's data)."""
+    frames = traceback.extract_tb(failure.__traceback__)
+    where = f" in {Path(frames[-1].filename).stem}.{frames[-1].name}" if frames else ""
+    at = f" at {field_}" if field_ else ""
+    return f"{PROCESSING_FAILED}{at}: {type(failure).__name__}{where}"
+
+
+def culprit(body: dict[str, Any], attempt: Callable[[dict[str, Any]], object]) -> str | None:
+    """The field (a dotted path) whose removal lets `attempt` succeed on a copy of `body`,
+    deepest first; None when `attempt` does not fail on `body` itself (the failure was
+    elsewhere) or no single field's removal helps. Run only for an event that failed."""
+    try:
+        attempt(body)
+    except Exception:
+        pass
+    else:
+        return None
+    for path in sorted(_leaves(body), key=len, reverse=True):
+        try:
+            attempt(_without(body, path))
+        except Exception:
+            continue
+        return ".".join(path)
+    return None
+
+
+def _leaves(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(value, dict) and value and len(path) < CULPRIT_DEPTH:
+        for key, item in value.items():
+            yield from _leaves(item, (*path, str(key)))
+        if path:
+            yield path
+    elif path:
+        yield path
+
+
+def _without(body: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    copy = dict(body)
+    holder = copy
+    for key in path[:-1]:
+        holder[key] = dict(holder[key])
+        holder = holder[key]
+    del holder[path[-1]]
+    return copy
 
 
 def is_bot(settings: Settings, user_agent: str | None) -> bool:

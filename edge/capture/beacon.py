@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from edge.capture.attribution import answer_cookie
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.short_form import expand
-from edge.events import ArrivalDefaults, Event, EventError, lone_surrogate
+from edge.events import ArrivalDefaults, Event, EventError
 from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
@@ -44,9 +44,6 @@ ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALL
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
 RATE_LIMITED: Final = "too many requests from this client; retry later"
 STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
-LONE_SURROGATE: Final = (
-    "the body holds a string with an unpaired surrogate escape (such as \\ud800), which is not text"
-)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -165,8 +162,6 @@ async def read_events(
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
-    if lone_surrogate(raw, document):
-        raise Refusal(400, "invalid_json", LONE_SURROGATE)
     raw_events = events_of(document)
     if raw_events is None:
         raise Refusal(400, "invalid_body", 'send one event, {"batch": [events]} or [events]')

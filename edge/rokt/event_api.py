@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Final
 
 from edge.rokt.capi import UpstreamRequest
@@ -285,7 +285,9 @@ def _amount(value: int | float) -> str:
     number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     exponent = number.as_tuple().exponent
     if isinstance(exponent, int) and exponent > -2:
-        number = number.quantize(Decimal("0.01"))
+        # With the digits the number has: the default context's 28 cannot quantize 1e26.
+        digits = Context(prec=max(28, number.adjusted() + 3))
+        number = number.quantize(Decimal("0.01"), context=digits)
     return format(number, "f")
 
 

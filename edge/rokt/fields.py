@@ -270,7 +270,7 @@ def _audience(mapped: Mapped, mapping: Mapping, body: MappingABC[str, Any]) -> N
         personas = body.get("context", {}).get("personas", {})
         key = personas.get("computation_key") if isinstance(personas, dict) else None
         audience_class = personas.get("computation_class") if isinstance(personas, dict) else None
-        if isinstance(key, str) and key and audience_class in PERSONAS_AUDIENCE_CLASSES:
+        if isinstance(key, str) and key and _text(audience_class) in PERSONAS_AUDIENCE_CLASSES:
             name = key
             membership = _first_of(body, ("properties", "traits"), key)
         else:

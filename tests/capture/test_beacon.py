@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from edge.events import NOT_TEXT
 from edge.settings import Settings
 from edge.store.base import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
@@ -448,6 +449,30 @@ def test_an_anonymous_id_too_long_for_a_cookie_is_not_put_in_one(live: LiveEdge)
     assert len(response.headers["set-cookie"]) < 1000  # browsers drop cookies over ~4 KB
 
 
+def test_surrogate_bytes_in_an_event_are_refused_for_that_event_and_its_neighbours_kept(
+    live: LiveEdge, settings: Settings
+) -> None:
+    # given a batch whose second order holds the UTF-8 bytes of a lone surrogate (ED A0 80): not
+    # UTF-8 at all, though Python's JSON reader lets it through as text
+    good = json.dumps(order("o-good", userId="u-1")).encode()
+    bad = json.dumps(order("o-bad", userId="u-2")).encode().replace(b"u-2", b"u-\xed\xa0\x80")
+    answer = post(live, b'{"batch": [' + good + b"," + bad + b"]}")
+
+    # then the good one is taken and the bad one named, with why
+    assert answer.status_code == 200
+    assert answer.json()["errors"] == [{"event": 1, "field": "", "message": f"event 1: {NOT_TEXT}"}]
+    # and alone, the bad one is a 400 naming it
+    alone = post(live, bad)
+    assert alone.status_code == 400
+    assert alone.json()["error"]["message"] == f"event 0: {NOT_TEXT}"
+    live.processed()
+    with database(settings) as db:
+        assert db.execute("SELECT message_id FROM outbox").fetchall() != []
+        assert db.execute(
+            "SELECT count(*) FROM skipped WHERE reason LIKE 'processing%'"
+        ).fetchone() == (0,)
+
+
 def test_a_string_that_is_not_text_is_refused_with_a_clear_error(
     live: LiveEdge, settings: Settings
 ) -> None:
@@ -461,7 +486,7 @@ def test_a_string_that_is_not_text_is_refused_with_a_clear_error(
     for body in (weird, '{"batch": [' + weird + "]}"):
         refused = post(live, body)
         assert refused.status_code == 400
-        assert "unpaired surrogate" in refused.json()["error"]["message"]
+        assert refused.json()["error"]["message"] == f"event 0: {NOT_TEXT}"
     assert post(live, emoji).status_code == 200
     live.processed()
     with database(settings) as db:
