@@ -204,6 +204,16 @@ NOT_TEXT: Final = (
 )
 
 
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON. NaN, Infinity and -Infinity, which Python's reader takes, are not
+    JSON: refused (ValueError), as every other reader and Rokt would refuse them."""
+    return json.loads(raw, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value (write a number or a string)")
+
+
 def may_hold_surrogates(raw: bytes) -> bool:
     """Whether JSON text may decode to strings that are not text (a lone surrogate); only such
     a body needs each event checked (`is_text`). Emoji sent as escaped pairs match too."""

@@ -67,13 +67,15 @@ from edge.capture.beacon import (
 )
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
-from edge.events import ArrivalDefaults, Event, EventError
+from edge.events import ArrivalDefaults, Event, EventError, parse_json
+from edge.logs import Throttled
 from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
     from edge.app import Edge
 
 log = logging.getLogger("rokt_edge.tracking_api")
+refused = Throttled(log, logging.ERROR)  # one line per request while the store is down
 
 SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
 # The paths analytics.js posts to under its `apiHost` (b: a batch, its batching delivery).
@@ -159,6 +161,8 @@ def gunzip(data: bytes, limit: int) -> bytes:
         raise TooLarge
     if not inflater.eof:
         raise Refusal(400, "invalid_encoding", "the gzip body is truncated")
+    if inflater.unused_data:
+        raise Refusal(400, "invalid_encoding", "the body holds bytes after its gzip stream")
     return inflated
 
 
@@ -179,7 +183,7 @@ async def read_document(request: Request, limit: int) -> tuple[dict[str, Any], b
     except TooLarge:
         raise Refusal(413, "too_large", f"the body is over {limit:,} bytes") from None
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     if not isinstance(document, dict):
@@ -320,7 +324,7 @@ async def handle(request: Request, kind: str | None) -> Response:
     try:
         await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:
-        log.error("tracking API: the store could not write: %s", failure)
+        refused.log("tracking API: the store could not write (answered 503): %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
     payload: dict[str, Any] = {"success": True}
     if problems:

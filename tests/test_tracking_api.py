@@ -349,7 +349,20 @@ def test_gzip_bodies_are_inflated_within_the_limit(live: LiveEdge, fake: FakeCap
     assert api(live, "/v1/batch", bomb, headers=headers).status_code == 413
     assert api(live, "/v1/track", packed[:-8], headers=headers).status_code == 400
     assert api(live, "/v1/track", b"not gzip", headers=headers).status_code == 400
+    garbage = api(live, "/v1/track", packed + b"trailing bytes", headers=headers)
+    assert garbage.status_code == 400
+    assert garbage.json()["error"]["message"] == "the body holds bytes after its gzip stream"
     wait_for(lambda: delivered(fake))
+
+
+def test_nan_and_infinity_are_not_json(live: LiveEdge) -> None:
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps(order("o-nan", userId="u")).replace(
+            '"revenue": 42', f'"revenue": {constant}'
+        )
+        answer = api(live, "/v1/track", body)
+        assert answer.status_code == 400
+        assert f"{constant} is not a JSON value" in answer.json()["error"]["message"]
 
 
 def test_a_failing_store_answers_503_so_the_library_retries(

@@ -45,7 +45,7 @@ from edge.useragent import parse_user_agent
 BOT: Final = "bot"
 PROCESSING_FAILED: Final = "processing failed"  # an event no check foresaw (`failed`)
 CULPRIT_DEPTH: Final = 4  # levels of an event searched for the field that failed it
-MAX_COOKIE_ID: Final = 200  # characters of an anonymous id the cookie keeps
+MAX_COOKIE_ID: Final = 200  # characters of an anonymous id or click id the cookie keeps
 # Events whose mappings may send an email or mobile: those that get the remembered ones.
 IDENTIFIED_TYPES: Final = frozenset({"track", "identify"})
 
@@ -323,6 +323,8 @@ def remembered(
     """What the visitor cookie holds after an event with these ids."""
     if anonymous_id is not None and len(anonymous_id) > MAX_COOKIE_ID:
         anonymous_id = visitor.anonymous_id  # browsers drop cookies over ~4 KB
+    if click_id and len(click_id) > MAX_COOKIE_ID:
+        click_id = None  # Rokt's ids are short: such a one is not kept in the cookie
     if click_id and seen_at is not None:
         return Visitor(anonymous_id, click_id, int(seen_at))
     return Visitor(anonymous_id, visitor.click_id, visitor.click_seen_at)

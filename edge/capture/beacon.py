@@ -30,7 +30,8 @@ from starlette.responses import JSONResponse, Response
 from edge.capture.attribution import answer_cookie
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.short_form import expand
-from edge.events import ArrivalDefaults, Event, EventError
+from edge.events import ArrivalDefaults, Event, EventError, parse_json
+from edge.logs import Throttled
 from edge.store.base import Arrival, StoreError
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from edge.settings import Settings
 
 log = logging.getLogger("rokt_edge.beacon")
+refused = Throttled(log, logging.ERROR)  # one line per request while the store is down
 
 JSON_TYPES: Final = ("text/plain", "application/json")
 ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALLOWED_ORIGINS)"
@@ -159,7 +161,7 @@ async def read_events(
         limit_text = f"{settings.beacon_max_bytes:,}"
         raise Refusal(413, "too_large", f"the body is over {limit_text} bytes") from None
     try:
-        document = json.loads(raw)
+        document = parse_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as problem:  # nested too deep
         raise Refusal(400, "invalid_json", f"the body is not JSON: {problem}") from None
     raw_events = events_of(document)
@@ -226,7 +228,7 @@ async def beacon(request: Request) -> Response:
     try:
         await edge.commit_arrival(arrival, events, started)
     except StoreError as failure:
-        log.error("beacon: the store could not write: %s", failure)
+        refused.log("beacon: the store could not write (answered 503): %s", failure)
         return error(503, "store_unavailable", STORE_UNAVAILABLE)
     if problems:
         payload = {"success": True, "accepted": len(events), "errors": problems}

@@ -442,6 +442,21 @@ def test_same_origin_beacons_pass_behind_a_proxy_that_rewrites_host(settings: Se
     assert spoofed.status_code == 403
 
 
+def test_a_click_id_too_long_for_a_cookie_is_not_put_in_one(live: LiveEdge) -> None:
+    # Rokt's click ids are short: a 5,000-character one would make a 6.8 KB Set-Cookie
+    response = post(live, landing(rtid="r" * 5000))
+
+    assert response.status_code == 200
+    assert len(response.headers["set-cookie"]) < 300
+
+
+def test_nan_in_a_beacon_is_not_json(live: LiveEdge) -> None:
+    body = json.dumps(order(userId="u")).replace('"revenue": 42', '"revenue": NaN')
+    answer = post(live, body)
+    assert answer.status_code == 400
+    assert "NaN is not a JSON value" in answer.json()["error"]["message"]
+
+
 def test_an_anonymous_id_too_long_for_a_cookie_is_not_put_in_one(live: LiveEdge) -> None:
     response = post(live, landing(anonymous_id="a" * 5000))
 
