@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import sys
@@ -13,9 +14,11 @@ from edge import __version__
 from edge.settings import Settings, SettingsError, documented_settings, load_settings
 from edge.store.base import StoreError
 
-# Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked.
+# Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked,
+# 3 the service did not start.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_STARTUP = 3  # the service did not start (uvicorn's own code for it)
 # The collector's thresholds while serving (`tune_collector`): youngest, middle, oldest.
 GC_THRESHOLDS = (20_000, 50, 100)
 
@@ -128,7 +131,8 @@ def tune_collector() -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from edge.app import SHUTDOWN_GRACE_SECONDS, create_app
+    from edge import server
+    from edge.app import create_app
     from edge.logs import configure_logging
     from edge.rokt.mapping import MappingConfigError
     from edge.store import open_store
@@ -141,20 +145,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     # Opened here, so a store that cannot be opened stops start-up with a plain message.
     open_store(settings).close()
+    server.raise_open_files_limit()  # before the connection cap is fitted to it
+    serving = uvicorn.Server(server.config(app, settings, host=args.host, port=args.port))
     tune_collector()
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,  # ours: configure_logging
-        proxy_headers=False,  # the edge reads forwarding headers itself, from trusted proxies only
-        server_header=False,
-        # Per-request access lines cost more than the beacon's own work; the shop's proxy or
-        # CDN already logs requests, and /metrics counts them.
-        access_log=False,
-        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
-    )
-    return 0
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT is a normal stop
+        serving.run()
+    return 0 if serving.started else EXIT_STARTUP
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:

@@ -346,6 +346,30 @@ class Settings:
     client_rate_burst: int = _setting(
         60, _count, "Beacon requests a client IP may send at once before the rate applies."
     )
+    header_line_max_bytes: int = _setting(
+        8192, _count, "Longest request line or header line accepted, in bytes (414, 431 above)."
+    )
+    header_max_bytes: int = _setting(
+        32768, _count, "Largest request head (request line and headers), in bytes (431 above)."
+    )
+    header_timeout: int = _setting(
+        10,
+        _count,
+        "Seconds a client has to send a request's head, from its connection or from its first "
+        "byte after a keep-alive pause; then the connection is closed.",
+    )
+    keep_alive_timeout: int = _setting(
+        5,
+        _count,
+        "Seconds an idle keep-alive connection stays open (behind a load balancer that reuses "
+        "connections, set it above the balancer's idle timeout).",
+    )
+    max_connections: int = _setting(
+        2048,
+        _count,
+        "Connections open at once, at most (fewer if the open-files limit is lower); a request "
+        "beyond them gets 503.",
+    )
     skip_bots: bool = _setting(True, _flag, "Skip events from known bots (reason `bot`).")
     honor_gpc: bool = _setting(
         True, _flag, "`Sec-GPC: 1` means the event is not forwarded (reason `gpc`)."
