@@ -14,6 +14,10 @@ listens.
                          credentials (else 503)
     GET  /metrics        Prometheus text format
     GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
+
+Every error is JSON, `{"error": {"code", "message"}}`: the endpoints' own, Starlette's 404 and
+405, and a 500 for an unhandled exception (logged once, by the server, with its traceback; the
+answer carries none). What uvicorn's protocol refuses before the app is JSON too (edge.server).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
+import http
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -29,6 +34,7 @@ from typing import Any, Final
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -57,6 +63,10 @@ SNIPPET: Final = "rokt-edge.js"
 SNIPPET_CACHE: Final = "public, max-age=3600, stale-while-revalidate=86400"
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 PREFLIGHT_CACHE_SECONDS: Final = 7200  # the most Chromium keeps a preflight's answer
+HTTP_ERROR_MESSAGES: Final = {
+    404: "nothing is served at this path",
+    405: "this path does not take this method (Allow lists those it takes)",
+}
 
 
 class Edge:
@@ -167,6 +177,28 @@ def metrics(request: Request) -> Response:
     return Response(edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404, 405, …) as JSON, keeping their headers (405's Allow)."""
+    assert isinstance(exc, HTTPException)
+    status = http.HTTPStatus(exc.status_code)
+    code = status.phrase.lower().replace(" ", "_").replace("-", "_")
+    if exc.detail != status.phrase:
+        message = exc.detail
+    else:
+        message = HTTP_ERROR_MESSAGES.get(exc.status_code, status.description)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, exc.status_code, headers=exc.headers
+    )
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An unhandled exception: JSON without a traceback. Starlette raises it again after this
+    answer, and the server logs it once, with its traceback."""
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "the edge failed to handle this request"}}, 500
+    )
+
+
 async def _finish(task: asyncio.Task[None], name: str, otherwise: str) -> None:
     """Wait for a stopped loop to end, within the shutdown grace."""
     try:
@@ -238,4 +270,10 @@ def create_app(
         *tracking_routes(),
         *demo.routes(settings),
     ]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    exception_handlers = {HTTPException: http_error, Exception: internal_error}
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )

@@ -86,6 +86,21 @@ def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> No
         assert series in text, series
 
 
+def test_the_routers_own_errors_are_json(tmp_path: Path, fake: FakeCapi) -> None:
+    with LiveEdge(settings_for(tmp_path, fake)) as live:
+        # When a path that does not exist is asked, or a path with a method it does not take
+        missing = httpx.get(live.url + "/wp-login.php")
+        wrong_method = httpx.get(live.url + "/e")
+    # Then both answers are JSON errors, as every other error of the edge
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {"code": "not_found", "message": "nothing is served at this path"}
+    }
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "POST"
+
+
 def test_the_snippet_is_cacheable_and_compressed(tmp_path: Path) -> None:
     with LiveEdge(Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}")) as live:
         plain = httpx.get(live.url + "/rokt-edge.js", headers={"accept-encoding": "identity"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import resource
 import select
@@ -22,8 +23,10 @@ import pytest
 from edge import server
 from edge.app import create_app
 from edge.settings import Settings
+from edge.store.sqlite import SQLiteStore
 from tests.conftest import ROOT
 from tests.live import wait_for
+from tests.serving import served
 
 GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n"
 SECONDS = 30  # how long a client here waits for an answer before the test fails
@@ -300,3 +303,36 @@ def test_serve_configures_uvicorn_from_the_settings(tmp_path: Path) -> None:
     assert config.timeout_keep_alive == 7
     assert config.limit_concurrency is None  # the protocol's own cap, answered in JSON
     assert (config.proxy_headers, config.server_header, config.access_log) == (False,) * 3
+
+
+class BuggyStore(SQLiteStore):
+    """A store with a bug: checking it raises what nothing expects."""
+
+    async def check_writable(self) -> None:
+        raise RuntimeError("a bug, with a detail nobody outside should read")
+
+
+def test_an_unhandled_exception_is_a_json_500_without_traceback_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an edge whose store has a bug that /readyz runs into
+    store = BuggyStore(tmp_path / "edge.db")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}")
+    with caplog.at_level(logging.ERROR), served(settings, store=store) as port:
+        url = f"http://127.0.0.1:{port}"
+        # When /readyz is asked
+        response = httpx.get(url + "/readyz", timeout=SECONDS)
+        # Then the answer is a JSON 500 that shows neither the traceback nor the detail
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {"code": "internal", "message": "the edge failed to handle this request"}
+        }
+        assert "Traceback" not in response.text
+        assert "nobody outside" not in response.text
+        # And the edge still answers
+        assert httpx.get(url + "/healthz", timeout=SECONDS).status_code == 200
+    store.close()
+    # And the exception was logged once, with its traceback
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 1
+    assert "nobody outside" in str(logged[0].exc_info[1])  # type: ignore[index]
