@@ -12,7 +12,8 @@ listens.
     GET  /healthz        the process is alive
     GET  /readyz         store writable, processing and delivery running, not paused on
                          credentials (else 503)
-    GET  /metrics        Prometheus text format
+    GET  /metrics        Prometheus text format, rendered every few seconds (edge.metrics);
+                         with ROKT_EDGE_METRICS_TOKEN, only for `Authorization: Bearer <token>`
     GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
 
 Every error is JSON, `{"error": {"code", "message"}}`: the endpoints' own, Starlette's 404 and
@@ -26,6 +27,7 @@ import asyncio
 import contextlib
 import gzip
 import hashlib
+import hmac
 import http
 import logging
 import time
@@ -47,7 +49,7 @@ from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
-from edge.metrics import Metrics
+from edge.metrics import Exposition, Metrics
 from edge.processing import Processor, Readings
 from edge.rokt.mapping import load_mappings
 from edge.rokt.pipeline import Pipeline
@@ -63,6 +65,7 @@ SNIPPET: Final = "rokt-edge.js"
 SNIPPET_CACHE: Final = "public, max-age=3600, stale-while-revalidate=86400"
 SHUTDOWN_GRACE_SECONDS: Final = 10.0
 PREFLIGHT_CACHE_SECONDS: Final = 7200  # the most Chromium keeps a preflight's answer
+METRICS_TOKEN_NEEDED: Final = "send the metrics token as Authorization: Bearer <token>"
 HTTP_ERROR_MESSAGES: Final = {
     404: "nothing is served at this path",
     405: "this path does not take this method (Allow lists those it takes)",
@@ -89,6 +92,7 @@ class Edge:
         self.metrics = metrics
         self.sender = sender
         self.clock = clock
+        self.exposition = Exposition(metrics, settings.metrics_interval)  # what /metrics serves
         self.delivery: asyncio.Task[None] | None = None
         self.processor: Processor | None = None
         self.processing: asyncio.Task[None] | None = None
@@ -171,10 +175,19 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "dry_run": edge.settings.dry_run})
 
 
-def metrics(request: Request) -> Response:
-    # A plain function: Starlette runs it in a thread, since a scrape reads the store.
+async def metrics(request: Request) -> Response:
+    """The latest rendering (edge.metrics.Exposition): a scrape never reads the store."""
     edge: Edge = request.app.state.edge
-    return Response(edge.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    token = edge.settings.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            return JSONResponse(
+                {"error": {"code": "unauthorized", "message": METRICS_TOKEN_NEEDED}},
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return Response(edge.exposition.text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -230,6 +243,8 @@ def create_app(
             sender, clock,
         )  # fmt: skip
         app.state.edge = edge
+        await edge.exposition.refresh()
+        exposing = asyncio.create_task(edge.exposition.run(), name="rokt-edge-metrics")
         edge.processor = Processor(edge)
         edge.processing = asyncio.create_task(edge.processor.run(), name="rokt-edge-processing")
         edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
@@ -244,6 +259,9 @@ def create_app(
             await _finish(edge.processing, "processing", "its arrivals wait for the next start")
             sender.stop()
             await _finish(edge.delivery, "delivery", "its leases will expire and be swept")
+            exposing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exposing
             if "store" not in overrides:
                 store.close()
 

@@ -1,13 +1,17 @@
 """Prometheus metrics, in a registry of their own that the service exposes at `/metrics`.
 
 Counters count what this process did (delivered, dead-lettered, skipped, upstream responses);
-gauges describe the store as it is when scraped (queue depth, oldest pending age, dead letters
+gauges describe the store as it is when rendered (queue depth, oldest pending age, dead letters
 waiting for a replay), read by a collector so that every process sharing the store agrees.
-A scrape reads the store synchronously: serve `/metrics` from a thread (a sync endpoint).
+Rendering reads the store synchronously, so `Exposition` renders in a thread every few seconds
+and a scrape serves its latest text: however often `/metrics` is asked, the store is read once
+per interval (an open `/metrics` flooded at 224 requests/s used to cut beacons 28-fold).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +23,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.store.base import Conversion, ConversionShare, Store, StoreError
+
+log = logging.getLogger("rokt_edge.metrics")
 
 PREFIX: Final = "rokt_edge"
 INGEST_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -124,6 +130,28 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class Exposition:
+    """The text `/metrics` serves: rendered by `run()` every `interval` seconds, off the event
+    loop; a scrape reads `text` and costs nothing else."""
+
+    def __init__(self, metrics: Metrics, interval: float) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.text = b""
+
+    async def refresh(self) -> None:
+        self.text = await asyncio.to_thread(self.metrics.render)
+
+    async def run(self) -> None:
+        """Render again every `interval` seconds (the first rendering is `refresh()`'s)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh()
+            except Exception:  # a collector's bug must not end the refreshes
+                log.exception("rendering the metrics failed; the last rendering is served")
 
 
 def _yes(flag: bool) -> str:

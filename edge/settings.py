@@ -378,6 +378,17 @@ class Settings:
         True, _flag, "A denial in `context.consent` means not forwarded (reason `no-consent`)."
     )
     log_format: str = _setting("text", _log_format, "`text` for people, `json` for log pipelines.")
+    metrics_interval: float = _setting(
+        5.0,
+        _seconds,
+        "Seconds between renderings of /metrics (a scrape gets the latest; none reads the store).",
+    )
+    metrics_token: str | None = _setting(
+        None,
+        _text,
+        "Token /metrics requires as `Authorization: Bearer <token>`; unset: /metrics is open.",
+        secret=True,
+    )
     demo: bool | None = _setting(
         None, _flag, "Serve the /demo pages. Unset: only in dry run; never shows data outside it."
     )

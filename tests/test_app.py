@@ -35,7 +35,8 @@ def settings_for(tmp_path: Path, fake: FakeCapi, **values: object) -> Settings:
     return Settings(
         api_key=fake.api_key, api_secret=fake.api_secret, rokt_url=fake.url,
         database_url=f"sqlite:///{tmp_path / 'edge.db'}", poll_interval=0.05,
-        backoff_base=0.05, pause_retry=0.2, **values,  # type: ignore[arg-type]
+        backoff_base=0.05, pause_retry=0.2, metrics_interval=0.1,
+        **values,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -58,9 +59,10 @@ def test_readyz_says_not_ready_while_delivery_is_paused_on_credentials(
         # Then readiness fails, saying why, until the credentials work again
         wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 503)
         problems = httpx.get(live.url + "/readyz").json()["problems"]
-        metrics = httpx.get(live.url + "/metrics").text
+        # and /metrics says so from its next rendering
+        paused = "rokt_edge_delivery_paused 1.0"
+        wait_for(lambda: paused in httpx.get(live.url + "/metrics").text)
     assert any(problem.startswith("delivery paused") for problem in problems)
-    assert "rokt_edge_delivery_paused 1.0" in metrics
 
 
 def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> None:
@@ -68,7 +70,8 @@ def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> No
         httpx.post(live.url + "/e", content=json.dumps(ORDER), headers=TEXT)
         httpx.post(live.url + "/e", content=json.dumps({"type": "page"}), headers=TEXT)
         wait_for(lambda: fake.accepted_message_ids())
-        wait_for(lambda: "rokt_edge_delivered_total" in httpx.get(live.url + "/metrics").text)
+        delivered = 'rokt_edge_delivered_total{dry_run="false"} 1.0'
+        wait_for(lambda: delivered in httpx.get(live.url + "/metrics").text)  # rendered anew
         response = httpx.get(live.url + "/metrics")
     text = response.text
     assert response.headers["content-type"].startswith("text/plain")
@@ -84,6 +87,25 @@ def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> No
         "rokt_edge_outbox_items",
     ):
         assert series in text, series
+
+
+def test_metrics_with_a_token_are_only_for_a_scraper_that_sends_it(
+    tmp_path: Path, fake: FakeCapi
+) -> None:
+    with LiveEdge(settings_for(tmp_path, fake, metrics_token="scrape-me")) as live:
+        # Given a Prometheus configured with the token (`authorization: credentials: …`)
+        scraped = httpx.get(live.url + "/metrics", headers={"authorization": "Bearer scrape-me"})
+        # When anyone else asks, without it or with another
+        anonymous = httpx.get(live.url + "/metrics")
+        guessed = httpx.get(live.url + "/metrics", headers={"authorization": "Bearer scrape-you"})
+    assert scraped.status_code == 200
+    assert "rokt_edge_store_up 1.0" in scraped.text
+    # Then they get a JSON 401 that says how to authenticate, and no metrics
+    for refused in (anonymous, guessed):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["error"]["code"] == "unauthorized"
+        assert "rokt_edge" not in refused.text
 
 
 def test_the_routers_own_errors_are_json(tmp_path: Path, fake: FakeCapi) -> None:

@@ -1,13 +1,18 @@
-"""Metrics: counters of what this process did, gauges read from the store at each scrape."""
+"""Metrics: counters of what this process did, gauges read from the store when rendered, and
+/metrics serving the latest rendering."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import httpx
+
 from edge.metrics import Metrics, reason_label
-from edge.store.base import Intake
+from edge.settings import Settings
+from edge.store.base import Intake, Stats
 from edge.store.sqlite import SQLiteStore
+from tests.live import LiveEdge
 from tests.outbound import conversions
 
 
@@ -54,3 +59,28 @@ def test_skipped_reasons_become_bounded_labels() -> None:
         'rokt_edge_skipped_total{reason="the batch is N bytes, over the N-byte limit"} 2.0' in text
     )
     assert reason_label("") == "unknown"
+
+
+class CountingStore(SQLiteStore):
+    """A real store that counts how often its statistics are read."""
+
+    reads = 0
+
+    def stats_sync(self) -> Stats:
+        self.reads += 1
+        return super().stats_sync()
+
+
+def test_a_flood_of_scrapes_never_reads_the_store(tmp_path: Path) -> None:
+    # Given an edge that renders its metrics once an hour (once, at start, in this test)
+    store = CountingStore(tmp_path / "edge.db")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}", metrics_interval=3600)
+    with LiveEdge(settings, store=store) as live, httpx.Client() as client:
+        # When /metrics is asked 200 times
+        scrapes = [client.get(live.url + "/metrics") for _ in range(200)]
+    store.close()
+    # Then every scrape got the same rendering, and the store was read for that one only
+    assert {scrape.status_code for scrape in scrapes} == {200}
+    assert len({scrape.text for scrape in scrapes}) == 1
+    assert "rokt_edge_store_up 1.0" in scrapes[0].text
+    assert store.reads == 1
