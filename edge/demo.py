@@ -14,7 +14,11 @@ pages. Everything is plain HTML in static/demo/, with no external asset (no CDN)
 Safety: the routes exist only when `ROKT_EDGE_DEMO` is true, or unset while the edge runs in dry
 run (no credentials). The panel's data (visitors' IP addresses and user agents, request bodies)
 is served only in dry run, whatever the setting: a production edge with the demo turned on shows
-the pages, never its traffic.
+the pages, never its traffic. Even in dry run, the data goes only to a request made on loopback
+(the edge's own address and the client's are loopback, and no proxy forwarded it) unless
+`ROKT_EDGE_DEMO` is true, and always masked (`mask`): IP addresses cut to their network, emails
+to their first letter and domain, user agents to browser and system, click ids and other
+identifiers to their first characters; SHA-256 hashes shortened.
 
 What the panel reads: the store keeps, per event, what intake decided (an outbox item per mapping,
 or a skip record with its reason) and per visitor what the edge learned (click id, IP, user
@@ -26,8 +30,10 @@ visitor's record and in the batch that would go to Rokt.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -37,9 +43,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from edge.assets import read_static
-from edge.settings import Settings
+from edge.settings import CLIENT_IP_HEADERS, Settings
 from edge.store.base import Store
 from edge.store.sqlite import SQLiteStore
+from edge.useragent import parse_user_agent
 
 log = logging.getLogger("rokt_edge.demo")
 
@@ -54,7 +61,26 @@ RECENT: Final = 30  # rows of each kind the panel shows
 NOT_DRY_RUN: Final = (
     "the demo panel shows what the edge received only in dry run (no credentials set)"
 )
+NOT_LOCAL: Final = (
+    "the demo panel shows what the edge received only to a browser on the edge's own machine "
+    "(http://127.0.0.1), or anywhere with ROKT_EDGE_DEMO=true"
+)
 ROKT_MODULE: Final = "1277"
+FORWARDED: Final = (*CLIENT_IP_HEADERS, "x-real-ip", "x-forwarded-host")
+SHOWN: Final = 6  # characters of an identifier the panel shows
+# Keys (lower case, letters and digits only) whose values identify a person or a click.
+PERSONAL: Final = frozenset(
+    {
+        "key", "userid", "anonymousid", "customerid", "other", "other2", "other3", "other4",
+        "email", "emailsha256", "mobile", "mobilesha256", "phone", "phonenumber", "firstname",
+        "lastname", "firstnamesha256", "lastnamesha256", "address", "address1", "address2",
+        "street", "city", "zip", "zipcode", "postcode", "postalcode", "dob", "dateofbirth",
+        "birthday", "clickid", "sentclickid", "rtid", "passbackconversiontrackingid",
+    }
+)  # fmt: skip
+USER_AGENT_KEYS: Final = frozenset({"useragent", "httpheaderuseragent"})
+_EMAIL = re.compile(r"^[^@\s]+@([^@\s]+)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def enabled(settings: Settings) -> bool:
@@ -90,11 +116,14 @@ def _static(body: bytes, media_type: str) -> Any:
 
 
 async def recent(request: Request) -> Response:
-    """What the edge received lately, and what it would have sent to Rokt (dry run only)."""
+    """What the edge received lately, and what it would have sent to Rokt, masked (dry run
+    only; on loopback only, unless ROKT_EDGE_DEMO is true)."""
     settings: Settings = request.app.state.edge.settings
     store: Store = request.app.state.edge.store
     if not settings.dry_run:
         return JSONResponse({"error": {"code": "not_dry_run", "message": NOT_DRY_RUN}}, 403)
+    if settings.demo is not True and not on_loopback(request):
+        return JSONResponse({"error": {"code": "not_local", "message": NOT_LOCAL}}, 403)
     bodies = await store.dry_run_bodies(RECENT)
     if isinstance(store, SQLiteStore):
         events, visitors = await asyncio.to_thread(_read, store.path, RECENT)
@@ -102,10 +131,75 @@ async def recent(request: Request) -> Response:
         events, visitors = [], []
     requests = [{"at": b.at, "path": b.path, "body": json.loads(b.body)} for b in bodies]
     _link(events, requests)
-    return JSONResponse(
-        {"dry_run": True, "visitors": visitors, "events": events, "requests": requests},
-        headers={"Cache-Control": "no-store"},
+    document = {"dry_run": True, "visitors": visitors, "events": events, "requests": requests}
+    return JSONResponse(mask(document), headers={"Cache-Control": "no-store"})
+
+
+def on_loopback(request: Request) -> bool:
+    """Made on the edge's own machine: to a loopback address, from one, and not through a
+    proxy (which would connect from loopback on behalf of anyone)."""
+    addresses = [request.scope.get("server"), request.scope.get("client")]
+    if not all(address and _is_loopback(address[0]) for address in addresses):
+        return False
+    return not any(name.decode("latin-1") in FORWARDED for name, _ in request.scope["headers"])
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def mask(value: Any, key: str = "") -> Any:
+    """`value` with its personal data masked, wherever it is: by key (`PERSONAL`, user agents;
+    contract B's `{"name": …, "value": …}` pairs by their name), and any IP address or email
+    whatever its key."""
+    if isinstance(value, dict):
+        if set(value) == {"name", "value"} and isinstance(value["name"], str):
+            return {"name": value["name"], "value": mask(value["value"], value["name"])}
+        return {name: mask(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [mask(item, key) for item in value]
+    if not isinstance(value, str):
+        return value
+    normalized = re.sub(r"[^a-z0-9]", "", key.lower())
+    if normalized in USER_AGENT_KEYS:
+        return _user_agent(value)
+    network = _network(value)
+    if network is not None:
+        return network
+    email = _EMAIL.match(value)
+    if email:
+        return f"{value[0]}…@{email.group(1)}"
+    if normalized in PERSONAL or _SHA256.match(value):
+        return _identifier(value)
+    return value
+
+
+def _identifier(text: str) -> str:
+    """Its first characters (at most half of it), enough to tell two apart in the panel."""
+    if re.match(r"^[au]:", text):  # a visitor's key: its kind, then the id
+        return text[:2] + _identifier(text[2:])
+    return text[: min(SHOWN, len(text) // 2)] + "…"
+
+
+def _network(text: str) -> str | None:
+    """An IP address as its network: /24 for IPv4, /48 for IPv6; None if it is no address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def _user_agent(text: str) -> str:
+    agent = parse_user_agent(text)
+    browser = " ".join(
+        part for part in (agent.browser, (agent.browser_version or "").split(".")[0]) if part
     )
+    return f"{browser or 'unknown browser'} on {agent.os or 'unknown system'} ({agent.device_type})"
 
 
 def _read(path: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.demo import mask
 from edge.settings import Settings, load_settings
 from tests.live import LiveEdge, wait_for
+from tests.serving import outside_address, served
 
 STUB = (
     "<script>window.roktEdge=window.roktEdge||function(){"
@@ -20,7 +22,12 @@ STUB = (
 )
 SCRIPT = '<script defer src="/rokt-edge.js"></script>'
 SHOP = ("/demo", "/demo/product", "/demo/checkout")
-BROWSER = {"content-type": "text/plain", "user-agent": "Mozilla/5.0 (demo test) Chrome/120.0"}
+BROWSER = {
+    "content-type": "text/plain",
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+}
+CLICK = "3f2a9c71-5b1e-4d8a-9e0f-6c4b2d1a7e55"  # a click id as long as Rokt's
 
 
 def dry_run(tmp_path: Path, **values: Any) -> Settings:
@@ -56,7 +63,7 @@ def test_a_dry_run_edge_serves_the_shop_with_the_snippet_installed_as_a_merchant
     assert httpx.get(live.url + "/rokt-edge.js").status_code == 200
 
 
-def test_the_panel_shows_the_click_the_edge_learned_and_the_conversion_it_would_send(
+def test_the_panel_shows_the_click_the_edge_learned_and_the_conversion_it_would_send_masked(
     live: LiveEdge,
 ) -> None:
     # Given an empty edge, the panel has nothing to show
@@ -64,37 +71,43 @@ def test_the_panel_shows_the_click_the_edge_learned_and_the_conversion_it_would_
         "dry_run": True, "visitors": [], "events": [], "requests": [],
     }  # fmt: skip
 
-    # When a shopper lands with a click id, then orders on a page without it
+    # When a shopper lands with a click id, then orders, giving an email, on a page without it
     with httpx.Client() as client:
         beacon(client, live, {
-            "type": "page", "anonymousId": "anon-1", "messageId": "m-page",
-            "context": {"page": {"url": "http://shop.test/demo?rtid=DEMO-1"}},
+            "type": "page", "anonymousId": "anon-1234", "messageId": "m-page",
+            "context": {"page": {"url": f"http://shop.test/demo?rtid={CLICK}"}},
         })  # fmt: skip
         beacon(client, live, {
-            "type": "track", "event": "Order Completed", "anonymousId": "anon-1",
+            "type": "track", "event": "Order Completed", "anonymousId": "anon-1234",
             "messageId": "m-order", "properties": {"order_id": "o1", "revenue": 10},
+            "traits": {"email": "jane.doe@example.com"},
         })  # fmt: skip
 
-    # Then the panel shows the visitor's click, both events' fates and the request for Rokt
+    # Then the panel shows the visitor's click, both events' fates and the request for Rokt,
+    # each personal value masked: enough to follow the click, not to learn who or where
     def recent() -> dict[str, Any]:
         return dict(httpx.get(live.url + "/demo/api/recent").json())
 
     wait_for(lambda: recent()["requests"])
     data = recent()
     [visitor] = data["visitors"]
-    assert visitor["key"] == "a:anon-1"
-    assert visitor["click_id"] == "DEMO-1"
-    assert visitor["ip"] == "127.0.0.1"
-    assert visitor["user_agent"] == BROWSER["user-agent"]
+    assert visitor["key"] == "a:anon…"
+    assert visitor["click_id"] == "3f2a9c…"
+    assert visitor["ip"] == "127.0.0.0/24"
+    assert visitor["user_agent"] == "Chrome 120 on Linux (Desktop)"
     events = {event["message_id"]: event for event in data["events"]}
     assert events["m-page"]["outcome"].startswith("skipped: not triggered")
     assert events["m-order"]["outcome"] == "recorded in dry run (not sent)"
     assert events["m-order"]["mapping"] == "Send"
-    assert events["m-order"]["sent_click_id"] == "DEMO-1"  # the edge's cookie carried it
+    assert events["m-order"]["sent_click_id"] == "3f2a9c…"  # the edge's cookie carried it
     [request] = data["requests"]
     batch = request["body"]
-    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "DEMO-1"
+    assert batch["integration_attributes"]["1277"]["passbackconversiontrackingid"] == "3f2a9c…"
+    assert batch["user_identities"]["email"] == "j…@example.com"
     assert batch["events"][0]["data"]["custom_attributes"]["confirmationref"] == "o1"
+    shown = json.dumps(data)
+    for personal in (CLICK, "jane.doe", "127.0.0.1", "anon-1234", "X11; Linux"):
+        assert personal not in shown, personal
 
 
 def test_an_edge_with_credentials_has_no_demo_unless_asked(tmp_path: Path) -> None:
@@ -135,3 +148,62 @@ def test_rokt_edge_demo_is_a_flag_left_unset_by_default(
     environ: dict[str, str], expected: bool | None
 ) -> None:
     assert load_settings(environ).demo is expected
+
+
+def test_the_panels_data_is_only_for_a_browser_on_the_edges_own_machine(tmp_path: Path) -> None:
+    # Given a dry-run edge bound to every address, as on a server
+    address = outside_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    with served(dry_run(tmp_path), host="0.0.0.0") as port:
+        # When the panel's data is asked from another machine (at the network address), or
+        # through a proxy on the edge's machine (it connects from loopback for anyone)
+        remote = httpx.get(f"http://{address}:{port}/demo/api/recent")
+        proxied = httpx.get(
+            f"http://127.0.0.1:{port}/demo/api/recent", headers={"x-forwarded-for": "198.51.100.7"}
+        )
+        local = httpx.get(f"http://127.0.0.1:{port}/demo/api/recent")
+    # Then only the browser on the edge's own machine gets it
+    for refused in (remote, proxied):
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "not_local"
+        assert "ROKT_EDGE_DEMO=true" in refused.json()["error"]["message"]
+    assert local.status_code == 200
+
+
+def test_rokt_edge_demo_true_serves_the_panels_data_anywhere_still_masked(tmp_path: Path) -> None:
+    address = outside_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    with served(dry_run(tmp_path, demo=True), host="0.0.0.0") as port:
+        remote = httpx.get(f"http://{address}:{port}/demo/api/recent")
+    assert remote.status_code == 200
+    assert remote.json()["dry_run"] is True
+
+
+def test_masking_covers_both_upstreams_bodies() -> None:
+    # contract A: identities by key; contract B: objectData's name/value pairs, by name
+    capi = {
+        "user_identities": {"email": "jane@example.com", "customerid": "u-98765", "other2": CLICK},
+        "user_attributes": {"mobile": "+1 415 555 0100"},
+        "device_info": {"http_header_user_agent": BROWSER["user-agent"]},
+        "ip": "2001:db8:1:2::5",
+    }
+    event_api = {"objectData": [
+        {"name": "emailsha256", "value": "a" * 64},
+        {"name": "ipaddress", "value": "203.0.113.9"},
+        {"name": "useragent", "value": BROWSER["user-agent"]},
+        {"name": "amount", "value": "10.00"},
+    ]}  # fmt: skip
+    assert mask(capi) == {
+        "user_identities": {"email": "j…@example.com", "customerid": "u-9…", "other2": "3f2a9c…"},
+        "user_attributes": {"mobile": "+1 415…"},
+        "device_info": {"http_header_user_agent": "Chrome 120 on Linux (Desktop)"},
+        "ip": "2001:db8:1::/48",
+    }
+    assert mask(event_api) == {"objectData": [
+        {"name": "emailsha256", "value": "aaaaaa…"},
+        {"name": "ipaddress", "value": "203.0.113.0/24"},
+        {"name": "useragent", "value": "Chrome 120 on Linux (Desktop)"},
+        {"name": "amount", "value": "10.00"},
+    ]}  # fmt: skip
