@@ -1,6 +1,8 @@
 """`rokt-edge status`: what the store says about delivery, as a document and as text.
 
-The document (`--json`) has the same facts as the text; times are ISO 8601 in UTC.
+The document (`--json`) has the same facts as the text; times are ISO 8601 in UTC. The upstream
+and whether it is a dry run come from this command's own settings, not from the running service
+(which the store does not record): both outputs say so.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any, Final
 from edge.settings import Settings
 from edge.store.base import Stats
 
+SETTINGS_FROM: Final = (
+    "this command's environment and --config file; the running service's may differ"
+)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -50,6 +55,7 @@ def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
         "store": settings.database_url,
         "upstream": settings.upstream_url,
         "delivery": delivery,
+        "settings_from": SETTINGS_FROM,  # for upstream and dry run
         "paused": None
         if stats.paused is None
         else {"since": iso(stats.paused.since), "reason": stats.paused.reason},
@@ -100,6 +106,7 @@ def text(doc: dict[str, Any]) -> str:
         [
             f"rokt-edge status  (store {doc['store']})",
             _delivery_line(doc),
+            "                (upstream and dry run: this command's settings, not the service's)",
             _arrivals_line(doc["arrivals"]),
             _queue_line(doc["queue"]),
             f"delivered       {doc['delivered']:,} (dry run: {doc['delivered_dry_run']:,}; "

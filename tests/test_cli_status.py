@@ -113,3 +113,15 @@ def test_replay_refuses_a_since_it_cannot_read(database: Path) -> None:
 )
 def test_since_is_a_duration_ago_or_an_iso_time(text: str, expected: float) -> None:
     assert parse_since(text, now=1_000_000) == expected
+
+
+def test_status_says_its_upstream_and_dry_run_are_its_own_settings(database: Path) -> None:
+    # Given a service that sends with credentials its own environment holds, when an engineer
+    # runs status in a shell without them, the store cannot tell; so status says whose they are
+    text = run_cli("status", env=env_for(database)).stdout
+    document = json.loads(run_cli("status", "--json", env=env_for(database)).stdout)
+
+    assert "(upstream and dry run: this command's settings, not the service's)" in text
+    assert document["settings_from"] == (
+        "this command's environment and --config file; the running service's may differ"
+    )
