@@ -20,6 +20,7 @@ row per item to say it was delivered (schema 3 did, a quarter of the sender's st
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
@@ -41,6 +42,7 @@ from edge.store.base import (
 # emails and mobiles, conversions are counted (`sqlite_conversions`)
 VERSION: Final = 5
 PAUSED: Final = "paused"
+_TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 DEAD_MESSAGES_SHOWN: Final = 10
 
 TABLES: Final = """
@@ -113,6 +115,8 @@ def create(connection: sqlite3.Connection) -> None:
         TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
         + sqlite_conversions.TABLE
     )  # fmt: skip
+    if version == VERSION and all(_exists(connection, name) for name in _TABLE.findall(tables)):
+        return  # nothing to write: a store opens on a full disk (`rokt-edge status` does)
     if 0 < version < 5 and _exists(connection, "identities"):
         migrate += "".join(
             f"ALTER TABLE identities ADD COLUMN {column};"

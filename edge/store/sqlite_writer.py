@@ -22,6 +22,12 @@ The writer ignores SIGINT and SIGTERM, which a terminal or a service manager sen
 process group: it ends when its parent does, after the group it is writing, so a commit is never
 cut in two by a signal meant for the parent.
 
+The write-ahead log is kept to the size of what is being written: it is checkpointed every 4 MiB
+(SQLite's default in bytes; 1,000 pages of 16 KiB made it 16 MiB), cut back to that size after a
+checkpoint, and emptied (`wal_checkpoint(TRUNCATE)`) once nothing has been written for a second,
+and after a commit fails (a full disk: the log gives its space back as soon as its pages fit
+in the database file, so writing starts again by itself once there is room).
+
     python -m edge.store.sqlite_writer FD PATH
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -40,6 +47,9 @@ from edge.store.base import StoreUnavailable
 
 PAGE_SIZE: Final = 16384
 BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second edge) holding the lock
+WAL_BYTES: Final = 4 << 20  # checkpointed, and cut back after a checkpoint, at this size
+IDLE_SECONDS: Final = 1.0  # without a write: the log is emptied
+RESCUE_SECONDS: Final = 1.0  # after a failed commit, at most one checkpoint this often
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], bool]  # function, its args, durable
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception it raised)
@@ -56,6 +66,9 @@ def connect(path: Path) -> sqlite3.Connection:
         connection.close()
         raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
     connection.execute("PRAGMA synchronous = FULL")
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]  # an old file's may differ
+    connection.execute(f"PRAGMA wal_autocheckpoint = {max(WAL_BYTES // page_size, 1)}")
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_BYTES}")
     # Deleted rows (an arrival's unhashed events, a delivered item's body) are overwritten in
     # the file. Debian's SQLite does so by default, but only as a build option: a build without
     # it would leave them in freed space.
@@ -72,6 +85,11 @@ class Writer:
         self.path = path
         self.transactions = 0
         self._synced = True  # the connection's synchronous setting is FULL (as connect leaves it)
+        self._changes = connection.total_changes
+        # When the log was last written (monotonic; None: it is empty). A log left by an earlier
+        # run counts as written now: emptied after the first idle second too.
+        self._written_at: float | None = time.monotonic()
+        self._rescued_at = -RESCUE_SECONDS  # the last checkpoint after a failure (monotonic)
 
     def commit(self, group: Sequence[Job]) -> list[Outcome]:
         """Run each job inside a savepoint of one transaction and commit once: a job that fails
@@ -104,10 +122,49 @@ class Writer:
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.rollback()
+            self._rescue()
             failure = StoreUnavailable(f"{self.path}: {error}")
             return [(False, failure) for _ in group]
         self.transactions += 1
+        if connection.total_changes != self._changes:
+            self._changes = connection.total_changes
+            self._written_at = time.monotonic()
         return outcomes
+
+    def idle_in(self) -> float | None:
+        """Seconds until the log is due to be emptied (0: now; None: it holds nothing new)."""
+        if self._written_at is None:
+            return None
+        return max(self._written_at + IDLE_SECONDS - time.monotonic(), 0.0)
+
+    def checkpoint(self) -> bool:
+        """Copy the log into the database file and truncate it to nothing, unless a reader is
+        still using it (never waits for one: the writer would wait with it); whether it was."""
+        connection = self.connection
+        try:
+            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:  # no room for the log's pages in the file yet: next time
+            busy = 1
+        if busy:
+            self._written_at = time.monotonic()  # tried again after the next idle second
+            return False
+        self._written_at = None
+        return True
+
+    def _rescue(self) -> None:
+        """After a failed commit (a full disk, most often): empty the log, which gives its space
+        back once its pages fit in the database file; at most once a second, as failures come
+        as fast as requests do."""
+        now = time.monotonic()
+        if now - self._rescued_at >= RESCUE_SECONDS:
+            self._rescued_at = now
+            self.checkpoint()
+        elif self._written_at is None:
+            self._written_at = now  # emptied when idle, then
 
     def _error(self, error: Exception) -> Exception:
         """What the parent raises: a database error as StoreUnavailable, others as they are
@@ -132,6 +189,10 @@ def serve(channel: Connection, path: Path) -> None:
     channel.send(None)
     try:
         while True:
+            idle_in = writer.idle_in()
+            if idle_in is not None and not channel.poll(idle_in):  # nothing written for a while
+                writer.checkpoint()
+                continue
             try:
                 group = channel.recv()
             except EOFError:  # the parent is gone
