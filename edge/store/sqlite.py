@@ -29,6 +29,10 @@ never takes a put (always FULL, and its whole group with it) along. Losing one i
     sweep    made again by the next sweep
 Dead letters, replays, pauses and everything intake writes stay FULL.
 
+The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600,
+in a folder created 0700, and narrowed at open, saying so in the log, when it was left readable
+by others (`sqlite_writer.own`).
+
 Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any failed write).
 """
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 import socket
@@ -81,6 +86,7 @@ from edge.store.base import (
 )
 from edge.store.coalesce import Coalescer
 
+log = logging.getLogger("rokt_edge.store")
 T = TypeVar("T")
 # A job: a module-level function run as `function(connection, *args)` in the writer (pickled by
 # name), or a callable that makes one when its group is handed over (`Coalescer`).
@@ -110,11 +116,25 @@ class SQLiteStore(Store):
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
+        self._own(self.path)
         self._writer: _WriterProcess | None = _WriterProcess(self.path)  # raises if it cannot open
         self._channel: _Channel | None = None  # the writer, driven by the first loop that calls
         self._restart_after = 0.0  # a writer that died is not started again before (monotonic)
         self._private: sqlite_writer.Writer | None = None  # for callers without that loop
         self._private_lock = threading.Lock()
+
+    @staticmethod
+    def _own(path: Path) -> None:
+        """The file private to its owner before anything is written in it (see `own`)."""
+        try:
+            narrowed = sqlite_writer.own(path)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot open {path}: {error}") from None
+        for file, mode in narrowed:
+            log.warning(
+                "%s was readable by others (mode %03o); now %03o: it holds the cookie-signing "
+                "key and personal data", file, mode, mode & sqlite_writer.FILE_MODE,
+            )  # fmt: skip
 
     @property
     def writer_pid(self) -> int | None:

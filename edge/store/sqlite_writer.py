@@ -26,15 +26,19 @@ The write-ahead log is kept to the size of what is being written: it is checkpoi
 (SQLite's default in bytes; 1,000 pages of 16 KiB made it 16 MiB), cut back to that size after a
 checkpoint, and emptied (`wal_checkpoint(TRUNCATE)`) once nothing has been written for a second,
 and after a commit fails (a full disk: the log gives its space back as soon as its pages fit
-in the database file, so writing starts again by itself once there is room).
+in the database file, so writing starts again by itself once there is room). The database file
+is created readable by its owner only (it holds the cookie-signing key and personal data).
 
     python -m edge.store.sqlite_writer FD PATH
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,13 +54,37 @@ BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second edge) holdin
 WAL_BYTES: Final = 4 << 20  # checkpointed, and cut back after a checkpoint, at this size
 IDLE_SECONDS: Final = 1.0  # without a write: the log is emptied
 RESCUE_SECONDS: Final = 1.0  # after a failed commit, at most one checkpoint this often
+FILE_MODE: Final = 0o600  # the database, its log and its shared-memory index
+FOLDER_MODE: Final = 0o700  # a folder the store creates for it
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], bool]  # function, its args, durable
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception it raised)
 
 
+def own(path: Path) -> list[tuple[Path, int]]:
+    """Make the database file (and its folder, if missing) private before SQLite opens it:
+    folders created 0700, the file created 0600, and an existing file, log or index that others
+    may read narrowed to 0600 (SQLite gives the log and index the file's mode). Returns each
+    file narrowed with its mode before, for the caller to log."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            folder.mkdir(FOLDER_MODE)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE))  # the mode is for a new file
+    narrowed = []
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & ~FILE_MODE:
+            file.chmod(mode & FILE_MODE)
+            narrowed.append((file, mode))
+    return narrowed
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    own(path)
     # isolation_level=None: transactions are begun and committed explicitly by the writer.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
