@@ -11,7 +11,8 @@ delivered or dead (with a reason); skipped events are recorded beside them at in
 event is accounted for:
 
     put ──▶ pending ──claim──▶ claimed ──ack──────▶ delivered
-               ▲                  │ ├──retry(at)──▶ pending (attempts + 1, not before `at`)
+               ▲                  │ ├──ack(dry)───▶ dry run (not sent) ──replay_dry_runs──▶ pending
+               │                  │ ├──retry(at)──▶ pending (attempts + 1, not before `at`)
                │                  │ ├──release────▶ pending (credentials paused: no attempt)
                │                  │ └──dead───────▶ dead (reason, message) ──replay──▶ pending
                └──────sweep───────┘ (lease expired: the claimer died or hung)
@@ -344,7 +345,7 @@ class Stats:
     in_flight: int  # claimed by a sender
     oldest_pending: float | None  # when the oldest pending or claimed item was stored
     delivered: int  # still remembered (pruned after the data-age limit), dry runs included
-    delivered_dry_run: int
+    delivered_dry_run: int  # recorded, never sent (`replay_dry_runs` sends them)
     dead: dict[str, int] = field(default_factory=dict)  # by reason
     dead_messages: list[tuple[str, str, int]] = field(default_factory=list)  # reason, text, n
     skipped: dict[str, int] = field(default_factory=dict)  # by reason
@@ -420,8 +421,20 @@ class Store(ABC):
     def replay_sync(self, since: float | None = None) -> int: ...
 
     @abstractmethod
+    async def replay_dry_runs(self, since: float | None = None) -> int:
+        """Items delivered in a dry run (recorded, never sent; stored at or after `since`, if
+        given) back to the queue, to be sent for real; how many. Those that have grown older
+        than the upstream's data-age limit meanwhile are dead-lettered as expired by the
+        sender, as any item that waited too long (the limit is the upstream's, not the
+        store's). An item recorded before dry runs kept their bodies stays as it is."""
+
+    @abstractmethod
+    def replay_dry_runs_sync(self, since: float | None = None) -> int: ...
+
+    @abstractmethod
     async def prune(self, before: float) -> int:
-        """Forget delivered items and skipped records older than `before`; how many."""
+        """Forget delivered items (dry runs too, with their bodies) and skipped records older
+        than `before`; how many."""
 
     @abstractmethod
     async def record_dry_run(self, path: str, body: str, keep: int) -> None:

@@ -294,6 +294,12 @@ class SQLiteStore(Store):
     def replay_sync(self, since: float | None = None) -> int:
         return self._run_sync(schema.replay, since, self.clock())
 
+    async def replay_dry_runs(self, since: float | None = None) -> int:
+        return await self._run(schema.replay_dry_runs, since, self.clock())
+
+    def replay_dry_runs_sync(self, since: float | None = None) -> int:
+        return self._run_sync(schema.replay_dry_runs, since, self.clock())
+
     async def prune(self, before: float) -> int:
         dedup_before = round((before - self.dedup_window) * 1000)
         return await self._run(_prune, before, dedup_before)

@@ -8,13 +8,13 @@ An item's state is where it is, beside its `outbox` row (written once at put):
     queue        pending (lease_until NULL) or claimed (lease_until set): narrow rows
     dead         dead-lettered, with the reason and the upstream's message
     neither      delivered, until pruned with its outbox row (`dry_runs` names those that were
-                 recorded in a dry run rather than sent)
+                 recorded in a dry run rather than sent: their bodies stay, for `replay_dry_runs`)
 
-so a claim touches only narrow rows, and an ack only deletes: the queue row, the body, and any
-dead letter another sender made of the item meanwhile (delivered wins). Neither rewrites the
-wide outbox row nor moves it between the entries of a `state` index, which together cost the
-sender more than everything else it does per item (schema 2 did both); nor does an ack write a
-row per item to say it was delivered (schema 3 did, a quarter of the sender's store work).
+so a claim touches only narrow rows, and an ack only deletes: the queue row, the body (not a dry
+run's), and any dead letter another sender made of the item meanwhile (delivered wins). Neither
+rewrites the wide outbox row nor moves it between the entries of a `state` index, which together
+cost the sender more than everything else it does per item (schema 2 did both); nor does an ack
+write a row per item to say it was delivered (schema 3 did, a quarter of the sender's store work).
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ CREATE TABLE IF NOT EXISTS dead (
     message TEXT NOT NULL,
     at REAL NOT NULL
 );
--- Bodies of queued and dead items, apart from their state (SQLite rewrites a whole row on
--- UPDATE); a delivered item's body is deleted at its ack.
+-- Bodies of queued, dead and dry-run items, apart from their state (SQLite rewrites a whole
+-- row on UPDATE); a delivered item's body is deleted at its ack, a dry run's when pruned.
 CREATE TABLE IF NOT EXISTS bodies (
     id INTEGER PRIMARY KEY,            -- outbox.id
     body TEXT NOT NULL                 -- one contract A batch, as it is sent
@@ -258,7 +258,7 @@ def _runs(ids: Sequence[ItemId]) -> list[tuple[ItemId, ItemId]]:
 
 def ack(connection: sqlite3.Connection, ids: Sequence[ItemId], now: float, dry_run: bool) -> None:
     runs = _runs(ids)
-    if dry_run:
+    if dry_run:  # recorded, not sent: the body stays, to be sent once there are credentials
         connection.executemany(
             "INSERT OR IGNORE INTO dry_runs (id) SELECT id FROM queue WHERE id BETWEEN ? AND ?",
             runs,
@@ -267,7 +267,8 @@ def ack(connection: sqlite3.Connection, ids: Sequence[ItemId], now: float, dry_r
     # after its lease expired, but it did reach the upstream.
     connection.executemany("DELETE FROM queue WHERE id BETWEEN ? AND ?", runs)
     connection.executemany("DELETE FROM dead WHERE id BETWEEN ? AND ?", runs)
-    connection.executemany("DELETE FROM bodies WHERE id BETWEEN ? AND ?", runs)
+    if not dry_run:
+        connection.executemany("DELETE FROM bodies WHERE id BETWEEN ? AND ?", runs)
 
 
 def retry(connection: sqlite3.Connection, ids: Sequence[ItemId], at: float, error: str) -> None:
@@ -310,6 +311,19 @@ def replay(connection: sqlite3.Connection, since: float | None, now: float) -> i
     return connection.execute(f"DELETE FROM dead WHERE {chosen}", (since,)).rowcount
 
 
+def replay_dry_runs(connection: sqlite3.Connection, since: float | None, now: float) -> int:
+    # Stored at or after `since`: an item is recorded in a dry run moments after it is stored.
+    # One acknowledged before dry runs kept bodies (or pruned meanwhile) has none: it stays.
+    replayed = connection.execute(
+        "INSERT OR IGNORE INTO queue (id, available_at, timestamp_ms)"
+        " SELECT id, ?2, timestamp_ms FROM dry_runs JOIN outbox USING (id) JOIN bodies USING (id)"
+        " WHERE ?1 IS NULL OR created_at >= ?1",
+        (since, now),
+    ).rowcount
+    connection.execute("DELETE FROM dry_runs WHERE id IN (SELECT id FROM queue)")
+    return replayed
+
+
 def prune(connection: sqlite3.Connection, before: float) -> int:
     """Forget items delivered and stored before `before` (older than the upstream's data-age
     limit, so never sent again: a replay of one is expired), and old skip records."""
@@ -318,7 +332,9 @@ def prune(connection: sqlite3.Connection, before: float) -> int:
         " AND id NOT IN (SELECT id FROM dead)",
         (before,),
     ).rowcount
-    connection.execute("DELETE FROM dry_runs WHERE id NOT IN (SELECT id FROM outbox)")
+    gone = "SELECT id FROM dry_runs WHERE id NOT IN (SELECT id FROM outbox)"
+    connection.execute(f"DELETE FROM bodies WHERE id IN ({gone})")
+    connection.execute(f"DELETE FROM dry_runs WHERE id IN ({gone})")
     skipped = connection.execute("DELETE FROM skipped WHERE created_at < ?", (before,)).rowcount
     return delivered + skipped
 
