@@ -57,6 +57,7 @@ from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import open_store
 from edge.store.base import Arrival, Store, StoreError
+from edge.tracking_api import KEY_FAILURE_BURST, KEY_FAILURE_RATE
 from edge.tracking_api import routes as tracking_routes
 
 log = logging.getLogger("rokt_edge.app")
@@ -100,6 +101,8 @@ class Edge:
         self.readings = Readings()  # intake's reading of each stored request, for processing
         rate = settings.client_rate_limit
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
+        # Requests with a wrong write key, per address: refused before their body is read
+        self.key_failures = RateLimiter(KEY_FAILURE_RATE, KEY_FAILURE_BURST)
 
     async def commit_arrival(
         self, arrival: Arrival, events: Sequence[Event], started: float
@@ -248,10 +251,14 @@ def create_app(
         edge.processor = Processor(edge)
         edge.processing = asyncio.create_task(edge.processor.run(), name="rokt-edge-processing")
         edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
-        log.info(
-            "rokt-edge ready: upstream %s (%s)%s", settings.upstream_url, settings.upstream,
-            " (dry run: nothing is sent)" if settings.dry_run else "",
-        )  # fmt: skip
+        if settings.dry_run:
+            log.warning(
+                "DRY RUN: nothing is sent to Rokt; what would be sent is recorded (%s). Set "
+                "ROKT_EDGE_API_KEY and ROKT_EDGE_API_SECRET, then `rokt-edge replay --dry-run` "
+                "sends what was recorded.", "ROKT_EDGE_DRY_RUN=true" if settings.api_key
+                else "no credentials are set",
+            )  # fmt: skip
+        log.info("rokt-edge ready: upstream %s (%s)", settings.upstream_url, settings.upstream)
         try:
             yield
         finally:

@@ -32,6 +32,11 @@ Privacy: an arrival holds the request's events as they came, personal data unhas
 as it waits here (normally ms): the settle that stores the hashed outbox items deletes it, and the
 store's `secure_delete` overwrites it in the database file.
 
+Load shedding: the backlog is bounded. Beyond `ROKT_EDGE_BACKLOG_MAX_REQUESTS` arrivals waiting,
+or once the oldest has waited `ROKT_EDGE_BACKLOG_MAX_SECONDS`, intake answers 503 with
+Retry-After (`shed`) until processing catches up; the snippet and Segment's libraries keep the
+events and send them again.
+
 Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
 (`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
 key. Several processes sharing a store would each process the same arrivals (wasted work, no
@@ -92,6 +97,13 @@ def pause_for_intake(spent: float, arriving: int, active: bool, lag: float) -> f
     if active:  # a request takes several turns of the loop: leave it a slice's time for them
         return spent
     return 0.0
+
+
+def shed(waiting: int, age: float | None, max_requests: int, max_seconds: float) -> bool:
+    """Whether intake refuses requests (503, Retry-After) rather than grow the backlog: more
+    than `max_requests` arrivals wait, or the oldest has waited `max_seconds` (processing has
+    fallen behind for good: the requests would hold raw personal data ever longer)."""
+    return waiting >= max_requests or (age is not None and age >= max_seconds)
 
 
 def arrival_events(arrival: Arrival) -> list[Event]:
@@ -169,6 +181,8 @@ class Processor:
     def __init__(self, edge: Edge) -> None:
         self.edge = edge
         self.processed = 0  # arrivals settled by this process
+        self.waiting = 0  # arrivals intake announced and not settled yet
+        self.oldest: float | None = None  # when the oldest arrival waiting came (last look)
         self._arrived = 0  # arrivals intake announced (`notify`)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -176,7 +190,14 @@ class Processor:
     def notify(self) -> None:
         """Intake stored an arrival."""
         self._arrived += 1
+        self.waiting += 1
         self._wake.set()
+
+    def overloaded(self, now: float) -> bool:
+        """Whether intake must refuse requests for now (`shed`)."""
+        settings = self.edge.settings
+        age = None if self.oldest is None else now - self.oldest
+        return shed(self.waiting, age, settings.backlog_max_requests, settings.backlog_max_seconds)
 
     def stop(self) -> None:
         """Finish the slice in hand, then return."""
@@ -192,7 +213,9 @@ class Processor:
                 log.error("processing: cannot read arrivals: %s", failure)
                 await self._wait(RETRY_SECONDS)
                 continue
+            self.oldest = batch[0].arrival.received_at if batch else None
             if not batch:
+                self.waiting = 0  # none waits, whatever was announced
                 await self._wait(POLL_SECONDS)
                 continue
             started, arrived_before = time.perf_counter(), self._arrived
@@ -236,6 +259,7 @@ class Processor:
             collected.skipped.append(Skipped(f"arrival-{stored.id}", PROCESSING_FAILED))
         await self.edge.store.settle([stored.id], collected.intake())
         self.processed += 1
+        self.waiting = max(0, self.waiting - 1)
         self.edge.metrics.count_skipped(item.reason for item in collected.skipped)
 
     async def _process(self, batch: Sequence[StoredArrival]) -> None:
@@ -257,6 +281,9 @@ class Processor:
                 break
         result = await edge.store.settle(done, collected.intake())
         self.processed += len(done)
+        self.waiting = max(0, self.waiting - len(done))
+        # The oldest still waiting, as far as this slice knows (the next look tells for sure)
+        self.oldest = batch[len(done)].arrival.received_at if len(done) < len(batch) else None
         metrics = edge.metrics
         metrics.count_skipped(item.reason for item in collected.skipped)
         metrics.count_skipped([DUPLICATE] * result.deduplicated)

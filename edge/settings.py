@@ -146,7 +146,13 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
 def _origins(value: Any) -> tuple[str, ...]:
     origins = _items(value)
     for origin in origins:
-        if origin != "*" and not origin.startswith(("http://", "https://")):
+        if origin == "*":
+            # Answered with credentials, "*" would let any site send events with the visitor's
+            # cookie (the edge echoes the origin): name the shop's origins instead.
+            raise ValueError(
+                "'*' would allow every site; list origins such as https://shop.example"
+            )
+        if not origin.startswith(("http://", "https://")):
             raise ValueError(f"{origin!r} is not an origin such as https://shop.example")
     # Browsers send origins in lower case; so compare them.
     return tuple(origin.rstrip("/").lower() for origin in origins)
@@ -236,6 +242,12 @@ class Settings:
     )
     api_secret: str | None = _setting(
         None, _text, "Rokt API secret (contract A secret, or contract B rsec-…).", secret=True
+    )
+    dry_run: bool = _setting(
+        None,
+        _flag,
+        "`true`: record what would be sent and send nothing, even with credentials; `false`: "
+        "send (credentials required). Unset: a dry run exactly when no credentials are set.",
     )
     upstream: Upstream = _setting(
         "capi", _upstream, "`capi` (contract A, mParticle batch format) or `event-api` (B)."
@@ -338,6 +350,18 @@ class Settings:
         "Hours within which two copies of one conversion (same mapping, conversion "
         "type and confirmation ref, other message ids) count as one: the later is skipped.",
     )
+    backlog_max_requests: int = _setting(
+        100_000,
+        _count,
+        "Requests stored and not processed yet, at most; beyond, intake answers 503 with "
+        "Retry-After until processing catches up.",
+    )
+    backlog_max_seconds: float = _setting(
+        60.0,
+        _seconds,
+        "Seconds the oldest request not processed yet may wait; beyond, intake answers 503 "
+        "with Retry-After until processing catches up.",
+    )
     beacon_max_bytes: int = _setting(65536, _count, "Largest beacon body accepted (413 above).")
     beacon_max_events: int = _setting(100, _count, "Most events in one beacon request (413 above).")
     client_rate_limit: float = _setting(
@@ -393,10 +417,11 @@ class Settings:
         None, _flag, "Serve the /demo pages. Unset: only in dry run; never shows data outside it."
     )
 
-    @property
-    def dry_run(self) -> bool:
-        """Without both credentials nothing is sent upstream: bodies are recorded instead."""
-        return not (self.api_key and self.api_secret)
+    def __post_init__(self) -> None:
+        # Unset (None) means: a dry run exactly when no credentials are set (`load_settings`
+        # refuses half of them). Resolved here, so that `dry_run` is always a bool.
+        if getattr(self, "dry_run") is None:  # noqa: B009  (typed bool: None only until here)
+            object.__setattr__(self, "dry_run", not (self.api_key and self.api_secret))
 
     @property
     def upstream_url(self) -> str:
@@ -436,7 +461,20 @@ def load_settings(
         except ValueError as error:
             shown = "(hidden)" if spec.metadata["secret"] else repr(value)
             raise SettingsError(f"{where} = {shown}: {error}") from None
+    key, secret = env_name("api_key"), env_name("api_secret")
+    if bool(values.get("api_key")) != bool(values.get("api_secret")):
+        # Half a credential used to be a silent dry run that never ended.
+        given, missing = (key, secret) if values.get("api_key") else (secret, key)
+        raise SettingsError(
+            f"{given} is set but {missing} is not: set both to send to Rokt, or neither (with "
+            f"{env_name('dry_run')}=true) for a dry run that records what would be sent"
+        )
     settings = Settings(**values)
+    if not settings.dry_run and not (settings.api_key and settings.api_secret):
+        raise SettingsError(
+            f"{env_name('dry_run')} = false needs {key} and {secret}: without them nothing can "
+            "be sent"
+        )
     if settings.upstream == "event-api" and not settings.dry_run and not settings.account_id:
         raise SettingsError(
             f"{env_name('account_id')} is required when {env_name('upstream')} = 'event-api'"

@@ -61,6 +61,7 @@ from edge.capture.beacon import (
     error,
     header_map,
     origin_allowed,
+    overloaded,
     read_body,
     same_origin,
     sent_cookie,
@@ -95,6 +96,10 @@ NO_WRITE_KEYS: Final = (
 )
 BAD_WRITE_KEY: Final = "a valid write key is required: HTTP Basic user name, or writeKey"
 STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
+KEY_FAILURES: Final = "too many requests with a wrong write key from this address; retry later"
+# Requests with a wrong write key an address may make (a burst, then this many a second).
+KEY_FAILURE_BURST: Final = 20
+KEY_FAILURE_RATE: Final = 1.0
 
 
 def routes() -> list[Route]:
@@ -191,12 +196,13 @@ async def read_document(request: Request, limit: int) -> tuple[dict[str, Any], b
     return document, raw
 
 
-def authorize(request: Request, document: dict[str, Any] | None, keys: Sequence[str]) -> bool:
-    """Basic auth's user name, or else the body's writeKey, must be a configured key.
+def authorize(header: str | None, document: dict[str, Any] | None, keys: Sequence[str]) -> bool:
+    """Basic auth's user name (from the Authorization `header`), or else the body's writeKey,
+    must be a configured key.
 
     Called first without the body (a bad or missing header with no body yet is undecided) and
     again with it."""
-    user = basic_user(request.headers.get("authorization"))
+    user = basic_user(header)
     if user is not None and valid_key(user, keys):
         return True
     return document is not None and valid_key(document.get("writeKey"), keys)
@@ -275,11 +281,19 @@ async def handle(request: Request, kind: str | None) -> Response:
     started = time.perf_counter()
     if not keys:
         return error(401, "unauthorized", NO_WRITE_KEYS)
-    header = request.headers.get("authorization")
-    if basic_user(header) is not None and not authorize(request, None, keys):
-        return error(401, "unauthorized", BAD_WRITE_KEY)
     headers = header_map(request)
     peer = request.client.host if request.client else None
+    ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
+    failures = edge.key_failures
+    if failures.exhausted(ip or "unknown"):  # before the body: a flood of bad keys is cheap
+        wait = failures.retry_after(ip or "unknown")
+        return error(429, "rate_limited", KEY_FAILURES, headers={"Retry-After": wait})
+    header = headers.get("authorization")
+    if basic_user(header) is not None and not authorize(header, None, keys):
+        failures.allow(ip or "unknown")
+        return error(401, "unauthorized", BAD_WRITE_KEY)
+    if edge.processor is not None and edge.processor.overloaded(edge.clock()):
+        return overloaded()
     origin = headers.get("origin")
     hosts = request_hosts(peer, headers, settings.trusted_proxies) if origin else []
     if not origin_allowed(origin, hosts, settings.allowed_origins):
@@ -287,7 +301,8 @@ async def handle(request: Request, kind: str | None) -> Response:
     limit = MAX_BATCH_BYTES if kind is None else MAX_EVENT_BYTES
     try:
         document, body = await read_document(request, limit)
-        if not authorize(request, document, keys):
+        if not authorize(header, document, keys):
+            failures.allow(ip or "unknown")
             return error(401, "unauthorized", BAD_WRITE_KEY)
         if "writeKey" in document:  # a secret: the stored arrival does without it
             document = {name: value for name, value in document.items() if name != "writeKey"}
@@ -304,7 +319,6 @@ async def handle(request: Request, kind: str | None) -> Response:
         return error(status, code, problems[0]["message"], events=problems)
     visitor: Visitor | None = None
     if from_browser(origin, events):
-        ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
         if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
             wait = edge.limiter.retry_after(ip or "unknown")
             return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})

@@ -176,3 +176,37 @@ def test_event_api_auth_and_metadata(tmp_path: Path) -> None:
 def test_event_api_settings_errors(variable: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(message)):
         load_settings({f"ROKT_EDGE_{variable}": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "given", "missing"),
+    [
+        ({"ROKT_EDGE_API_KEY": "key-1"}, "ROKT_EDGE_API_KEY", "ROKT_EDGE_API_SECRET"),
+        ({"ROKT_EDGE_API_KEY": "key-1", "ROKT_EDGE_API_SECRET": " "}, "ROKT_EDGE_API_KEY",
+         "ROKT_EDGE_API_SECRET"),
+        ({"ROKT_EDGE_API_SECRET": "secret-1"}, "ROKT_EDGE_API_SECRET", "ROKT_EDGE_API_KEY"),
+    ],
+)  # fmt: skip
+def test_half_a_credential_stops_start_up_naming_both_settings(
+    environ: dict[str, str], given: str, missing: str
+) -> None:
+    # It used to be a silent dry run that never ended, even once the other half was set
+    with pytest.raises(SettingsError, match=f"^{given} is set but {missing} is not") as raised:
+        load_settings(environ)
+    assert "key-1" not in str(raised.value)
+    assert "secret-1" not in str(raised.value)
+
+
+def test_a_dry_run_is_chosen_by_having_no_credentials_or_explicitly() -> None:
+    credentials = {"ROKT_EDGE_API_KEY": "k", "ROKT_EDGE_API_SECRET": "s"}
+    assert load_settings({}).dry_run is True
+    assert load_settings(credentials).dry_run is False
+    assert load_settings({**credentials, "ROKT_EDGE_DRY_RUN": "true"}).dry_run is True
+    assert load_settings({**credentials, "ROKT_EDGE_DRY_RUN": "false"}).dry_run is False
+    with pytest.raises(SettingsError, match="ROKT_EDGE_DRY_RUN = false needs ROKT_EDGE_API_KEY"):
+        load_settings({"ROKT_EDGE_DRY_RUN": "false"})
+
+
+def test_any_origin_is_refused_since_the_edge_answers_with_credentials() -> None:
+    with pytest.raises(SettingsError, match="'\\*' would allow every site"):
+        load_settings({"ROKT_EDGE_ALLOWED_ORIGINS": "*"})

@@ -188,8 +188,8 @@ def test_the_browser_and_the_backend_reporting_one_order_send_it_once(
             ("server-copy", "duplicate")
         ]
     assert fake.accepted_message_ids() == ["browser-copy"]
-    metrics = httpx.get(live.url + "/metrics").text
-    assert 'rokt_edge_skipped_total{reason="duplicate"} 1.0' in metrics
+    counted = 'rokt_edge_skipped_total{reason="duplicate"} 1.0'
+    wait_for(lambda: counted in httpx.get(live.url + "/metrics").text)
 
 
 # -- audiences -------------------------------------------------------------------------------

@@ -46,11 +46,18 @@ ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALL
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
 RATE_LIMITED: Final = "too many requests from this client; retry later"
 STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
+OVERLOADED: Final = "too many events wait to be processed; send them again later"
+OVERLOAD_RETRY_SECONDS: Final = 5
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     headers = {key: str(value) for key, value in extra.pop("headers", {}).items()}
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status, headers)
+
+
+def overloaded() -> JSONResponse:
+    """The answer while processing is too far behind to take more (`edge.processing.shed`)."""
+    return error(503, "overloaded", OVERLOADED, headers={"Retry-After": OVERLOAD_RETRY_SECONDS})
 
 
 class TooLarge(Exception):
@@ -108,7 +115,7 @@ def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...
     edge itself refuses origins that are neither its own nor in `ROKT_EDGE_ALLOWED_ORIGINS`."""
     if not origin:  # not a browser's cross-site fetch (curl, a server, an old same-origin beacon)
         return True
-    if "*" in allowed or origin.rstrip("/").lower() in allowed:
+    if origin.rstrip("/").lower() in allowed:
         return True
     return same_origin(origin, hosts)
 
@@ -209,6 +216,8 @@ async def beacon(request: Request) -> Response:
         wait = edge.limiter.retry_after(ip or "unknown")
         return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
     now = edge.clock()
+    if edge.processor is not None and edge.processor.overloaded(now):
+        return overloaded()
     try:
         events, problems, body = await read_events(request, headers, settings, now)
     except Refusal as refusal:

@@ -37,6 +37,14 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         return allowed
 
+    def exhausted(self, client: str) -> bool:
+        """Whether `client` has no token left (taking none)."""
+        found = self._buckets.get(client)
+        if found is None:
+            return False
+        tokens, updated = found
+        return min(self.burst, tokens + (self._clock() - updated) * self.rate) < 1.0
+
     def retry_after(self, client: str) -> int:
         """Whole seconds until `client` has a token again (for the Retry-After header)."""
         tokens, _ = self._buckets.get(client, (self.burst, 0.0))
