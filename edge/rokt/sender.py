@@ -10,7 +10,9 @@ request, its auth, how an answer reads) is the `Wire` (`edge.rokt.wire`); each a
     ALREADY_DELIVERED
     PARTIAL            the items it names dead-lettered with their reasons, the rest delivered
     REJECTED           split the request in halves until each bad item is alone; dead-lettered
-    PAUSE              claims released untouched; delivery paused, probed every `pause_retry` s
+    PAUSE              claims released untouched; delivery paused, probed with one item every
+                       `pause_retry` s (new items do not hasten it); when a probe (or any
+                       request) gets through, every waiting item is due at once, holds lifted
     RETRY 429          all sending held for Retry-After (else backoff); items retried then
     RETRY other, and   all sending held for backoff(consecutive failures), or the upstream's
     timeout, no        Retry-After; items retried then, forever, until the upstream's data-age
@@ -81,7 +83,8 @@ class Sender:
         self.running = False
         self._transport = transport
         self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # new items were put
+        self._changed = asyncio.Event()  # replaced at each change of state (see _signal)
         # Room for four claims' worth of requests: the next claim is made while the last ones'
         # requests are still being sent, so the workers do not wait for the store even when a
         # claim waits behind a commit (with two, they found the queue empty now and then).
@@ -91,6 +94,7 @@ class Sender:
         self._room.set()
         self._bucket = TokenBucket(settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
+        self._probe_at = 0.0  # while paused: the next probe is not sent before
         self._failures = 0  # in a row, for the backoff
         self._acks: list[int] = []  # delivered, not yet acknowledged to the store
         self._acking = False  # an _ack_delivered task is running
@@ -130,6 +134,7 @@ class Sender:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        self._signal()
 
     def notify(self) -> None:
         """New items were put: look now rather than at the next poll."""
@@ -159,22 +164,24 @@ class Sender:
             try:
                 if self.paused is not None:
                     await self._probe()
-                    continue
-                await self._wait_for_hold()
-                claims = await self.store.claim(
-                    self.settings.claim_size, self.settings.lease_seconds
-                )
-                if not claims:
-                    await self._idle(self.settings.poll_interval)
-                    continue
-                for request in await self._prepare(claims):
-                    if self.settings.dry_run:
-                        await self._record_dry_run(request)
-                    else:
-                        await self._enqueue(request)
+                elif (wait := self._hold_until - self.clock()) > 0:
+                    await self._nap(wait)  # a resume lifts the hold
+                else:
+                    await self._claim()
             except StoreError as error:
                 log.error("store unavailable, delivery waits: %s", error)
                 await self._sleep(self.settings.poll_interval * 4)
+
+    async def _claim(self) -> None:
+        claims = await self.store.claim(self.settings.claim_size, self.settings.lease_seconds)
+        if not claims:
+            await self._idle(self.settings.poll_interval)
+            return
+        for request in await self._prepare(claims):
+            if self.settings.dry_run:
+                await self._record_dry_run(request)
+            else:
+                await self._enqueue(request)
 
     async def _enqueue(self, request: Request) -> None:
         """Queue a request for the workers. When the queue is full, wait until they have taken
@@ -206,15 +213,29 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    async def _nap(self, seconds: float | None) -> None:
+        """Sleep (None: until woken), but wake at once when the state changes (`_signal`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+
+    def _signal(self) -> None:
+        """Wake every `_nap`: a pause began or ended, or stop. Each change sets the event of its
+        time and puts a new one in its place, so a waiter never finds it still set from a change
+        it has seen already."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     async def _wait_for_hold(self) -> None:
         while (wait := self._hold_until - self.clock()) > 0 and not self._stopping.is_set():
-            await self._sleep(wait)
+            await self._nap(wait)
 
     async def _probe(self) -> None:
-        """While paused: every `pause_retry` s, try one item; success resumes delivery."""
-        await self._idle(self.settings.pause_retry)
-        if self._stopping.is_set():
+        """While paused: try one item every `pause_retry` s, whatever arrives meanwhile; a
+        success resumes delivery."""
+        if (wait := self._probe_at - self.clock()) > 0:
+            await self._nap(wait)  # another request's success, or stop, ends the pause sooner
             return
+        self._probe_at = self.clock() + self.settings.pause_retry
         claims = await self.store.claim(1, self.settings.lease_seconds)
         for request in await self._prepare(claims):
             await self._send(request)
@@ -330,7 +351,9 @@ class Sender:
             reason = f"{verdict.message}; nothing is dropped"
         if self.paused is None:
             self.paused = Paused(since=self.clock(), reason=reason)
+            self._probe_at = self.paused.since + self.settings.pause_retry
             self.metrics.paused.set(1)
+            self._signal()
             await self.store.set_paused(self.paused)
             log.warning(
                 "DELIVERY PAUSED: %s (key %s…); trying again every %gs",
@@ -341,10 +364,19 @@ class Sender:
         await self._upstream_error(status, verdict.message, verdict.trace_id)
 
     async def _resume(self) -> None:
+        """The credentials work again: what waited (for a retry time set by failures before
+        the pause, or a hold) goes now."""
         log.warning("delivery resumed: the upstream accepts the credentials again")
         self.paused = None
+        self._hold_until = 0.0
         self.metrics.paused.set(0)
-        await self.store.set_paused(None)
+        self._signal()
+        try:
+            await self.store.set_paused(None)
+            if waiting := await self.store.due_now():
+                log.info("%d item(s) that waited for a retry are due now", waiting)
+        except StoreError as error:  # they go at their retry time instead
+            log.error("store unavailable while resuming delivery: %s", error)
 
     async def _rate_limited(self, request: Request, verdict: Verdict) -> None:
         wait = verdict.retry_after

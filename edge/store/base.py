@@ -17,6 +17,8 @@ event is accounted for:
                │                  │ └──dead───────▶ dead (reason, message) ──replay──▶ pending
                └──────sweep───────┘ (lease expired: the claimer died or hung)
 
+A pending item waiting for its retry time is made due at once by `due_now` (a pause is over).
+
 The interface is shaped for a shared server-grade store as well as the embedded SQLite one: a
 claim is a short transaction that marks rows leased (PostgreSQL: `UPDATE … WHERE id IN (SELECT …
 FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …`, so several processes claim disjoint rows); every
@@ -405,6 +407,11 @@ class Store(ABC):
     @abstractmethod
     async def release(self, ids: Sequence[ItemId]) -> None:
         """Return claimed items to the queue as they were (no attempt counted)."""
+
+    @abstractmethod
+    async def due_now(self) -> int:
+        """Make every pending item due now, whatever retry time it waits for (delivery resumed
+        after a pause: what waited goes at once); how many were waiting."""
 
     @abstractmethod
     async def dead(self, letters: Sequence[DeadLetter]) -> None: ...

@@ -296,6 +296,14 @@ def dead(connection: sqlite3.Connection, letters: Sequence[DeadLetter], now: flo
     connection.executemany("DELETE FROM queue WHERE id = ?", [(letter.id,) for letter in letters])
 
 
+def due_now(connection: sqlite3.Connection, now: float) -> int:
+    cursor = connection.execute(
+        "UPDATE queue SET available_at = ? WHERE lease_until IS NULL AND available_at > ?",
+        (now, now),
+    )
+    return cursor.rowcount
+
+
 def sweep(connection: sqlite3.Connection, now: float) -> int:
     cursor = connection.execute("UPDATE queue SET lease_until = NULL WHERE lease_until < ?", (now,))
     return cursor.rowcount

@@ -173,6 +173,24 @@ async def test_release_returns_items_without_counting_an_attempt(store: SQLiteSt
     assert (again.id, attempts(store, again.id)) == (claim.id, 0)
 
 
+async def test_due_now_makes_items_waiting_for_a_retry_due_at_once(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    # Given two items retried in an hour (upstream trouble), and one claimed
+    await store.put(Intake(outbound=conversions(3)))
+    first, second, _ = await store.claim(3, lease_seconds=60)
+    await store.retry([first.id, second.id], clock.now + 3600, "503: unavailable")
+    assert await store.claim(10, lease_seconds=60) == []
+
+    # When delivery resumes
+    waiting = await store.due_now()
+
+    # Then the two waiting are due now (the claimed one stays claimed)
+    assert waiting == 2
+    assert [claim.id for claim in await store.claim(10, lease_seconds=60)] == [first.id, second.id]
+    assert (await store.stats()).in_flight == 3
+
+
 async def test_claims_and_acks_skip_the_items_between_them(
     store: SQLiteStore, clock: Clock
 ) -> None:
