@@ -19,6 +19,10 @@ request, its auth, how an answer reads) is the `Wire` (`edge.rokt.wire`); each a
     connection         limit (contract A: 30 days; B: the Event API's 18-month window), when
                        they are dead-lettered as expired instead of sent
 
+When the store cannot record that items were delivered (a full disk), nothing more is claimed
+and the acknowledgement is tried again until the store takes it: sending on would send each item
+again once its lease ran out.
+
 Nothing here raises to the caller: every outcome is a state in the store. Secrets and upstream
 messages (which can quote the data sent) never reach the log unredacted; the upstream's trace id
 (contract B) goes with every failure logged or recorded.
@@ -32,7 +36,7 @@ import http.cookiejar
 import logging
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.client import HTTPResponse
 from typing import Final, assert_never
 
@@ -53,6 +57,7 @@ log = logging.getLogger("rokt_edge.sender")
 
 HOUSEKEEPING_SECONDS: Final = 30.0
 PRUNE_SECONDS: Final = 3600.0
+ACK_RETRY_CAP_SECONDS: Final = 5.0  # between tries of an acknowledgement the store refused
 
 
 class IgnoredCookies(http.cookiejar.CookieJar):
@@ -98,6 +103,7 @@ class Sender:
         self._failures = 0  # in a row, for the backoff
         self._acks: list[int] = []  # delivered, not yet acknowledged to the store
         self._acking = False  # an _ack_delivered task is running
+        self._unrecorded = False  # the store refused an ack: nothing is claimed until it takes it
         self._client: httpx.AsyncClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._delivered_counters = {
@@ -162,7 +168,9 @@ class Sender:
     async def _feed(self) -> None:
         while not self._stopping.is_set():
             try:
-                if self.paused is not None:
+                if self._unrecorded:  # what it claimed now could be sent twice: wait for the acks
+                    await self._nap(None)
+                elif self.paused is not None:
                     await self._probe()
                 elif (wait := self._hold_until - self.clock()) > 0:
                     await self._nap(wait)  # a resume lifts the hold
@@ -219,9 +227,9 @@ class Sender:
             await asyncio.wait_for(self._changed.wait(), seconds)
 
     def _signal(self) -> None:
-        """Wake every `_nap`: a pause began or ended, or stop. Each change sets the event of its
-        time and puts a new one in its place, so a waiter never finds it still set from a change
-        it has seen already."""
+        """Wake every `_nap`: a pause began or ended, acks were recorded again, or stop. Each
+        change sets the event of its time and puts a new one in its place, so a waiter never finds
+        it still set from a change it has seen already."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -249,7 +257,7 @@ class Sender:
             if self._queue.qsize() <= self._queue.maxsize // 2:
                 self._room.set()
             try:
-                if self._stopping.is_set() or self.paused is not None:
+                if self._stopping.is_set() or self.paused is not None or self._unrecorded:
                     await self.store.release(request.ids)
                 elif self._hold_until - self.clock() > self.settings.lease_seconds / 2:
                     # Too long a wait to hold a lease through: back to the queue until then.
@@ -299,14 +307,7 @@ class Sender:
                         "upstream %s: %s; counted as delivered%s",
                         status, redact(verdict.message)[:200], _trace(verdict.trace_id),
                     )  # fmt: skip
-                # The common case: acknowledge in the background so the worker can send the next
-                # request while the commit waits for the disk; ids that arrive meanwhile share
-                # the next commit (run() waits for the acks before ending).
-                self._acks.extend(request.ids)
-                if not self._acking:
-                    assert self._tasks is not None
-                    self._acking = True
-                    self._tasks.create_task(self._ack_delivered())
+                self._acknowledge(request.ids)
             case Kind.PARTIAL:
                 await self._partial(request, verdict)
             case Kind.REJECTED:
@@ -325,7 +326,7 @@ class Sender:
 
     async def _partial(self, request: Request, verdict: Verdict) -> None:
         failed = verdict.failed
-        await self._delivered([id for i, id in enumerate(request.ids) if i not in failed])
+        self._acknowledge([id for i, id in enumerate(request.ids) if i not in failed])
         await self._dead([DeadLetter(request.ids[i], REJECTED, m) for i, m in failed.items()])
         await self._upstream_error(verdict.status, "; ".join(failed.values()), verdict.trace_id)
 
@@ -414,28 +415,59 @@ class Sender:
             self._failures, base=self.settings.backoff_base, cap=self.settings.backoff_cap
         )
 
-    async def _delivered(self, ids: list[int]) -> None:
-        if ids:
-            await self.store.ack(ids)
-            self._count_delivered(len(ids), dry_run=False)
+    def _acknowledge(self, ids: Sequence[int]) -> None:
+        """Record items as delivered, in the background, so the worker can send the next request
+        while the commit waits for the disk; ids that come meanwhile share the next commit
+        (run() waits for the acks before ending)."""
+        if not ids:
+            return
+        self._acks.extend(ids)
+        if not self._acking:
+            assert self._tasks is not None
+            self._acking = True
+            self._tasks.create_task(self._ack_delivered())
 
     async def _ack_delivered(self) -> None:
         """Acknowledge delivered items, one store call for whatever requests finished while the
         previous call waited for its commit (one per request made a store job, a savepoint and
-        a future for each hundred items)."""
+        a future for each hundred items). Refused, the same ids are tried again, backing off,
+        and nothing is claimed meanwhile (`_unrecorded`): an item whose ack is lost is sent
+        again after its lease, and sending on would do that to every item sent meanwhile."""
+        failures = 0
         try:
             while self._acks:
                 ids, self._acks = self._acks, []
-                await self._delivered_quietly(ids)
+                try:
+                    await self.store.ack(ids)
+                except StoreError as error:
+                    self._acks[:0] = ids
+                    failures += 1
+                    if self._stopping.is_set():
+                        log.error(
+                            "store unavailable at stop: %d delivered item(s) not recorded, to "
+                            "be sent again after their lease (duplicates): %s",
+                            len(self._acks), error,
+                        )  # fmt: skip
+                        self._acks = []
+                        return
+                    if not self._unrecorded:
+                        self._unrecorded = True
+                        log.error(
+                            "store cannot record %d delivered item(s); nothing more is sent "
+                            "until it can: %s", len(self._acks), error,
+                        )  # fmt: skip
+                    wait = backoff(
+                        failures, base=self.settings.poll_interval, cap=ACK_RETRY_CAP_SECONDS
+                    )
+                    await self._sleep(wait)
+                    continue
+                self._count_delivered(len(ids), dry_run=False)
+                if self._unrecorded and not self._acks:
+                    self._unrecorded = False
+                    log.warning("store records deliveries again (after %d refusals)", failures)
+                    self._signal()
         finally:
             self._acking = False
-
-    async def _delivered_quietly(self, ids: list[int]) -> None:
-        try:
-            await self._delivered(ids)
-        except StoreError as error:
-            # Unacknowledged items are sent again after their lease: a duplicate, never a loss.
-            log.error("store unavailable while acknowledging %d item(s): %s", len(ids), error)
 
     def _count_delivered(self, count: int, *, dry_run: bool) -> None:
         self.delivered += count
