@@ -29,6 +29,18 @@ ORDER = {
     "properties": {"order_id": "o"},
 }
 TEXT = {"content-type": "text/plain"}
+# What /metrics shows once an order was delivered and a page view skipped
+SERIES = (
+    'rokt_edge_received_total{source="beacon",type="track"} 1.0',
+    'rokt_edge_received_total{source="beacon",type="page"} 1.0',
+    'rokt_edge_skipped_total{reason="not triggered"} 1.0',
+    "rokt_edge_queued_total 1.0",
+    'rokt_edge_delivered_total{dry_run="false"} 1.0',
+    'rokt_edge_upstream_responses_total{status="202"} 1.0',
+    'rokt_edge_ingest_seconds_count{source="beacon"} 2.0',
+    "rokt_edge_outbox_oldest_pending_age_seconds",
+    "rokt_edge_outbox_items",
+)
 
 
 def settings_for(tmp_path: Path, fake: FakeCapi, **values: object) -> Settings:
@@ -70,22 +82,12 @@ def test_metrics_in_prometheus_text_format(tmp_path: Path, fake: FakeCapi) -> No
         httpx.post(live.url + "/e", content=json.dumps(ORDER), headers=TEXT)
         httpx.post(live.url + "/e", content=json.dumps({"type": "page"}), headers=TEXT)
         wait_for(lambda: fake.accepted_message_ids())
-        delivered = 'rokt_edge_delivered_total{dry_run="false"} 1.0'
-        wait_for(lambda: delivered in httpx.get(live.url + "/metrics").text)  # rendered anew
+        # (a rendering is made every 0.1 s here: the first one after both events' fates)
+        wait_for(lambda: all(series in httpx.get(live.url + "/metrics").text for series in SERIES))
         response = httpx.get(live.url + "/metrics")
     text = response.text
     assert response.headers["content-type"].startswith("text/plain")
-    for series in (
-        'rokt_edge_received_total{source="beacon",type="track"} 1.0',
-        'rokt_edge_received_total{source="beacon",type="page"} 1.0',
-        'rokt_edge_skipped_total{reason="not triggered"} 1.0',
-        "rokt_edge_queued_total 1.0",
-        'rokt_edge_delivered_total{dry_run="false"} 1.0',
-        'rokt_edge_upstream_responses_total{status="202"} 1.0',
-        'rokt_edge_ingest_seconds_count{source="beacon"} 2.0',
-        "rokt_edge_outbox_oldest_pending_age_seconds",
-        "rokt_edge_outbox_items",
-    ):
+    for series in SERIES:
         assert series in text, series
 
 
