@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, StoreError) as error:
         print(f"rokt-edge: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `rokt-edge status | head`: the reader has what it wanted
+        sys.stdout = None  # nothing more is flushed at exit
+        return 0
     return result
 
 
@@ -97,15 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(run=_status)
 
-    replay = commands.add_parser("replay", help="put dead letters back in the queue")
-    replay.add_argument(
-        "--dead", action="store_true", help="replay dead letters (the default, and the only kind)"
+    replay = commands.add_parser(
+        "replay", help="put dead letters (or what a dry run recorded) back in the queue"
+    )
+    kinds = replay.add_mutually_exclusive_group()
+    kinds.add_argument("--dead", action="store_true", help="replay dead letters (the default)")
+    kinds.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="send what a dry run recorded instead of sending (needs the credentials set)",
     )
     replay.add_argument(
         "--since",
         metavar="T",
         type=_since,
-        help="only those dead-lettered since T: a duration ago (30m, 2h, 7d) or ISO 8601 time",
+        help="only those dead-lettered (or recorded) since T: a duration ago (30m, 2h, 7d) or "
+        "ISO 8601 time",
     )
     replay.set_defaults(run=_replay)
     for command in commands.choices.values():
@@ -264,11 +274,23 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from edge.status import iso
     from edge.store import open_store
 
+    if args.dry_run and settings.dry_run:
+        print(
+            "rokt-edge replay --dry-run: what a dry run recorded is sent by an edge with "
+            "credentials: set ROKT_EDGE_API_KEY and ROKT_EDGE_API_SECRET (and no "
+            "ROKT_EDGE_DRY_RUN=true), here and in the running edge",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     store = open_store(settings)
     try:
-        count = store.replay_sync(since=args.since)
+        if args.dry_run:
+            count = store.replay_dry_runs_sync(since=args.since)
+        else:
+            count = store.replay_sync(since=args.since)
     finally:
         store.close()
-    since = f" dead-lettered since {iso(args.since)}" if args.since is not None else ""
-    print(f"replayed {count:,} dead letter(s){since}: back in the queue")
+    kind = "event(s) recorded in a dry run" if args.dry_run else "dead letter(s)"
+    since = f" since {iso(args.since)}" if args.since is not None else ""
+    print(f"replayed {count:,} {kind}{since}: back in the queue, to be sent")
     return 0

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from edge.status import parse_since
 from edge.store.base import EXPIRED, REJECTED, Arrival, DeadLetter, Intake, Paused
 from edge.store.sqlite import SQLiteStore
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.outbound import conversions, skipped
 
 
@@ -80,7 +83,7 @@ def test_status_as_json(database: Path) -> None:
 def test_replay_puts_dead_letters_back_and_says_how_many(database: Path) -> None:
     recent = run_cli("replay", "--dead", "--since", "1h", env=env_for(database))
     assert recent.returncode == 0, recent.stderr
-    assert recent.stdout.startswith("replayed 3 dead letter(s) dead-lettered since ")
+    assert recent.stdout.startswith("replayed 3 dead letter(s) since ")
 
     again = run_cli("replay", env=env_for(database))
     assert again.stdout.startswith("replayed 0 dead letter(s)")
@@ -115,6 +118,34 @@ def test_since_is_a_duration_ago_or_an_iso_time(text: str, expected: float) -> N
     assert parse_since(text, now=1_000_000) == expected
 
 
+def test_what_a_dry_run_recorded_is_sent_once_credentials_are_set(tmp_path: Path) -> None:
+    # Given a store where a dry run recorded two conversions instead of sending them
+    path = tmp_path / "edge.db"
+    store = SQLiteStore(path)
+
+    async def record() -> None:
+        await store.put(Intake(outbound=conversions(2)))
+        claims = await store.claim(10, 60)
+        await store.ack(claims.ids, dry_run=True)
+
+    asyncio.run(record())
+    store.close()
+    env = {"ROKT_EDGE_DATABASE_URL": f"sqlite:///{path}"}
+
+    # When the engineer asks for them without credentials, nothing happens, and why is said
+    refused = run_cli("replay", "--dry-run", env=env)
+    assert refused.returncode == 2
+    assert "set ROKT_EDGE_API_KEY and ROKT_EDGE_API_SECRET" in refused.stderr
+
+    # Then with the credentials set, they are back in the queue, to be sent
+    credentials = {"ROKT_EDGE_API_KEY": "k", "ROKT_EDGE_API_SECRET": "s"}
+    done = run_cli("replay", "--dry-run", env={**env, **credentials})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("replayed 2 event(s) recorded in a dry run: back in the queue")
+    status = json.loads(run_cli("status", "--json", env=env).stdout)
+    assert status["queue"]["pending"] == 2
+
+
 def test_status_says_its_upstream_and_dry_run_are_its_own_settings(database: Path) -> None:
     # Given a service that sends with credentials its own environment holds, when an engineer
     # runs status in a shell without them, the store cannot tell; so status says whose they are
@@ -125,3 +156,16 @@ def test_status_says_its_upstream_and_dry_run_are_its_own_settings(database: Pat
     assert document["settings_from"] == (
         "this command's environment and --config file; the running service's may differ"
     )
+
+
+def test_status_into_a_reader_that_stops_early_ends_quietly(database: Path) -> None:
+    # `rokt-edge status | head -1`: the pipe closes before status has written everything
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "ROKT_EDGE_DATABASE_URL": f"sqlite:///{database}", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "status"], stdout=write, stderr=subprocess.PIPE,
+        text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
