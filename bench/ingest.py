@@ -311,6 +311,10 @@ def main() -> None:
             **env,
             "ROKT_EDGE_DATABASE_URL": f"sqlite:///{scratch}/edge.db",
             "ROKT_EDGE_CLIENT_RATE_LIMIT": "0",  # one client sends everything here
+            # `drain` polls /metrics for the backlog: rendered every 0.2 s, not the default 5 s
+            "ROKT_EDGE_METRICS_INTERVAL": "0.2",
+            # the burst is the measure here: no load shedding however far processing falls behind
+            "ROKT_EDGE_BACKLOG_MAX_SECONDS": "3600",
         }
         for name, command, server_env in (
             ("ceiling", uvicorn("bare:app"), {**env, "PYTHONPATH": scratch}),
