@@ -7,7 +7,11 @@ without `event_type`). An invalid batch gets the whole request a 400 naming it
 (`Path '[i]…'`), or, with `partial=True`, a 202 whose `errors` name the bad batches.
 
 Fault injection: `reply(Reply(...), ...)` queues scripted answers (status, body, headers, delay)
-for the next requests, before any validation. Every request is recorded in `received`.
+for the next requests, before any validation. `outage(Reply(...), every=n)` answers every n-th
+request with that reply until `outage(None)` (an upstream failing for a while, whatever the number
+of requests); a `Reply(close=True)` closes the connection without answering. `reject(id, ...)`
+makes the batches holding those source_message_ids invalid, answered as any invalid batch is.
+Every request is recorded in `received`.
 
     with FakeCapi() as fake:
         fake.reply(Reply(503), Reply(429, headers={"Retry-After": "1"}))
@@ -33,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 BASE_PATH = "/s2s/v2"
 API_KEY = "example-api-key"
@@ -48,6 +53,7 @@ class Reply:
     body: Any = None  # a JSON value, or str
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a hung upstream, a timeout)
+    close: bool = False  # close the connection (after `delay`) instead of answering
 
 
 @dataclass
@@ -76,14 +82,19 @@ class FakeCapi:
         self.partial = partial
         self.received: list[Received] = []
         self._script: deque[Reply] = deque()
+        self._outage: tuple[Reply, int] | None = None  # the reply, and one request in how many
+        self._outage_requests = 0
+        self._rejected: set[str] = set()
         self._lock = threading.Lock()
         self._closing = False
+        # Each open connection's transport by its client address, for `Reply(close=True)`.
+        self._transports: dict[tuple[str, int], asyncio.Transport] = {}
         app = Starlette(routes=[Route(BASE_PATH + "/{path:path}", self._handle, methods=["POST"])])
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=0,
-            http="h11",
+            http=_keeping_transports(self._transports),
             ws="none",
             lifespan="off",
             log_level="error",
@@ -123,6 +134,19 @@ class FakeCapi:
         with self._lock:
             self._script.extend(replies)
 
+    def outage(self, reply: Reply | None, *, every: int = 1) -> None:
+        """From now on answer `reply` to one request in `every` (1: to all), after any scripted
+        replies and before validation; `outage(None)` ends it."""
+        with self._lock:
+            self._outage = None if reply is None else (reply, every)
+            self._outage_requests = 0
+
+    def reject(self, *message_ids: str) -> None:
+        """Batches holding an event with one of these source_message_ids are invalid: the
+        request gets a 400 naming each such batch (a 202 naming them with `partial=True`)."""
+        with self._lock:
+            self._rejected.update(message_ids)
+
     def accepted_message_ids(self) -> list[str]:
         """source_message_id of every event in every batch the fake accepted, in order."""
         with self._lock:
@@ -142,10 +166,22 @@ class FakeCapi:
         with self._lock:
             self.received.append(received)
             scripted = self._script.popleft() if self._script else None
+            if scripted is None and self._outage is not None:
+                outage, every = self._outage
+                self._outage_requests += 1
+                if self._outage_requests % every == 0:
+                    scripted = outage
         reply = scripted or self._answer(received)
         deadline = time.monotonic() + reply.delay
         while time.monotonic() < deadline and not self._closing:
             await asyncio.sleep(0.01)
+        if reply.close:
+            client = request.scope["client"]
+            transport = self._transports.get((client[0], client[1])) if client else None
+            if transport is not None:
+                transport.close()
+                await asyncio.sleep(0.01)  # uvicorn sees the connection lost, drops the answer
+            return Response(status_code=500)  # never sent (or sent if the transport was gone)
         if 200 <= reply.status < 300:
             received.accepted = _accepted(received, reply)
         received.status = reply.status
@@ -177,7 +213,7 @@ class FakeCapi:
         bulk = received.path == "/bulkevents"
         messages = []
         for i, batch in enumerate(batches):
-            if problem := _problem(batch):
+            if problem := _problem(batch) or self._rejected_event(batch):
                 text, path = problem
                 messages.append(f"{text} Path '[{i}].{path}'" if bulk else f"{text} Path '{path}'")
         if not messages:
@@ -185,6 +221,34 @@ class FakeCapi:
         if self.partial and bulk:
             return Reply(202, errors(*messages))
         return Reply(400, errors(*messages))
+
+    def _rejected_event(self, batch: Any) -> tuple[str, str] | None:
+        """The message and path for an event of this batch that `reject` named, if any."""
+        with self._lock:
+            rejected = set(self._rejected)
+        for n, event in enumerate(batch["events"]):
+            message_id = (event.get("data") or {}).get("source_message_id")
+            if message_id in rejected:
+                return f"Event {message_id} rejected by the test.", f"events[{n}]"
+        return None
+
+
+def _keeping_transports(transports: dict[tuple[str, int], asyncio.Transport]) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, keeping each open connection's transport in `transports`
+    by its client address (the ASGI scope's `client`), so a handler can close it."""
+
+    class Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if self.client is not None:
+                transports[self.client] = transport
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.client is not None:
+                transports.pop(self.client, None)
+            super().connection_lost(exc)
+
+    return Protocol
 
 
 def _problem(batch: Any) -> tuple[str, str] | None:
