@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from edge.demo import mask
 from tests.browser.conftest import RealEdge, Site, Tab
 from tests.live import wait_for
 
@@ -232,12 +233,15 @@ def test_the_demo_shows_a_shoppers_click_and_conversion_in_the_inspect_panel(
     with tab.page.expect_navigation(url="**/demo/inspect", wait_until="load"):
         tab.page.click("#buy")
 
-    # Then the panel shows the conversion with the click id, and the request Rokt would get
-    tab.page.wait_for_selector(f"#events td.click:text-is('{rtid}')", timeout=10_000)
-    assert tab.page.text_content("#visitors td.click") == rtid
+    # Then the panel shows the conversion with the click id, and the request Rokt would get,
+    # personal data masked (the click id to its first characters, the email to a letter)
+    shown = mask(rtid, "click_id")
+    assert shown != rtid
+    tab.page.wait_for_selector(f"#events td.click:text-is('{shown}')", timeout=10_000)
+    assert tab.page.text_content("#visitors td.click") == shown
     requests = tab.page.text_content("#requests")
     assert requests is not None
-    assert f'"passbackconversiontrackingid": "{rtid}"' in requests
+    assert f'"passbackconversiontrackingid": "{shown}"' in requests
     assert f'"confirmationref": "{order_id}"' in requests
-    assert '"email": "shopper@example.com"' in requests  # the presets do not hash
+    assert '"email": "s…@example.com"' in requests  # the presets do not hash; the panel masks
     assert edge.fake.requests() == []  # dry run: nothing sent
