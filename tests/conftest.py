@@ -15,7 +15,7 @@ from tests.fake_capi import FakeCapi
 from tests.fake_event_api import FakeEventApi, serving
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"  # what the tests read that the project did not write (SOURCES.txt)
 
 
 def run_cli(

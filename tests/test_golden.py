@@ -25,9 +25,9 @@ from edge.preview import preview, read_events
 from edge.rokt.mapping import load_mappings
 from edge.rokt.pipeline import Pipeline
 from edge.settings import load_settings
-from tests.conftest import SHARED, run_cli
+from tests.conftest import DATA, run_cli
 
-GOLDEN = json.loads((SHARED / "spec" / "golden" / "capi.json").read_text())
+GOLDEN = json.loads((DATA / "capi-golden.json").read_text())
 CASES = GOLDEN["cases"]
 LATEST_MS = max(parse_timestamp(case["input"]["timestamp"]) or 0 for case in CASES)
 AN_HOUR_LATER = LATEST_MS / 1000 + 3600  # epoch seconds

@@ -1,11 +1,11 @@
 """`rokt-edge preview` with contract B reproduces the reference's sample request.
 
-The sample (in `shared/seeds/rokt-event-api-reference.txt`) posts two "booking" events with an
-email and an amount each, and `sourceServer` metaData. A merchant's equivalent: two track calls
-named "Booking", a mapping that sends them with the event type "booking", and the metaData
-setting. Only the event time differs, and it comes from the input: the sample's 2020 time is
-long outside the Event API's 18-month window, so the input uses a recent one (with the same
-milliseconds) and the expected request takes it.
+The sample (`tests/data/rokt-event-api-sample.txt`, from Rokt's Event API reference) posts two
+"booking" events with an email and an amount each, and `sourceServer` metaData. A merchant's
+equivalent: two track calls named "Booking", a mapping that sends them with the event type
+"booking", and the metaData setting. Only the event time differs, and it comes from the input:
+the sample's 2020 time is long outside the Event API's 18-month window, so the input uses a
+recent one (with the same milliseconds) and the expected request takes it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import SHARED, run_cli
+from tests.conftest import DATA, run_cli
 
-REFERENCE = (SHARED / "seeds" / "rokt-event-api-reference.txt").read_text()
+REFERENCE = (DATA / "rokt-event-api-sample.txt").read_text()
 MAPPINGS = """
 [[mapping]]
 name = "Bookings"
