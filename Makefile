@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
+# `make serve PORT=8090 HOST=0.0.0.0`: given on the command line only (many shells export HOST).
+HOST = 127.0.0.1
+PORT = 8080
 
-.PHONY: setup browser-setup serve check lint types test bench
+.PHONY: setup browser-setup serve status check lint types test bench
 
 setup: $(STAMP)
 
@@ -25,7 +28,10 @@ browser-setup:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 	@if command -v npm >/dev/null && [ ! -d static/node_modules ]; then \
-		(cd static && npm ci --no-audit --no-fund --loglevel=error); \
+		(cd static && npm ci --no-audit --no-fund --loglevel=error) || { \
+			rm -rf static/node_modules; \
+			echo "browser-setup: npm could not install the snippet's minifier into static (is the npm registry reachable?); the snippet's freshness test will skip"; \
+		}; \
 	fi
 	@if command -v npm >/dev/null && [ ! -d tests/clients/node_modules ]; then \
 		(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error) || { \
@@ -34,8 +40,14 @@ browser-setup:
 		}; \
 	fi
 
+# The other commands (status, import, replay, preview) are .venv/bin/rokt-edge, or rokt-edge
+# after `. .venv/bin/activate`; `make status` runs the first.
 serve: setup
-	$(BIN)/rokt-edge serve
+	@echo "make serve: the other commands are $(BIN)/rokt-edge (status, import, replay, preview; --help), or make status"
+	$(BIN)/rokt-edge serve --host $(HOST) --port $(PORT)
+
+status: setup
+	$(BIN)/rokt-edge status
 
 lint: setup
 	$(BIN)/ruff check edge tests bench
