@@ -215,7 +215,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rokt-edge import: {path}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE
     pipeline = Pipeline(settings, [import_map.mapping])
-    store = None if args.dry_run else open_store(settings)
+    store = None if args.dry_run else open_store(settings, create=False)
     show = args.progress or sys.stderr.isatty()
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
                disable=not show, leave=False)  # fmt: skip
@@ -256,7 +256,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from edge import status
     from edge.store import open_store
 
-    store = open_store(settings)
+    store = open_store(settings, create=False)
     try:
         stats = store.stats_sync()
     finally:
@@ -282,7 +282,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    store = open_store(settings)
+    store = open_store(settings, create=False)
     try:
         if args.dry_run:
             count = store.replay_dry_runs_sync(since=args.since)

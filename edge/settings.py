@@ -28,6 +28,11 @@ CLIENT_IP_HEADERS: Final = ("x-forwarded-for", "forwarded", "cf-connecting-ip", 
 EventApiAuth = Literal["v2", "v1"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+SQLITE_PREFIX: Final = "sqlite:///"
+# The default store, one place whatever the working directory: the XDG data directory
+# (`default_database_path`), written as the docs show it; resolved when settings are built.
+DEFAULT_DATABASE_URL: Final = "sqlite:///$XDG_DATA_HOME/rokt-edge/rokt-edge.db"
+
 DEFAULT_URLS: Final[Mapping[str, str]] = {
     "capi": "https://inbound.mparticle.com/s2s/v2",
     "event-api": "https://api.rokt.com",
@@ -128,9 +133,28 @@ def _url(value: Any) -> str | None:
 
 def _database_url(value: Any) -> str:
     text = _text(value)
-    if text is None or not text.startswith("sqlite:///") or text == "sqlite:///":
+    if text is None or not text.startswith(SQLITE_PREFIX) or text == SQLITE_PREFIX:
         raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
     return text
+
+
+def default_database_path(environ: Mapping[str, str]) -> Path:
+    """`$XDG_DATA_HOME/rokt-edge/rokt-edge.db`, XDG_DATA_HOME being `~/.local/share` when it is
+    unset, empty or relative (the XDG Base Directory rules)."""
+    data = environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data):
+        data = os.path.join(environ.get("HOME") or Path.home(), ".local", "share")
+    return Path(data) / "rokt-edge" / "rokt-edge.db"
+
+
+def database_location(url: str, environ: Mapping[str, str]) -> str:
+    """The database URL with an absolute path: the default's (`DEFAULT_DATABASE_URL`) from
+    `environ`, a relative one from the working directory (now, once)."""
+    if url == DEFAULT_DATABASE_URL:
+        return SQLITE_PREFIX + str(default_database_path(environ))
+    if url.startswith(SQLITE_PREFIX):
+        return SQLITE_PREFIX + os.path.abspath(url[len(SQLITE_PREFIX) :])
+    return url
 
 
 def _networks(value: Any) -> tuple[IPNetwork, ...]:
@@ -269,7 +293,12 @@ class Settings:
         "(e.g. `sourceServer=10.0.0.5`).",
     )
     database_url: str = _setting(
-        "sqlite:///rokt-edge.db", _database_url, "The store: `sqlite:///file.db` (relative)."
+        DEFAULT_DATABASE_URL,
+        _database_url,
+        "The store: `sqlite:////absolute/path.db`, or `sqlite:///relative/path.db` from the "
+        "working directory. The default is one place whatever the working directory "
+        "(XDG_DATA_HOME unset: `~/.local/share/rokt-edge/rokt-edge.db`), and only its folder is "
+        "created (0700); another folder must exist.",
     )
     secret_key: str | None = _setting(
         None, _text, "Signs cookies. Unset: generated once, kept in the store.", secret=True
@@ -422,6 +451,9 @@ class Settings:
         # refuses half of them). Resolved here, so that `dry_run` is always a bool.
         if getattr(self, "dry_run") is None:  # noqa: B009  (typed bool: None only until here)
             object.__setattr__(self, "dry_run", not (self.api_key and self.api_secret))
+        # Settings built here rather than by `load_settings` (which resolves it from the
+        # environment it is given) find the default store from this process's environment.
+        object.__setattr__(self, "database_url", database_location(self.database_url, os.environ))
 
     @property
     def upstream_url(self) -> str:
@@ -469,6 +501,9 @@ def load_settings(
             f"{given} is set but {missing} is not: set both to send to Rokt, or neither (with "
             f"{env_name('dry_run')}=true) for a dry run that records what would be sent"
         )
+    values["database_url"] = database_location(
+        values.get("database_url", DEFAULT_DATABASE_URL), environ
+    )
     settings = Settings(**values)
     if not settings.dry_run and not (settings.api_key and settings.api_secret):
         raise SettingsError(

@@ -36,6 +36,15 @@ def run_cli(
     )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _default_store_in_a_scratch_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Settings built without a database URL, and commands run without one, use the default
+    store under XDG_DATA_HOME: here a folder of the test session's, never the user's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data-home")))
+        yield
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

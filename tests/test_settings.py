@@ -15,12 +15,13 @@ from tests.conftest import ROOT
 
 
 def test_defaults_without_environment_or_file() -> None:
-    settings = load_settings({})
+    settings = load_settings({"HOME": "/home/shop"})
 
-    assert settings == Settings()
+    # the default store is one place whatever the working directory: the XDG data directory
+    assert settings.database_url == "sqlite:////home/shop/.local/share/rokt-edge/rokt-edge.db"
+    assert settings == Settings(database_url=settings.database_url)
     assert settings.upstream == "capi"
     assert settings.upstream_url == "https://inbound.mparticle.com/s2s/v2"
-    assert settings.database_url == "sqlite:///rokt-edge.db"
     assert settings.phone_region == "US"
     assert settings.click_id_in_other2 is True
     assert settings.dry_run is True

@@ -29,9 +29,9 @@ never takes a put (always FULL, and its whole group with it) along. Losing one i
     sweep    made again by the next sweep
 Dead letters, replays, pauses and everything intake writes stay FULL.
 
-The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600,
-in a folder created 0700, and narrowed at open, saying so in the log, when it was left readable
-by others (`sqlite_writer.own`).
+The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600
+(with `make_folders`, the default location's, in folders created 0700), and narrowed at open,
+saying so in the log, when it was left readable by others (`sqlite_writer.own`).
 
 Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any failed write).
 """
@@ -107,6 +107,7 @@ class SQLiteStore(Store):
         group_commit: bool = True,
         clock: Callable[[], float] = time.time,
         dedup_window: float = DEDUP_WINDOW_SECONDS,
+        make_folders: bool = False,
     ) -> None:
         self.path = Path(path)
         self.clock = clock
@@ -116,7 +117,7 @@ class SQLiteStore(Store):
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
-        self._own(self.path)
+        self._own(self.path, make_folders)
         self._writer: _WriterProcess | None = _WriterProcess(self.path)  # raises if it cannot open
         self._channel: _Channel | None = None  # the writer, driven by the first loop that calls
         self._restart_after = 0.0  # a writer that died is not started again before (monotonic)
@@ -124,10 +125,10 @@ class SQLiteStore(Store):
         self._private_lock = threading.Lock()
 
     @staticmethod
-    def _own(path: Path) -> None:
+    def _own(path: Path, make_folders: bool) -> None:
         """The file private to its owner before anything is written in it (see `own`)."""
         try:
-            narrowed = sqlite_writer.own(path)
+            narrowed = sqlite_writer.own(path, make_folders=make_folders)
         except OSError as error:
             raise StoreUnavailable(f"cannot open {path}: {error}") from None
         for file, mode in narrowed:

@@ -55,21 +55,23 @@ WAL_BYTES: Final = 4 << 20  # checkpointed, and cut back after a checkpoint, at 
 IDLE_SECONDS: Final = 1.0  # without a write: the log is emptied
 RESCUE_SECONDS: Final = 1.0  # after a failed commit, at most one checkpoint this often
 FILE_MODE: Final = 0o600  # the database, its log and its shared-memory index
-FOLDER_MODE: Final = 0o700  # a folder the store creates for it
+FOLDER_MODE: Final = 0o700  # a folder the store creates for it (the default location's)
 
 Job = tuple[Callable[..., Any], tuple[Any, ...], bool]  # function, its args, durable
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception it raised)
 
 
-def own(path: Path) -> list[tuple[Path, int]]:
-    """Make the database file (and its folder, if missing) private before SQLite opens it:
-    folders created 0700, the file created 0600, and an existing file, log or index that others
-    may read narrowed to 0600 (SQLite gives the log and index the file's mode). Returns each
-    file narrowed with its mode before, for the caller to log."""
-    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
-            folder.mkdir(FOLDER_MODE)
+def own(path: Path, *, make_folders: bool = False) -> list[tuple[Path, int]]:
+    """Make the database file private before SQLite opens it: created 0600, and an existing
+    file, log or index that others may read narrowed to 0600 (SQLite gives the log and index
+    the file's mode); with `make_folders` (the default location only), its missing folders are
+    created 0700, else a missing folder is FileNotFoundError. Returns each file narrowed with
+    its mode before, for the caller to log."""
+    if make_folders:
+        missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+                folder.mkdir(FOLDER_MODE)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE))  # the mode is for a new file
     narrowed = []
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -47,7 +47,10 @@ def order_row(n: int) -> list[str]:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
-    return tmp_path / "edge.db"
+    """The edge's store, as its first start made it (import refuses a store that is not there)."""
+    path = tmp_path / "edge.db"
+    SQLiteStore(path).close()
+    return path
 
 
 @pytest.fixture
@@ -134,7 +137,8 @@ def test_a_dry_run_prints_what_would_be_sent_and_stores_nothing(
     assert [r["url"].rsplit("/", 1)[1] for r in document["requests"]] == ["bulkevents"]
     assert len(document["requests"][0]["body"]) == 2
     assert document["invalid"] == []
-    assert not database.exists()
+    with sqlite3.connect(database) as stored:
+        assert stored.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
 
 
 AUDIENCE_MAP = """

@@ -340,7 +340,11 @@ def test_the_database_url_names_a_relative_or_absolute_file(
     assert sqlite_path("sqlite:///rokt-edge.db") == Path("rokt-edge.db")
     assert sqlite_path("sqlite:////var/lib/edge.db") == Path("/var/lib/edge.db")
     monkeypatch.chdir(tmp_path)
-    store = open_store(load_settings({"ROKT_EDGE_DATABASE_URL": "sqlite:///data/edge.db"}))
+    (tmp_path / "data").mkdir()
+    settings = load_settings({"ROKT_EDGE_DATABASE_URL": "sqlite:///data/edge.db"})
+    assert settings.database_url == f"sqlite:///{tmp_path}/data/edge.db"  # made absolute, once
+    monkeypatch.chdir("/")
+    store = open_store(settings)
     store.close()
     assert (tmp_path / "data" / "edge.db").exists()
 

@@ -50,11 +50,12 @@ def umask_022() -> Iterator[None]:
 async def test_a_new_database_its_log_and_the_folders_made_for_it_are_private(
     tmp_path: Path, umask_022: None
 ) -> None:
-    # Given a database URL whose folders do not exist yet, under the usual umask
+    # Given a database whose folders do not exist yet (as the default location's may not),
+    # under the usual umask
     path = tmp_path / "var" / "rokt-edge" / "edge.db"
 
-    # When the store opens it and writes
-    store = SQLiteStore(path)
+    # When the store opens it, making its folders, and writes
+    store = SQLiteStore(path, make_folders=True)
     try:
         await store.put(Intake(outbound=[conversion(1)]))
 
