@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import json
+import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -19,8 +22,10 @@ from edge.store.base import StoreError
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_STARTUP = 3  # the service did not start (uvicorn's own code for it)
+BUSY_PORT_HINT = " (another process is listening there: stop it, or choose another --port)"
 # The collector's thresholds while serving (`tune_collector`): youngest, middle, oldest.
 GC_THRESHOLDS = (20_000, 50, 100)
+uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own lines (start, stop) go there
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,12 +160,54 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     # Opened here, so a store that cannot be opened stops start-up with a plain message.
     open_store(settings).close()
-    server.raise_open_files_limit()  # before the connection cap is fitted to it
-    serving = uvicorn.Server(server.config(app, settings, host=args.host, port=args.port))
-    tune_collector()
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT is a normal stop
-        serving.run()
+    # The port too is taken before the app starts: uvicorn binds it only after the lifespan has
+    # started (and said "ready"), then fails on a port in use.
+    try:
+        listener = listen(args.host, args.port)
+    except OSError as error:
+        in_use = error.errno == errno.EADDRINUSE
+        print(
+            f"rokt-edge serve: cannot listen on {_address(args.host, args.port)}: "
+            f"{error.strerror or error}{BUSY_PORT_HINT if in_use else ''}",
+            file=sys.stderr,
+        )
+        return EXIT_STARTUP
+
+    class Server(uvicorn.Server):
+        """uvicorn's, saying where it listens once it does, as it does for a socket of its own."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and sockets:
+                where = _address(self.config.host, sockets[0].getsockname()[1])
+                uvicorn_log.info("Uvicorn running on http://%s (Press CTRL+C to quit)", where)
+
+    with listener:
+        server.raise_open_files_limit()  # before the connection cap is fitted to it
+        port = listener.getsockname()[1]
+        serving = Server(server.config(app, settings, host=args.host, port=port))
+        tune_collector()
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT is a normal stop
+            serving.run(sockets=[listener])
     return 0 if serving.started else EXIT_STARTUP
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (as uvicorn binds one: IPv6 when the host has a colon),
+    for uvicorn to listen on. Raises OSError when the port is taken or the host is not ours."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:

@@ -170,5 +170,25 @@ def test_a_database_in_a_folder_that_does_not_exist_stops_start_up(tmp_path: Pat
     assert result.returncode == 2, result.stderr
     assert f"rokt-edge: ROKT_EDGE_DATABASE_URL = 'sqlite:///{database}'" in result.stderr
     assert f"the folder {database.parent} does not exist" in result.stderr
-    assert "ready" not in result.stderr
+    assert "rokt-edge ready" not in result.stderr
     assert not (tmp_path / "no").exists()
+
+
+def test_serve_on_a_port_in_use_says_so_and_never_says_ready(tmp_path: Path) -> None:
+    # Given another process listening on the port
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        env = {"ROKT_EDGE_DATABASE_URL": f"sqlite:///{tmp_path / 'edge.db'}"}
+
+        # When the edge is started on it
+        result = run_cli("serve", "--port", str(port), env=env, cwd=tmp_path)
+
+    # Then it says which address it cannot listen on and why, and exits without starting
+    assert result.returncode == 3, result.stderr
+    assert f"rokt-edge serve: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        result.stderr
+    )
+    assert "rokt-edge ready" not in result.stderr
+    assert "startup complete" not in result.stderr
