@@ -261,15 +261,17 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as error:
         print(f"rokt-edge import: {path}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE
-    pipeline = Pipeline(settings, [import_map.mapping])
-    store = None if args.dry_run else open_store(settings, create=False)
     show = args.progress or sys.stderr.isatty()
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr,
                disable=not show, leave=False)  # fmt: skip
+    store = None
     try:
+        # A file that is not text at all is refused here, before the store is opened.
         rows = read_rows(
             file, path, columns=import_map.columns, progress=bar.update if show else None
         )
+        pipeline = Pipeline(settings, [import_map.mapping])
+        store = None if args.dry_run else open_store(settings, create=False)
         importer = Importer(import_map, pipeline, store, now=time.time())
         report = asyncio.run(importer.run(rows))
     except UnreadableFile as error:

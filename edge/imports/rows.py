@@ -6,7 +6,9 @@ object, a CSV record with the wrong number of values) comes out as a `BadRow`, s
 it are still imported; a file that cannot be read at all raises `UnreadableFile`.
 
 The format comes from the name (.csv, .tsv, .jsonl, .ndjson, .json), else from the first byte.
-Progress is reported in bytes read, so a bar needs no first pass to count rows.
+A file that is not text at all (a spreadsheet, an archive, anything with NUL bytes near its
+start) is refused at once, saying what it looks like, rather than read as CSV. Progress is
+reported in bytes read, so a bar needs no first pass to count rows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from typing import Any, BinaryIO, Final
 
 JSON_SUFFIXES: Final = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES: Final = (".csv", ".tsv")
+SNIFFED_BYTES: Final = 4096  # of the start of the file, looked at to tell text from not
+# What a file that is not CSV or JSON lines starts with, and what that makes it.
+NOT_TEXT: Final = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook is one)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel 97-2003 workbook (.xls)"),
+    (b"\x1f\x8b", "gzip-compressed data (gunzip it first)"),
+    (b"PAR1", "a Parquet file"),
+    (b"\xff\xfe", "UTF-16 text"),
+    (b"\xfe\xff", "UTF-16 text"),
+)
 
 
 class UnreadableFile(ValueError):
@@ -50,12 +63,28 @@ def file_format(path: Path, first: bytes) -> str:
     return "jsonl" if first.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
 
 
+def kind_of_binary(start: bytes) -> str | None:
+    """What a file starting with `start` is, when it is not text; None when it may be."""
+    for magic, kind in NOT_TEXT:
+        if start.startswith(magic):
+            return kind
+    if b"\x00" in start:
+        return "binary data (NUL bytes near its start)"
+    return None
+
+
 def read_rows(
     file: BinaryIO, path: Path, *, columns: Mapping[str, str], progress: Progress | None = None
 ) -> Iterator[Row | BadRow]:
     """The file's rows. For CSV the header must hold every column in `columns` (column → the
-    field it feeds, for the message)."""
-    first = file.peek(64) if hasattr(file, "peek") else b""
+    field it feeds, for the message). Raises `UnreadableFile` at once for a file that is not
+    text."""
+    first = file.peek(SNIFFED_BYTES)[:SNIFFED_BYTES] if hasattr(file, "peek") else b""
+    not_text = kind_of_binary(first)
+    if not_text is not None:
+        raise UnreadableFile(
+            f"not CSV or JSON lines: it is {not_text}; export it as CSV (UTF-8) or JSON lines"
+        )
     lines = _lines(file, progress)
     if file_format(path, first) == "jsonl":
         return _json_rows(lines)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import sqlite3
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +291,49 @@ def test_a_json_line_nested_too_deep_is_an_invalid_row_not_a_crash(
     assert len(document["requests"][0]["body"]) == 2
     assert [row["row"] for row in document["invalid"]] == [2]
     assert document["invalid"][0]["error"].startswith("not JSON")
+
+
+def xlsx(path: Path, rows: list[list[str]]) -> Path:
+    """A workbook as Excel saves one: a ZIP archive of XML parts (enough of them to be one)."""
+    cells = "".join(
+        "<row>" + "".join(f'<c t="inlineStr"><is><t>{v}</t></is></c>' for v in row) + "</row>"
+        for row in rows
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as workbook:
+        workbook.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        workbook.writestr("xl/workbook.xml", '<?xml version="1.0"?><workbook/>')
+        workbook.writestr("xl/worksheets/sheet1.xml", f"<worksheet><sheetData>{cells}</sheetData>")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "kind"),
+    [
+        ("orders.xlsx", lambda p: xlsx(p, [HEADER, order_row(1)]), "a ZIP archive (an Excel .xlsx"),
+        ("orders.csv.gz", lambda p: p.write_bytes(gzip.compress(b"order_id\n1\n")), "gzip"),
+        ("orders.csv", lambda p: p.write_bytes("order_id\n1\n".encode("utf-16")), "UTF-16 text"),
+    ],
+    ids=["xlsx", "gzip", "utf-16"],
+)
+def test_a_spreadsheet_or_other_file_that_is_not_text_is_refused_saying_what_it_is(
+    tmp_path: Path, settings: Settings, database: Path, name: str, make: Any, kind: str
+) -> None:
+    # Given an export saved as a workbook (or compressed, or as UTF-16), not as CSV
+    export = tmp_path / name
+    make(export)
+    mapfile = write(tmp_path / "orders.toml", ORDERS_MAP)
+
+    # When the merchant imports it
+    result = run_cli("import", str(export), "--map", str(mapfile), env=env(settings))
+
+    # Then it is refused at once, saying what the file is and what to export instead, without
+    # printing any of its bytes, and nothing is stored
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"rokt-edge import: {export}: not CSV or JSON lines: it is ")
+    assert kind in result.stderr
+    assert result.stderr.rstrip().endswith("export it as CSV (UTF-8) or JSON lines")
+    assert result.stderr.rstrip("\n").isprintable()  # one line, none of the file's bytes
+    assert "Content_Types" not in result.stderr
+    assert result.stdout == ""
+    with sqlite3.connect(database) as stored:
+        assert stored.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
