@@ -5,7 +5,7 @@ gauges describe the store as it is when rendered (queue depth, oldest pending ag
 waiting for a replay), read by a collector so that every process sharing the store agrees.
 Rendering reads the store synchronously, so `Exposition` renders in a thread every few seconds
 and a scrape serves its latest text: however often `/metrics` is asked, the store is read once
-per interval (an open `/metrics` flooded at 224 requests/s used to cut beacons 28-fold).
+per interval (bench/metrics_flood.py; docs/performance.md#metrics-under-a-scrape-flood).
 """
 
 from __future__ import annotations

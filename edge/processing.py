@@ -6,41 +6,15 @@
                                                                    arrivals deleted (one
                                                                    transaction)
 
-Why intake does not map events itself: a request is answered once its events are durable, and
-nothing else on its path helps the answer. Mapping, identity look-ups and the outbox writes cost
-several times what storing the request does, so a burst of beacons would otherwise queue behind
-them: the browser's keepalive fetch is best effort, and a beacon that times out is an event lost.
-Here intake stores the request as it came (validated, with the IP, user agent, GPC signal and
-visitor cookie it carried), and processing follows a moment later.
+Arrivals are processed in the order they came, a slice at a time, and their events one by one
+(`edge.capture.attribution`), each seeing what the events before it taught (`IdentityView`).
+Intake keeps priority (`pause_for_intake`) until the oldest arrival has waited `MAX_LAG`; the
+backlog is bounded (`shed`); the events intake read are kept for processing (`Readings`). An
+arrival, which holds personal data unhashed, is deleted only by the transaction that stores what
+it produced (`Store.settle`), so a crash loses nothing.
 
-Order: arrivals are processed in the order they came, a slice at a time, and their events one by
-one (`edge.capture.attribution`). What an event taught the identity store (a click, a link
-between ids) is seen by every later event of the slice (`IdentityView`) before the slice is
-written, so a conversion right behind the identify that names its visitor finds the click,
-whether the two came in one request or in two.
-
-Priority: intake first. While intake is saturated (after a slice, at least `BUSY_REQUESTS`
-requests are waiting for their arrival to be stored: at 1,000 requests/s there are one or two,
-when clients queue up there are as many as they have connections), processing takes about
-`BUSY_SHARE` of the loop; while requests merely come, half of it (a request needs several turns
-of the loop, and a slice after each turn would stretch it); when none came, all of it. Once its
-oldest arrival has waited `MAX_LAG` seconds, it takes what it needs, and intake slows down with it
-(backpressure rather than an unbounded backlog). A slice is small (`SLICE_SECONDS` of work), so a
-request arriving meanwhile waits a few ms at most.
-
-Privacy: an arrival holds the request's events as they came, personal data unhashed, for as long
-as it waits here (normally ms): the settle that stores the hashed outbox items deletes it, and the
-store's `secure_delete` overwrites it in the database file.
-
-Load shedding: the backlog is bounded. Beyond `ROKT_EDGE_BACKLOG_MAX_REQUESTS` arrivals waiting,
-or once the oldest has waited `ROKT_EDGE_BACKLOG_MAX_SECONDS`, intake answers 503 with
-Retry-After (`shed`) until processing catches up; the snippet and Segment's libraries keep the
-events and send them again.
-
-Restarts lose nothing: an arrival is deleted only by the transaction that stores what it produced
-(`Store.settle`); a crash before leaves it to be processed again, and the outbox keeps one item per
-key. Several processes sharing a store would each process the same arrivals (wasted work, no
-duplicate delivery, for the same reason).
+Why intake does not map events itself, the priority rule, the privacy of arrivals, load shedding
+and restarts: docs/architecture.md#processing.
 """
 
 from __future__ import annotations

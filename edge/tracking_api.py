@@ -5,34 +5,18 @@
     POST /v1/t /v1/i /v1/p /v1/s /v1/g /v1/a, /v1/b (a batch)     the same, as analytics.js
                      posts them under its `apiHost`; /v1/m (its usage counters) is dropped
 
-A merchant's backend, one of Segment's own server libraries with its host pointed at the edge,
-or Segment's analytics.js in the shopper's browser with its `apiHost` pointed at the edge, sends
-events here. A browser's call (it says its `Origin`, or its events name analytics.js as their
-library) is believed about the shopper, as the beacon is: its client IP (through the trusted
-proxies), user agent and the edge's visitor cookie are kept with it, its page URL's click id is
-a sighting, and a same-origin answer sets the visitor cookie. A server's call never is: its
-events get what a browser showed for the same ids (`edge.capture.attribution`). Cross-origin
-calls must come from `ROKT_EDGE_ALLOWED_ORIGINS` (CORS, in `edge.app`). Per request:
+Per request:
 
     write key ─▶ content type ─▶ body (gzip or not) within the size limits ─▶ JSON ─▶ events
     (a single-event route sets `type`; a batch's top-level context and integrations are merged
     into each event, the event's own keys winning) ─▶ one durable write of the request's
     arrival ─▶ 200 {"success": true}
 
-    later, in order with the beacons (`edge.processing`): per event, consent, identity stitching
-    (`edge.capture.stitch`), the pipeline
-
-Authentication: HTTP Basic with a key of `ROKT_EDGE_WRITE_KEYS` as the user name (the password
-is ignored; Segment's libraries send none), or `writeKey` in the body. Without any write key
-configured the API refuses everything: an open server API would take anyone's conversions.
-
-Limits are Segment's: 32 KB per event (also the whole body of a single-event call) and 500 KB
-per batch request, measured after decompression; 413 above. Unlike the beacon there is no
-per-client rate limit: a merchant's backend sends from a few addresses, and Segment's libraries
-retry 429s and 5xx alike, so a 503 (store unavailable) makes them send the batch again.
-
-An invalid event in a batch is named in the answer (`errors`) and the valid ones are kept; a
-request with no valid event at all is a 400.
+A browser's call (it says its `Origin`, or its events name analytics.js as their library) is
+believed about the shopper, as the beacon is; a server's call never is: its events get what a
+browser showed for the same ids (`edge.capture.attribution`). Cross-origin calls must come from
+`ROKT_EDGE_ALLOWED_ORIGINS` (CORS, in `edge.app`). Without any write key configured the API
+refuses everything. Authentication, limits and answers: docs/http-api.md#the-tracking-api-post-v1.
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """The snippet's short form: the compact event the browser snippet sends, expanded by the edge.
 
-The snippet's size is measured in gzip bytes, and Segment's field names (messageId, anonymousId,
-context.page.referrer, integrations["Rokt Conversions API"].rtid, ...) were close to half of it.
-As in Plausible's tracker, the browser sends one-letter keys and the server expands them:
-
-    t  type          the call: page, track, identify, group, alias (screen too)
-    n  the call's first argument, named as in Segment's calls: name (page, screen), event
-       (track), userId (identify, alias), groupId (group). An object with no `p` is the call's
-       object argument instead (roktEdge('page', props), roktEdge('identify', traits))
-    p  the call's second argument: properties (page, screen, track), traits (identify, group),
-       previousId (alias)
-    u  userId        the user id known before this call (from an earlier identify or alias)
-    a  anonymousId
-    c  integrations["Rokt Conversions API"].rtid, the click id
-    m  messageId
-    s  timestamp     epoch milliseconds, written as ISO 8601 text (`2025-01-31T12:00:00.000Z`)
-    l  context.page.url, and from it context.page.path and context.page.search
-    r  context.page.referrer
-    h  context.page.title
-
-What the edge derives: userId is `n` for identify and alias, else `u`; an alias's previousId is
-`p`, else `u`, else `a` (the snippet's alias(newId) names the id the visitor had until now).
+Segment's field names were close to half the snippet's gzip bytes, so, as in Plausible's
+tracker, the browser sends one-letter keys and the server expands them: `t` type, `n` the call's
+first argument, `p` its second, `u` the userId known before the call, `a` anonymousId, `c` the
+click id, `m` messageId, `s` timestamp (epoch ms), `l` page URL, `r` referrer, `h` title. The
+table, and what the edge derives (userId, an alias's previousId): docs/snippet.md#the-short-form.
 
 A short-form event is a JSON object with `t` and no `type`; anything else (every Segment-shaped
 event: they all have `type`) passes through untouched. A short-form event with a key not listed

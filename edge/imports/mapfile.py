@@ -1,38 +1,11 @@
 """The import map file: which column of an export feeds which Rokt field.
 
-It is written from the tables of Rokt's Hightouch guide: each table is a TOML table, each Rokt
-field a key, each value the column that feeds it. Only the columns you have are needed.
-
-    mapping = "Send"                      # the mapping name these items are stored under
-                                          # (default "Send": a warehouse copy of an order the
-                                          # browser or backend already sent is a duplicate)
-    [user_identities]
-    email = "email"                       # a column name
-    other = "email_sha256"                # hashed email (used when email is blank)
-    customerid = "customer_id"
-    other2 = "rokt_click_id"
-    [event]
-    timestamp_unixtime_ms = "ordered_at"  # epoch ms, epoch s or ISO 8601
-    source_message_id = "order_id"        # the row's stable key (default: a hash of the row)
-    ip = "ip_address"
-    [custom_attributes]
-    conversiontype = { value = "purchase" }     # a fixed value
-    confirmationref = "order_number"
-    amount = "total"
-    currency = ["currency", { value = "USD" }]  # first non-blank wins: a column, else fixed
-    coupon = "coupon_code"                      # any other name: an extra custom attribute
-    [user_attributes]
-    firstname = "first_name"              # also lastname, mobile, dob, gender, billingzipcode
-    city = "city"                         # any other name: an extra user attribute (zip, age…)
-    [device_info]
-    http_header_user_agent = "user_agent" # also ios_advertising_id, android_advertising_id,
-                                          # ios_idfv, android_uuid
-    [audience]
-    name = "audience"                     # a row with an audience name (and no conversion
-    membership = "is_member"              # type) is an audience update; membership defaults
-                                          # to true (true/false, yes/no, 1/0)
-    [hashing]
-    email = true                          # email, first_name, last_name, mobile, billing_zip
+It is written from the tables of Rokt's Hightouch guide: each table (`user_identities`, `event`,
+`custom_attributes`, `user_attributes`, `device_info`, `audience`, `hashing`) is a TOML table,
+each Rokt field a key, each value the column that feeds it (`{ value = "…" }` a fixed value, a
+list the first non-blank of several); `mapping` names the mapping the items are stored under
+(default "Send", so that a warehouse copy of an order already sent is a duplicate). Only the
+columns you have are needed. An example with every table: docs/import.md#the-map-file.
 
 Environment, event name and custom event type (Hightouch's fixed values) are always set.
 

@@ -1,4 +1,4 @@
-"""Contract A: Rokt's Conversions API, in mParticle's batch format (`spec/capi-wire.md`).
+"""Contract A: Rokt's Conversions API, in mParticle's batch format (docs/upstreams.md).
 
 `build_batch` turns one `Mapped` into one batch (one user, its audience event first, then its
 conversion) and enforces locally what the upstream would reject for the whole batch: advertising

@@ -1,27 +1,11 @@
-"""Contract B: Rokt's Event API (`spec/event-api-wire.md`, `seeds/rokt-event-api-reference.txt`).
+"""Contract B: Rokt's Event API.
 
 `build_event` turns one `Mapped` into one EventObject and enforces locally what the Event API
 would reject: an `eventTime` outside its window (18 months back, 5 minutes ahead), a name with
 the reserved `rokt.` prefix, over-long names, values and event types (an over-long conversion
 type refuses the event rather than send a conversion without it), and an event Rokt cannot
 attribute (no email, hashed email or click id). `pack` puts at most 100 events in a request.
-
-What goes where (objectData, in this order; every value a string):
-
-    email | emailsha256, passbackconversiontrackingid (the click id),
-    amount (at least two decimals: "85.00"), currency, conversiontype (only when eventType is
-    "conversion": the reference says it applies to that type only), confirmationref,
-    custom attribute extras (e.g. transactionid, quantity, sku),
-    firstname | firstnamesha256, lastname | lastnamesha256, mobile | mobilesha256,
-    zipcode (plain only: the Event API has no hashed zip), dob (yyyymmdd), gender (M / F),
-    user attribute extras (e.g. city, state, country; not a list of strings, which contract A
-    can send: an objectData value is one string),
-    ipaddress, useragent, and from the parsed user agent DeviceType, os, osversion, browser,
-    browserversion.
-
-Not sent, because the Event API has no field for them: the customer id and the mobile device
-ids (a mapping may still send the customer id as an extra), and audience memberships (they need
-contract A). A standard field wins over an extra of the same name.
+Which field goes where in `objectData`, and what is left out: docs/upstreams.md#what-is-sent.
 
 `clientEventId` is the message id for the first mapping's events (a UUID5 of it when longer than
 36 characters) and a UUID5 of mapping and message id for every other mapping's, so that two

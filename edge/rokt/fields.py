@@ -1,11 +1,11 @@
 """Field resolution: from one event and one mapping to `Mapped`, the fields Rokt will receive.
 
 Each field has an ordered list of sources (first present wins), by default those of
-`spec/mapping.md`, which a mapping may replace. Values are trimmed and blank ones omitted, then
-normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps from ISO or epoch,
-a mobile kept only when it is a plausible phone number) and hashed where the mapping asks. What
-cannot be used is dropped with a warning, never failing the whole event: a wrong gender must not
-lose a conversion.
+docs/mappings.md#fields, which a mapping may replace. Values are trimmed and blank ones omitted,
+then normalized (currency upper-cased, gender to m/f, dob to YYYYMMDD, timestamps from ISO or
+epoch, a mobile kept only when it is a plausible phone number) and hashed where the mapping asks.
+What cannot be used is dropped with a warning, never failing the whole event: a wrong gender must
+not lose a conversion.
 
 `Mapped` is upstream-neutral; `capi.py` turns it into contract A, `event_api.py` into contract B.
 """

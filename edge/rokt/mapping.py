@@ -1,7 +1,7 @@
 """Mappings: which events go to Rokt (a trigger) and where each Rokt field comes from.
 
 A mapping is what Segment calls a mapping of the "Send" action. Without a mappings file the
-built-in presets apply, equal to `spec/mapping.md`'s table:
+built-in presets apply:
 
     Send            type = "track" and event = "Order Completed"   conversion (+ audience)
     Sync Audience   type = "identify"                               audience update only
@@ -10,26 +10,10 @@ Sync Audience also reads the click id from `$.traits.rtid`, after the default so
 Segment's "Sync Engage Audience" preset does.
 
 A mappings file (TOML, `ROKT_EDGE_MAPPINGS`) replaces them. Each `[[mapping]]` has a `name`, a
-`trigger` (or a `preset` to start from), and optional tables:
-
-    [[mapping]]
-    name = "Purchases"
-    preset = "Send"                          # start from a preset's trigger and fields
-    trigger = 'type = "track" and match(event, "Order*")'
-    event_type = "purchase"                  # contract B's eventType (default "conversion")
-    [mapping.fields]                         # replace default sources
-    confirmation_ref = ["$.properties.order_id", "$.properties.checkout_id"]  # fallbacks
-    currency = { value = "USD" }             # a literal; a plain string without "$" is one too
-    [mapping.hashing]                        # email, first_name, last_name, mobile, billing_zip
-    email = true
-    [mapping.custom_attributes]              # more scalar custom_attributes on the conversion
-    coupon = "$.properties.coupon"
-    [mapping.user_attributes]                # more user attributes (city, state, age...)
-    city = "$.traits.address.city"           # scalars, or lists of strings (contract A only)
-
-`event_type` matters to contract B (the Event API) only: it becomes each event's `eventType`
-(1 to 128 characters; unset means "conversion", the type Rokt attributes conversions with).
-Contract A has no such field and ignores it.
+`trigger` (or a `preset` to start from), an optional `event_type` (contract B's `eventType`,
+default "conversion"; contract A ignores it) and optional tables: `fields` (replace default
+sources), `hashing`, `custom_attributes` and `user_attributes`. The format, with an example:
+docs/mappings.md#a-mappings-file.
 """
 
 from __future__ import annotations

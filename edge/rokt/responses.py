@@ -2,8 +2,7 @@
 
 Contract A error bodies are `{"errors": [{"code": …, "message": …}]}`; messages name a batch of a
 `/bulkevents` request by a path such as `Path '[1].device_info.ios_advertising_id'` and may carry
-HTML entities (`&quot;`), unescaped here. `classify` turns an answer into a `Verdict`
-(spec/capi-wire.md):
+HTML entities (`&quot;`), unescaped here. `classify` turns an answer into a `Verdict`:
 
     2xx, no errors                       DELIVERED
     2xx, errors naming batches           PARTIAL: those batches fail with their messages

@@ -4,20 +4,11 @@ One feeder claims due items, dead-letters those the upstream would no longer tak
 into requests and queues them; `max_in_flight` workers send them under a token bucket of
 `rate_limit` items/s. What is contract-specific (which items are too old, how claims become a
 request, its auth, how an answer reads) is the `Wire` (`edge.rokt.wire`); each answer becomes a
-`Verdict`, and the sender acts on its kind, the same for both contracts:
-
-    DELIVERED,         delivered (409 on a repeated v1 Idempotency-Key: delivered already)
-    ALREADY_DELIVERED
-    PARTIAL            the items it names dead-lettered with their reasons, the rest delivered
-    REJECTED           split the request in halves until each bad item is alone; dead-lettered
-    PAUSE              claims released untouched; delivery paused, probed with one item every
-                       `pause_retry` s (new items do not hasten it); when a probe (or any
-                       request) gets through, every waiting item is due at once, holds lifted
-    RETRY 429          all sending held for Retry-After (else backoff); items retried then
-    RETRY other, and   all sending held for backoff(consecutive failures), or the upstream's
-    timeout, no        Retry-After; items retried then, forever, until the upstream's data-age
-    connection         limit (contract A: 30 days; B: the Event API's 18-month window), when
-                       they are dead-lettered as expired instead of sent
+`Verdict` (`edge.rokt.verdict` draws the kinds), and the sender acts on its kind, the same for
+both contracts: delivered; partly dead-lettered; split until each bad item is alone; paused,
+probed with one item every `pause_retry` s, every waiting item due at once when a request gets
+through; or all sending held for Retry-After or the backoff, and retried until the upstream's
+data-age limit, when the items are dead-lettered as expired.
 
 When the store cannot record that items were delivered (a full disk), nothing more is claimed
 and the acknowledgement is tried again until the store takes it: sending on would send each item
@@ -25,7 +16,7 @@ again once its lease ran out.
 
 Nothing here raises to the caller: every outcome is a state in the store. Secrets and upstream
 messages (which can quote the data sent) never reach the log unredacted; the upstream's trace id
-(contract B) goes with every failure logged or recorded.
+(contract B) goes with every failure logged or recorded. See docs/architecture.md#delivery.
 """
 
 from __future__ import annotations

@@ -25,17 +25,8 @@ Grammar:
 Keywords (and, or, not, exists, true, false, null, contains, match) are lowercase whole words;
 `properties.and_more` is a path. A top-level field named like a keyword is written `["match"]`.
 
-Semantics:
-
-- `=`: equal values. Numbers compare numerically (10 = 10.0), a string never equals a number,
-  booleans are not numbers (true != 1). A missing path equals nothing (`x = null` holds only for a
-  present null).
-- `!=`: the negation of `=`, so a missing path is `!=` anything.
-- `<` `<=` `>` `>=`: two numbers or two strings; anything else (bools, null, missing) is false.
-- `contains(path, "s")`: the value is a string containing "s" (case-sensitive).
-- `match(path, "Order*")`: the value is a string matching the whole glob; `*` is any run of
-  characters, `?` any one character, everything else is literal.
-- `exists`: the path is present, even with a null value; `not exists` is its negation.
+What each operator means (`=` on numbers and strings, a missing path, globs in `match`):
+docs/mappings.md#triggers.
 """
 
 from __future__ import annotations

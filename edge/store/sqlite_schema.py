@@ -11,10 +11,8 @@ An item's state is where it is, beside its `outbox` row (written once at put):
                  recorded in a dry run rather than sent: their bodies stay, for `replay_dry_runs`)
 
 so a claim touches only narrow rows, and an ack only deletes: the queue row, the body (not a dry
-run's), and any dead letter another sender made of the item meanwhile (delivered wins). Neither
-rewrites the wide outbox row nor moves it between the entries of a `state` index, which together
-cost the sender more than everything else it does per item (schema 2 did both); nor does an ack
-write a row per item to say it was delivered (schema 3 did, a quarter of the sender's store work).
+run's), and any dead letter another sender made of the item meanwhile (delivered wins). Why the
+tables are cut this way: docs/architecture.md#the-outbox.
 """
 
 from __future__ import annotations
