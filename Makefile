@@ -8,7 +8,7 @@ STAMP = $(VENV)/.installed
 HOST = 127.0.0.1
 PORT = 8080
 
-.PHONY: setup browser-setup serve status check lint types test bench
+.PHONY: setup browser-setup serve status recent check lint types test bench
 
 setup: $(STAMP)
 
@@ -40,14 +40,17 @@ browser-setup:
 		}; \
 	fi
 
-# The other commands (status, import, replay, preview) are .venv/bin/rokt-edge, or rokt-edge
-# after `. .venv/bin/activate`; `make status` runs the first.
+# The other commands (status, recent, import, replay, preview) are .venv/bin/rokt-edge, or
+# rokt-edge after `. .venv/bin/activate`; `make status` and `make recent` run the first two.
 serve: setup
-	@echo "make serve: the other commands are $(BIN)/rokt-edge (status, import, replay, preview; --help), or make status"
+	@echo "make serve: the other commands are $(BIN)/rokt-edge (status, recent, import, replay, preview; --help), or make status, make recent"
 	$(BIN)/rokt-edge serve --host $(HOST) --port $(PORT)
 
 status: setup
 	$(BIN)/rokt-edge status
+
+recent: setup
+	$(BIN)/rokt-edge recent
 
 lint: setup
 	$(BIN)/ruff check edge tests bench

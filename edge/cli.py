@@ -105,6 +105,27 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(run=_status)
 
+    recent = commands.add_parser(
+        "recent",
+        help="the latest outcomes of events, with the bodies sent or to be sent",
+        description="The latest outcomes, newest first: delivered, recorded in a dry run, "
+        "waiting (pending, retrying, in flight), skipped with its reason, or dead-lettered "
+        "with the upstream's message; each with its time, message id and mapping, and the body "
+        "that was or would be sent while the store keeps it (dry runs, waiting and dead items). "
+        "Then the requests a dry run recorded (their bodies with --json). Personal data is "
+        "shown as the store holds it (hashed where the mapping hashes it, raw otherwise): this "
+        "is for the operator's own shell; the demo panel masks it.",
+    )
+    recent.add_argument("--json", action="store_true", help="print them as JSON")
+    recent.add_argument(
+        "--limit",
+        type=_positive,
+        default=20,
+        metavar="N",
+        help="at most N outcomes, and N dry-run requests (20)",
+    )
+    recent.set_defaults(run=_recent)
+
     replay = commands.add_parser(
         "replay", help="put dead letters (or what a dry run recorded) back in the queue"
     )
@@ -316,6 +337,34 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write("\n")
     else:
         print(status.text(document))
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return number
+
+
+def _recent(args: argparse.Namespace, settings: Settings) -> int:
+    from edge import recent
+    from edge.store import open_store
+
+    store = open_store(settings, create=False)
+    try:
+        latest = store.recent_sync(args.limit)
+    finally:
+        store.close()
+    document = recent.document(latest, settings)
+    if args.json:
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(recent.text(document))
     return 0
 
 

@@ -114,6 +114,7 @@ def test_xdg_data_home_moves_the_default_store(tmp_path: Path) -> None:
         ["status", "--json"],
         ["replay"],
         ["replay", "--dry-run"],
+        ["recent"],
         ["import", "orders.csv", "--map", "orders.toml"],
     ],
     ids=" ".join,

@@ -366,6 +366,38 @@ class DryRunBody:
     body: str
 
 
+# What became of an event for a mapping (`Outcome.state`): still in the outbox, or its end.
+PENDING: Final = "pending"  # waiting to be sent
+RETRYING: Final = "retrying"  # waiting to be sent again, after a failed attempt
+IN_FLIGHT: Final = "in flight"  # claimed by a sender
+DELIVERED: Final = "delivered"
+DRY_RUN: Final = "dry run"  # recorded in a dry run, not sent (`replay_dry_runs` sends it)
+DEAD: Final = "dead"  # dead-lettered
+SKIPPED: Final = "skipped"  # nothing to send (not triggered, consent, a duplicate…)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One event's outcome for one mapping, as `rokt-edge recent` shows it."""
+
+    at: float  # when it was stored in the outbox, or recorded as skipped (epoch seconds)
+    state: str  # PENDING, RETRYING, IN_FLIGHT, DELIVERED, DRY_RUN, DEAD or SKIPPED
+    message_id: str
+    mapping: str | None  # None: skipped before any mapping (a bot, a consent denial)
+    reason: str | None = None  # skipped: why; dead: REJECTED or EXPIRED
+    message: str | None = None  # dead: the upstream's message; waiting: the last error, if any
+    dead_at: float | None = None
+    body: str | None = None  # what was (or would be) sent, as JSON text, while it is kept
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """The latest outcomes and dry-run request bodies, newest first (`Store.recent_sync`)."""
+
+    outcomes: list[Outcome]
+    requests: list[DryRunBody]
+
+
 class Store(ABC):
     """Durable storage. Async methods serve the web service and the sender; `*_sync` the CLI."""
 
@@ -462,6 +494,12 @@ class Store(ABC):
 
     @abstractmethod
     def stats_sync(self) -> Stats: ...
+
+    @abstractmethod
+    def recent_sync(self, limit: int) -> Recent:
+        """The latest `limit` outcomes (items stored and events skipped), with the body of each
+        item the store still keeps (waiting, dead, dry run; a delivered item's is deleted), and
+        the latest `limit` request bodies a dry run recorded; each newest first."""
 
     @abstractmethod
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:

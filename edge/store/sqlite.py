@@ -62,6 +62,7 @@ from edge.store import (
     sqlite_conversions,
     sqlite_dedup,
     sqlite_identity,
+    sqlite_recent,
     sqlite_writer,
 )
 from edge.store import sqlite_schema as schema
@@ -79,6 +80,7 @@ from edge.store.base import (
     ItemId,
     Paused,
     PutResult,
+    Recent,
     Stats,
     Store,
     StoredArrival,
@@ -363,6 +365,17 @@ class SQLiteStore(Store):
             with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
                 reader.execute("BEGIN")  # one snapshot for every count
                 return _stats(reader, self.clock())
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"{self.path}: {error}") from None
+
+    def recent_sync(self, limit: int) -> Recent:
+        """On a connection of its own, in a read transaction, as `stats_sync`."""
+        if self._closed:
+            raise StoreUnavailable(f"{self.path}: the store is closed")
+        try:
+            with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
+                reader.execute("BEGIN")  # one snapshot for the outcomes and the requests
+                return sqlite_recent.read(reader, limit)
         except sqlite3.Error as error:
             raise StoreUnavailable(f"{self.path}: {error}") from None
 
