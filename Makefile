@@ -12,10 +12,12 @@ PORT = 8080
 
 setup: $(STAMP)
 
+# PYTHONWARNINGS: setuptools says at every editable install of a flat layout that a folder named
+# like the package may shadow it (10 lines, true of any such project): the install stays quiet.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # The real-browser tests drive Debian's Chromium; the snippet's freshness test needs its minifier;
