@@ -5,6 +5,7 @@ delivery loop (with its httpx client, whose transport tests may replace) and the
 Configuration errors (settings, mappings) surface when the app is created, before anything
 listens.
 
+    GET  /               what this service is and where to look next (HTML; JSON when asked)
     POST /e              the first-party beacon (edge.capture.beacon)
     POST /v1/track …     the server-side tracking API, Segment-compatible, and the paths
                          analytics.js posts to (/v1/t, /v1/p, …, /v1/b) (edge.tracking_api)
@@ -49,6 +50,7 @@ from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
+from edge.home import Home
 from edge.metrics import Exposition, Metrics
 from edge.processing import Processor, Readings
 from edge.rokt.mapping import load_mappings
@@ -215,6 +217,20 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def demo_line(settings: Settings, base_url: str | None) -> str:
+    """The start-up line that says where the demo is (its full address when `base_url` is known,
+    else its path on this edge's address), and who its panel's data is for."""
+    at = (base_url or "").rstrip("/")
+    where = "" if base_url else " (on this edge's address)"
+    if not demo.shows_traffic(settings):
+        whom = "; its panel shows traffic only in dry run"
+    elif settings.demo is True:
+        whom = "; its data for any browser (ROKT_EDGE_DEMO=true), masked"
+    else:
+        whom = "; its data only for a browser on this machine (ROKT_EDGE_DEMO=true: any)"
+    return f"demo: the shop at {at}/demo, its panel at {at}/demo/inspect{where}{whom}"
+
+
 async def _finish(task: asyncio.Task[None], name: str, otherwise: str) -> None:
     """Wait for a stopped loop to end, within the shutdown grace."""
     try:
@@ -226,10 +242,16 @@ async def _finish(task: asyncio.Task[None], name: str, otherwise: str) -> None:
 
 
 def create_app(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    base_url: str | None = None,
+    **overrides: Any,
 ) -> Starlette:
-    """The service. `overrides` replace parts for tests: `store`, `clock`."""
+    """The service. `base_url`: where it is served (`http://127.0.0.1:8080`), for the start-up
+    log to name the demo's address. `overrides` replace parts for tests: `store`, `clock`."""
     mappings = load_mappings(settings.mappings)
+    demo_routes = demo.routes(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -259,6 +281,8 @@ def create_app(
                 else "no credentials are set",
             )  # fmt: skip
         log.info("rokt-edge ready: upstream %s (%s)", settings.upstream_url, settings.upstream)
+        if demo_routes:
+            log.info("%s", demo_line(settings, base_url))
         try:
             yield
         finally:
@@ -287,13 +311,14 @@ def create_app(
             )
         )
     routes = [
+        Route("/", Home(settings, bool(demo_routes), f"/{SNIPPET}").respond),
         Route("/e", beacon, methods=["POST"]),
         Route(f"/{SNIPPET}", Snippet().respond, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
         *tracking_routes(),
-        *demo.routes(settings),
+        *demo_routes,
     ]
     exception_handlers = {HTTPException: http_error, Exception: internal_error}
     return Starlette(

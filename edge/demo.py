@@ -88,6 +88,11 @@ def enabled(settings: Settings) -> bool:
     return settings.demo if settings.demo is not None else settings.dry_run
 
 
+def shows_traffic(settings: Settings) -> bool:
+    """Whether the panel may show what the edge received: the demo is on, in dry run."""
+    return enabled(settings) and settings.dry_run
+
+
 def routes(settings: Settings) -> list[BaseRoute]:
     """The demo's routes, or none when the demo is off."""
     if not enabled(settings):

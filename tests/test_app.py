@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from edge.cli import GC_THRESHOLDS, tune_collector
 from edge.logs import JsonFormatter, configure_logging
@@ -236,3 +238,82 @@ def test_the_log_keeps_the_senders_lines_not_one_per_upstream_request() -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
         logging.getLogger("httpx").setLevel(logging.NOTSET)
+
+
+def hrefs(page: str) -> list[str]:
+    return re.findall(r'href="([^"]+)"', page)
+
+
+def test_the_edges_address_says_what_it_is_and_where_to_look_next(tmp_path: Path) -> None:
+    # Given a new edge in dry run (no credentials: the demo is on)
+    with LiveEdge(Settings(database_url=f"sqlite:///{tmp_path / 'edge.db'}")) as live:
+        # When a newcomer opens its address in a browser, and follows each link
+        home = httpx.get(live.url + "/", headers={"accept": "text/html,*/*;q=0.8"})
+        links = hrefs(home.text)
+        followed = {link: httpx.get(live.url + link).status_code for link in links}
+        # or a script asks for JSON
+        document = httpx.get(live.url + "/", headers={"accept": "application/json"})
+
+    # Then a small HTML page says what this is, needing no script, and links to the demo and
+    # its panel, readiness, health, metrics and the snippet, each of them served
+    assert home.status_code == 200
+    assert home.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<script" not in home.text
+    assert "self-hosted, first-party edge for Rokt conversions" in home.text
+    assert "<b>Dry run</b>" in home.text
+    assert links == ["/demo", "/demo/inspect", "/readyz", "/healthz", "/metrics", "/rokt-edge.js"]
+    assert set(followed.values()) == {200}
+    assert "ROKT_EDGE_METRICS_TOKEN" in home.text  # how to keep /metrics to a scraper
+    # and where the documentation is, offline: the repository's README and docs/
+    assert "<code>README.md</code> and <code>docs/</code> in the rokt-edge repository" in home.text
+    # And the same, for a script, as JSON
+    assert document.headers["content-type"] == "application/json"
+    assert document.json()["links"]["demo"] == "/demo"
+    assert document.json()["links"]["readyz"] == "/readyz"
+    assert document.json()["dry_run"] is True
+    assert home.headers["vary"] == document.headers["vary"] == "Accept"
+
+
+def test_a_production_edges_address_links_no_demo_and_says_metrics_need_the_token(
+    tmp_path: Path, fake: FakeCapi
+) -> None:
+    with LiveEdge(settings_for(tmp_path, fake, metrics_token="scrape-me")) as live:
+        home = httpx.get(live.url + "/")
+        document = httpx.get(live.url + "/", headers={"accept": "application/json"})
+    assert hrefs(home.text) == ["/readyz", "/healthz", "/metrics", "/rokt-edge.js"]
+    assert "Dry run" not in home.text
+    assert "only for <code>Authorization: Bearer &lt;token&gt;</code>" in home.text
+    assert "demo" not in document.json()["links"]
+    assert document.json()["metrics_token_required"] is True
+    assert "scrape-me" not in home.text + document.text
+
+
+def test_the_start_up_log_says_where_the_demo_is_and_who_its_data_is_for(
+    tmp_path: Path, fake: FakeCapi, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rokt_edge.app")
+
+    def started(settings: Settings, **given: str) -> list[str]:
+        caplog.clear()
+        with LiveEdge(settings, **given):
+            pass
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo")]
+
+    dry = Settings(database_url=f"sqlite:///{tmp_path / 'dry.db'}")
+    # A dry run, as `rokt-edge serve` starts it with nothing set: the demo's path on its address
+    assert started(dry) == [
+        "demo: the shop at /demo, its panel at /demo/inspect (on this edge's address); its data "
+        "only for a browser on this machine (ROKT_EDGE_DEMO=true: any)"
+    ]
+    # Told where it is served, the edge names the demo's full address
+    assert started(dry, base_url="http://127.0.0.1:18090") == [
+        "demo: the shop at http://127.0.0.1:18090/demo, its panel at "
+        "http://127.0.0.1:18090/demo/inspect; its data only for a browser on this machine "
+        "(ROKT_EDGE_DEMO=true: any)"
+    ]
+    # With credentials, no demo and no such line; with the demo asked for, pages only
+    assert started(settings_for(tmp_path, fake)) == []
+    assert started(settings_for(tmp_path, fake, demo=True)) == [
+        "demo: the shop at /demo, its panel at /demo/inspect (on this edge's address); its panel "
+        "shows traffic only in dry run"
+    ]
