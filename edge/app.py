@@ -16,6 +16,7 @@ listens.
     GET  /metrics        Prometheus text format, rendered every few seconds (edge.metrics);
                          with ROKT_EDGE_METRICS_TOKEN, only for `Authorization: Bearer <token>`
     GET  /demo…          the demo shop and its panel, when enabled (edge.demo)
+    GET  /favicon.ico    a 16x16 icon (static/demo/favicon.ico), so no page's icon is a 404
 
 Every error is JSON, `{"error": {"code", "message"}}`: the endpoints' own, Starlette's 404 and
 405, and a 500 for an unhandled exception (logged once, by the server, with its traceback; the
@@ -32,7 +33,7 @@ import hmac
 import http
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import httpx
@@ -195,6 +196,20 @@ async def metrics(request: Request) -> Response:
     return Response(edge.exposition.text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+def icon() -> Callable[[Request], Awaitable[Response]]:
+    """`/favicon.ico`: the demo's icon, asked by every browser on every page; without the file,
+    204 (nothing to show, and no failed request)."""
+    body = read_static(f"demo/{demo.ICON}")
+    headers = {"Cache-Control": "public, max-age=86400"}
+
+    async def serve(request: Request) -> Response:
+        if body is None:
+            return Response(status_code=204, headers=headers)
+        return Response(body, media_type="image/x-icon", headers=headers)
+
+    return serve
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (404, 405, …) as JSON, keeping their headers (405's Allow)."""
     assert isinstance(exc, HTTPException)
@@ -312,6 +327,7 @@ def create_app(
         )
     routes = [
         Route("/", Home(settings, bool(demo_routes), f"/{SNIPPET}").respond),
+        Route("/favicon.ico", icon()),
         Route("/e", beacon, methods=["POST"]),
         Route(f"/{SNIPPET}", Snippet().respond, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),

@@ -6,6 +6,7 @@
     GET /demo/inspect       the panel: what the edge received and what it would send to Rokt
     GET /demo/api/recent    the panel's data (JSON), read from the store
     GET /demo/demo.css      the pages' style sheet
+    GET /favicon.ico        the demo's icon, served by edge.app for every page (`ICON`)
 
 The shop pages include the snippet exactly as a merchant's pages do (the queue stub, then
 `/rokt-edge.js`) and post to the real beacon, `/e`: nothing in the flow is demo-only but the
@@ -57,6 +58,7 @@ PAGES: Final = {
     "/demo/inspect": "inspect.html",
 }
 STYLE: Final = "demo.css"
+ICON: Final = "favicon.ico"  # 16x16, in static/demo/ (shipped with the pages)
 RECENT: Final = 30  # rows of each kind the panel shows
 NOT_DRY_RUN: Final = (
     "the demo panel shows what the edge received only in dry run (no credentials set)"

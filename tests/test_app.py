@@ -288,6 +288,19 @@ def test_a_production_edges_address_links_no_demo_and_says_metrics_need_the_toke
     assert "scrape-me" not in home.text + document.text
 
 
+def test_every_page_gets_its_icon_demo_or_not(tmp_path: Path, fake: FakeCapi) -> None:
+    # A browser asks every site for /favicon.ico: a dry run's demo pages, a production edge's /
+    dry = Settings(database_url=f"sqlite:///{tmp_path / 'dry.db'}")
+    for settings in (dry, settings_for(tmp_path, fake)):
+        with LiveEdge(settings) as live:
+            icon = httpx.get(live.url + "/favicon.ico")
+        assert icon.status_code == 200
+        assert icon.headers["content-type"] == "image/x-icon"
+        assert icon.content.startswith(b"\x00\x00\x01\x00\x01\x00\x10\x10")  # one 16x16 icon
+        assert len(icon.content) < 1024
+        assert icon.headers["cache-control"].startswith("public, max-age=")
+
+
 def test_the_start_up_log_says_where_the_demo_is_and_who_its_data_is_for(
     tmp_path: Path, fake: FakeCapi, caplog: pytest.LogCaptureFixture
 ) -> None:
