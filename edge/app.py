@@ -106,6 +106,8 @@ class Edge:
         self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
         # Requests with a wrong write key, per address: refused before their body is read
         self.key_failures = RateLimiter(KEY_FAILURE_RATE, KEY_FAILURE_BURST)
+        # What the latest events were, for the demo panel (fed by processing); inert otherwise
+        self.recent = demo.Recent(demo.REMEMBERED if demo.shows_traffic(settings) else 0)
 
     async def commit_arrival(
         self, arrival: Arrival, events: Sequence[Event], started: float

@@ -23,7 +23,11 @@ identifiers to their first characters; SHA-256 hashes shortened.
 
 What the panel reads: the store keeps, per event, what intake decided (an outbox item per mapping,
 or a skip record with its reason) and per visitor what the edge learned (click id, IP, user
-agent); in dry run, the request bodies the sender would have sent. The enriched event itself
+agent); in dry run, the request bodies the sender would have sent. The store does not keep what
+an event was (its type, name, source, the click id it carried): processing tells `Recent`, a
+short memory of the latest events kept only while the panel may show traffic, and the panel
+names each event it finds there. An event from before this edge started, or stored by
+`rokt-edge import` (another process), has no name in the panel. The enriched event itself
 (`context.rokt_edge`) is not stored, so the panel shows enrichment where it lands: in the
 visitor's record and in the batch that would go to Rokt.
 """
@@ -31,19 +35,24 @@ visitor's record and in the batch that would go to Rokt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import re
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from edge.assets import read_static
+from edge.capture.enrich import event_click_id
+from edge.events import Event
 from edge.settings import CLIENT_IP_HEADERS, Settings
 from edge.store.base import Store
 from edge.store.sqlite import SQLiteStore
@@ -60,6 +69,7 @@ PAGES: Final = {
 STYLE: Final = "demo.css"
 ICON: Final = "favicon.ico"  # 16x16, in static/demo/ (shipped with the pages)
 RECENT: Final = 30  # rows of each kind the panel shows
+REMEMBERED: Final = 256  # events `Recent` describes: more than the panel's rows need
 NOT_DRY_RUN: Final = (
     "the demo panel shows what the edge received only in dry run (no credentials set)"
 )
@@ -93,6 +103,46 @@ def enabled(settings: Settings) -> bool:
 def shows_traffic(settings: Settings) -> bool:
     """Whether the panel may show what the edge received: the demo is on, in dry run."""
     return enabled(settings) and settings.dry_run
+
+
+class Recent:
+    """What the latest events were, by message id: their source, type, name, page path and the
+    click id they carried (what the store does not keep). Processing tells it each event it
+    takes (`add`), in memory only; with `size` 0 (the panel shows no traffic) it keeps nothing."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self.size = size
+        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def add(self, source: str, event: Event) -> None:
+        if not self.size:
+            return
+        body = event.body
+        self._events.pop(event.message_id, None)  # a slice processed again: one entry
+        self._events[event.message_id] = {
+            "source": source,
+            "type": event.type,
+            "name": body.get("event") if event.type == "track" else body.get("name"),
+            "page": _path(body) if event.type == "page" else None,
+            "click_id": event_click_id(body),
+        }
+        if len(self._events) > self.size:
+            self._events.popitem(last=False)
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        return self._events.get(message_id)
+
+
+def _path(body: dict[str, Any]) -> str | None:
+    """A page view's path (never its query, which may hold the click id), to tell pages apart."""
+    page = body.get("context", {}).get("page")
+    if not isinstance(page, dict):
+        return None
+    path, url = page.get("path"), page.get("url")
+    if not isinstance(path, str) and isinstance(url, str):
+        with contextlib.suppress(ValueError):
+            path = urlsplit(url).path
+    return path if isinstance(path, str) and path else None
 
 
 def routes(settings: Settings) -> list[BaseRoute]:
@@ -138,6 +188,7 @@ async def recent(request: Request) -> Response:
         events, visitors = [], []
     requests = [{"at": b.at, "path": b.path, "body": json.loads(b.body)} for b in bodies]
     _link(events, requests)
+    _describe(events, request.app.state.edge.recent)
     document = {"dry_run": True, "visitors": visitors, "events": events, "requests": requests}
     return JSONResponse(mask(document), headers={"Cache-Control": "no-store"})
 
@@ -265,6 +316,13 @@ def _outcome(state: str, dry_run: bool, dead_reason: str | None) -> str:
     if state == "dead":
         return f"dead: {dead_reason}"
     return "waiting to be sent"
+
+
+def _describe(events: list[dict[str, Any]], recent: Recent) -> None:
+    """Say what each received event was, as far as `recent` remembers (else None: unknown)."""
+    for event in events:
+        described = recent.get(event["message_id"])
+        event.update(described or dict.fromkeys(("source", "type", "name", "page", "click_id")))
 
 
 def _link(events: list[dict[str, Any]], requests: list[dict[str, Any]]) -> None:

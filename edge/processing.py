@@ -248,6 +248,7 @@ class Processor:
                 edge.pipeline, view, arrival.source, carrier(arrival), arrival.received_at
             )
             for event in edge.readings.take(arrival):
+                edge.recent.add(arrival.source, event)  # what it was, for the demo panel
                 await attribution.add(event)
             collected.absorb(attribution)
             done.append(stored.id)

@@ -207,3 +207,75 @@ def test_masking_covers_both_upstreams_bodies() -> None:
         {"name": "useragent", "value": "Chrome 120 on Linux (Desktop)"},
         {"name": "amount", "value": "10.00"},
     ]}  # fmt: skip
+
+
+def test_the_panel_says_what_each_event_was_where_it_came_from_and_its_click(
+    tmp_path: Path,
+) -> None:
+    # Given a dry-run edge that takes a shop backend's calls too
+    with LiveEdge(dry_run(tmp_path, write_keys=("shop-key",))) as live, httpx.Client() as client:
+        # When a shopper lands from an ad and views a product, and the shop's backend then
+        # tracks the order for the same visitor
+        beacon(client, live, {
+            "type": "page", "anonymousId": "anon-1234", "messageId": "m-page",
+            "context": {"page": {"url": f"http://shop.test/demo?rtid={CLICK}"}},
+        })  # fmt: skip
+        beacon(client, live, {
+            "type": "track", "event": "Product Viewed", "anonymousId": "anon-1234",
+            "messageId": "m-product", "properties": {"product_id": "mug-1"},
+        })  # fmt: skip
+        tracked = client.post(
+            live.url + "/v1/track",
+            json={"type": "track", "event": "Order Completed", "anonymousId": "anon-1234",
+                  "messageId": "m-order", "properties": {"order_id": "o1", "revenue": 10}},
+            auth=("shop-key", ""),
+        )  # fmt: skip
+        assert tracked.status_code == 200, tracked.text
+
+        def events() -> dict[str, dict[str, Any]]:
+            found = client.get(live.url + "/demo/api/recent").json()["events"]
+            return {event["message_id"]: event for event in found}
+
+        # (once the order is recorded as the dry run's request to Rokt)
+        wait_for(lambda: "sent_click_id" in events().get("m-order", {}))
+        received = events()
+
+    # Then each event reads as what it was: a page view (by its page), a product view and the
+    # order by their names, from the browser's beacon or the server's API; the click id the
+    # event carried, and the one the order would be sent with, masked
+    described = ("source", "type", "name", "page", "click_id")
+    assert {key: received["m-page"][key] for key in described} == {
+        "source": "beacon", "type": "page", "name": None, "page": "/demo", "click_id": "3f2a9c…",
+    }  # fmt: skip
+    assert {key: received["m-product"][key] for key in described} == {
+        "source": "beacon", "type": "track", "name": "Product Viewed", "page": None,
+        "click_id": None,
+    }  # fmt: skip
+    assert {key: received["m-order"][key] for key in described} == {
+        "source": "api", "type": "track", "name": "Order Completed", "page": None,
+        "click_id": None,  # the backend sent none: the edge found it for the visitor
+    }  # fmt: skip
+    assert received["m-order"]["sent_click_id"] == "3f2a9c…"
+    assert received["m-product"]["outcome"].startswith("skipped: not triggered")
+
+
+def test_an_event_the_edge_did_not_see_has_no_name_rather_than_a_wrong_one(
+    tmp_path: Path,
+) -> None:
+    # Given an event received before the edge restarted (what it was is kept only in memory)
+    settings = dry_run(tmp_path)
+    with LiveEdge(settings) as live, httpx.Client() as client:
+        beacon(client, live, {"type": "track", "event": "Product Viewed", "messageId": "m-old"})
+        live.processed()
+    with LiveEdge(settings) as live, httpx.Client() as client:
+        beacon(client, live, {"type": "track", "event": "Signed Up", "messageId": "m-new"})
+        live.processed()
+        events = {
+            e["message_id"]: e for e in client.get(live.url + "/demo/api/recent").json()["events"]
+        }
+
+    # Then the panel still lists the older event and its fate, saying nothing of what it was
+    assert events["m-old"]["outcome"].startswith("skipped: not triggered")
+    assert events["m-old"]["type"] is None
+    assert events["m-old"]["source"] is None
+    assert (events["m-new"]["type"], events["m-new"]["name"]) == ("track", "Signed Up")
