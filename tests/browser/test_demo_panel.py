@@ -1,20 +1,24 @@
 """The demo as a newcomer walks it in Chromium, on a dry-run edge: the inspect panel says what
-each event was, and no page asks the edge for something it does not serve (the browser's icon
-included)."""
+each event was, a phone reads every page without scrolling sideways, and no page asks the edge
+for something it does not serve (the browser's icon included)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.demo import mask
-from tests.browser.conftest import RealEdge, Tab
+from tests.browser.conftest import WATCH_ERRORS, RealEdge, Tab
+from tests.live import wait_for
 
 pytestmark = pytest.mark.browser
 
 Start = Callable[..., RealEdge]
 NewTab = Callable[..., Tab]
+PHONE: Any = {"width": 390, "height": 844}  # an iPhone 12 to 15's screen, in CSS pixels
 COLUMNS = ["When", "Source", "Type", "Name", "Click id", "Outcome", "Message id"]
 # The rows of the panel's events table, each as {column: text}
 ROWS = """() => {
@@ -22,6 +26,22 @@ ROWS = """() => {
   return Array.from(document.querySelectorAll('#events tbody tr'), row =>
     Object.fromEntries(Array.from(row.cells, (td, i) => [columns[i], td.textContent])));
 }"""
+
+
+@pytest.fixture
+def phone_tab(browser: Any) -> Iterator[Tab]:
+    """A tab in a phone's browser: 390 CSS pixels wide, touch, the page's viewport tag obeyed."""
+    context = browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
+    context.add_init_script(WATCH_ERRORS)
+    tab = Tab(context.new_page())
+    tab.page.set_default_timeout(10_000)
+    try:
+        yield tab
+        assert tab.page_errors == [], f"uncaught errors on the page: {tab.page_errors}"
+    finally:
+        context.close()
 
 
 def walk(
@@ -96,6 +116,39 @@ def test_the_panel_says_what_each_event_was_where_it_came_from_and_its_click(
     assert message_id is not None
     assert len(message_id) == 36  # the snippet's UUID
     assert first.locator("summary").text_content() == message_id[:8] + "…"
+
+
+def test_a_phone_reads_every_demo_page_without_scrolling_sideways(
+    start_edge: Start, phone_tab: Tab, tmp_path: Path
+) -> None:
+    # Given a dry-run edge, and a newcomer on a phone 390 CSS pixels wide
+    edge = start_edge(api_key=None, api_secret=None)
+
+    # When they walk the demo to the panel, which fills with what the edge received (each page
+    # looked at, and photographed, as it is shown)
+    def fits(name: str) -> None:
+        width = phone_tab.js("() => document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{phone_tab.page.url} is {width} px wide"
+        phone_tab.page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+
+    walk(phone_tab, edge, fits)
+    rows = rows_once_ordered(phone_tab)
+    wait_for(lambda: phone_tab.page.text_content("#requests"))
+    fits("demo-inspect-filled")
+
+    # Then no page was wider than the screen (above), and the panel's rows are stacked as
+    # cards, each line headed by its column's name
+    assert len(rows) >= 5
+    assert (
+        phone_tab.js("() => getComputedStyle(document.querySelector('#events thead')).display")
+        == "none"
+    )
+    label = "() => getComputedStyle(document.querySelector('#events td'), '::before').content"
+    assert phone_tab.js(label) == '"When"'
+
+    # And the edge's own page fits the phone too
+    phone_tab.goto(edge.url + "/")
+    fits("home")
 
 
 def test_no_demo_page_asks_the_edge_for_what_it_does_not_serve(
