@@ -174,8 +174,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from edge.store import open_store
 
     configure_logging(settings.log_format)
+    # Where a browser on this machine reaches it, for the start-up line naming the demo.
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     try:
-        app = create_app(settings)
+        app = create_app(settings, base_url=f"http://{_address(shown, args.port)}")
     except MappingConfigError as error:
         print(f"rokt-edge: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -193,3 +193,14 @@ def test_serve_on_a_port_in_use_says_so_and_never_says_ready(tmp_path: Path) -> 
     )
     assert "rokt-edge ready" not in result.stderr
     assert "startup complete" not in result.stderr
+
+
+def test_serve_names_the_demos_full_address_in_its_log(tmp_path: Path) -> None:
+    # Given a new user serving the edge in a dry run (the demo is on)
+    home = tmp_path / "home"
+    home.mkdir()
+    log = tmp_path / "serve.log"
+    with serving(home_env(home), cwd=tmp_path, log=log) as url:
+        pass
+    # Then the log says where to open the demo, in full
+    assert f"demo: the shop at {url}/demo, its panel at {url}/demo/inspect" in log.read_text()
