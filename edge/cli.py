@@ -152,13 +152,9 @@ def _parser() -> argparse.ArgumentParser:
 def tune_collector() -> None:
     """Fewer, cheaper passes of the cyclic garbage collector in the serving process.
 
-    By default it runs every 700 allocations, and a beacon makes a few hundred (its event, the
-    request's dicts, futures), so a collection ran every other request or so; its passes over
-    older generations walk every long-lived object (modules, mappings, the readings kept for
-    processing) and were most of the p99 under load. What is alive once the app is built is
-    frozen out of all passes, and the youngest generation is collected every 20,000
-    allocations (bench/ingest.py: about a tenth more beacons a second, and a third of the p99).
-    """
+    What is alive once the app is built is frozen out of all passes, and the youngest
+    generation is collected every 20,000 allocations instead of 700 (a beacon makes a few
+    hundred): why and what it gained, docs/architecture.md#serving."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -12,24 +12,9 @@ The shop pages include the snippet exactly as a merchant's pages do (the queue s
 `/rokt-edge.js`) and post to the real beacon, `/e`: nothing in the flow is demo-only but the
 pages. Everything is plain HTML in static/demo/, with no external asset (no CDN).
 
-Safety: the routes exist only when `ROKT_EDGE_DEMO` is true, or unset while the edge runs in dry
-run (no credentials). The panel's data (visitors' IP addresses and user agents, request bodies)
-is served only in dry run, whatever the setting: a production edge with the demo turned on shows
-the pages, never its traffic. Even in dry run, the data goes only to a request made on loopback
-(the edge's own address and the client's are loopback, and no proxy forwarded it) unless
-`ROKT_EDGE_DEMO` is true, and always masked (`mask`): IP addresses cut to their network, emails
-to their first letter and domain, user agents to browser and system, click ids and other
-identifiers to their first characters; SHA-256 hashes shortened.
-
-What the panel reads: the store keeps, per event, what intake decided (an outbox item per mapping,
-or a skip record with its reason) and per visitor what the edge learned (click id, IP, user
-agent); in dry run, the request bodies the sender would have sent. The store does not keep what
-an event was (its type, name, source, the click id it carried): processing tells `Recent`, a
-short memory of the latest events kept only while the panel may show traffic, and the panel
-names each event it finds there. An event from before this edge started, or stored by
-`rokt-edge import` (another process), has no name in the panel. The enriched event itself
-(`context.rokt_edge`) is not stored, so the panel shows enrichment where it lands: in the
-visitor's record and in the batch that would go to Rokt.
+Safety: the routes exist only when `ROKT_EDGE_DEMO` is true, or unset in dry run; the panel's
+data only in dry run, only on loopback unless `ROKT_EDGE_DEMO=true`, and always masked (`mask`).
+What the panel reads, and why an event may have no name there: docs/operations.md#the-demo.
 """
 
 from __future__ import annotations

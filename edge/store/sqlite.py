@@ -9,25 +9,9 @@ durability costs one fsync per group, not one per put, and a job that fails roll
 savepoint without failing the others. Synchronous callers and other event loops write on a
 connection of the store's own instead (`_run_private`).
 
-`synchronous=FULL`: in WAL mode NORMAL already survives a crash of the process, but a power
-loss or kernel crash can take back the last commits, and "nothing acknowledged is ever lost"
-covers the machine too. Group commit is what makes FULL affordable (see `bench/outbox.py`).
-
-Only the sender's lease transitions (claim, ack, retry, release, sweep) are committed with
-`synchronous=NORMAL` when a group holds nothing else: their commits skip the fsync. This is safe
-because, in WAL mode, a commit is written to the log before it returns (a crash of the process
-loses nothing, whatever the setting), and the log only grows in order: every FULL commit and
-every checkpoint syncs the whole log first, so what survives a power loss is always a prefix of
-the commits. A relaxed commit can therefore only be lost together with everything after it, and
-never takes a put (always FULL, and its whole group with it) along. Losing one is harmless:
-    claim    the items are pending again, as if never claimed (whatever was sent of them
-             before the power went is sent again: a duplicate, as for a lost ack)
-    ack      the items are claimed (or pending) again and are sent again after their lease:
-             a duplicate with the same source_message_id, which the upstream de-duplicates
-    retry,   the items stay claimed until their lease runs out and a sweep returns them:
-    release  a later attempt, never a lost item
-    sweep    made again by the next sweep
-Dead letters, replays, pauses and everything intake writes stay FULL.
+Durability: `synchronous=FULL` for everything intake writes, dead letters, replays and pauses;
+the sender's lease transitions alone are committed with NORMAL, which can only lose a suffix of
+commits that are harmless to lose (see docs/architecture.md#the-sqlite-store for why).
 
 The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600
 (with `make_folders`, the default location's, in folders created 0700), and narrowed at open,

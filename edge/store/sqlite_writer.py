@@ -1,14 +1,9 @@
 """The SQLite store's writer: a process of its own that holds the write connection and commits
 groups of jobs, one transaction each (the group commit `edge.store.sqlite` describes).
 
-Why a process and not a thread: Python's sqlite3 lets go of the interpreter lock around every
-statement and must take it back after, and while an event loop in the same process is busy
-(intake or delivery under load) that takes 0.75 ms at the median and 5 ms (the switch interval)
-at the 90th percentile, measured. A write transaction is a dozen such hand-overs, so a writer
-thread spent most of its time waiting for the lock, not writing; and every hand-over also
-stalled the event loop (the convoy effect: the loop gives the lock away at each socket call and
-waits to get it back). Here the parent's proxy thread hands over one message per group and
-gets one back; the statements run under this process's own lock.
+A process and not a thread: a writer thread spent most of its time waiting for the interpreter
+lock behind a busy event loop, and stalled the loop in turn (measured: see
+docs/architecture.md#the-writer-process).
 
 Protocol, over a socket pair (`multiprocessing.connection`: length-prefixed pickles):
 
@@ -22,12 +17,9 @@ The writer ignores SIGINT and SIGTERM, which a terminal or a service manager sen
 process group: it ends when its parent does, after the group it is writing, so a commit is never
 cut in two by a signal meant for the parent.
 
-The write-ahead log is kept to the size of what is being written: it is checkpointed every 4 MiB
-(SQLite's default in bytes; 1,000 pages of 16 KiB made it 16 MiB), cut back to that size after a
-checkpoint, and emptied (`wal_checkpoint(TRUNCATE)`) once nothing has been written for a second,
-and after a commit fails (a full disk: the log gives its space back as soon as its pages fit
-in the database file, so writing starts again by itself once there is room). The database file
-is created readable by its owner only (it holds the cookie-signing key and personal data).
+The write-ahead log is kept to the size of what is being written, and emptied when idle and after
+a failed commit, so a full disk recovers by itself (docs/architecture.md#the-sqlite-store). The
+database file is created readable by its owner only.
 
     python -m edge.store.sqlite_writer FD PATH
 """
