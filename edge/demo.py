@@ -97,25 +97,31 @@ class Recent:
 
     def __init__(self, size: int = REMEMBERED) -> None:
         self.size = size
-        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # The event as processing took it; described only when the panel asks (`get`), so that
+        # processing pays a dict entry per event, not the description.
+        self._events: OrderedDict[str, tuple[str, Event]] = OrderedDict()
 
     def add(self, source: str, event: Event) -> None:
         if not self.size:
             return
-        body = event.body
         self._events.pop(event.message_id, None)  # a slice processed again: one entry
-        self._events[event.message_id] = {
+        self._events[event.message_id] = (source, event)
+        if len(self._events) > self.size:
+            self._events.popitem(last=False)
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        found = self._events.get(message_id)
+        if found is None:
+            return None
+        source, event = found
+        body = event.body
+        return {
             "source": source,
             "type": event.type,
             "name": body.get("event") if event.type == "track" else body.get("name"),
             "page": _path(body) if event.type == "page" else None,
             "click_id": event_click_id(body),
         }
-        if len(self._events) > self.size:
-            self._events.popitem(last=False)
-
-    def get(self, message_id: str) -> dict[str, Any] | None:
-        return self._events.get(message_id)
 
 
 def _path(body: dict[str, Any]) -> str | None:

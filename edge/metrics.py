@@ -107,6 +107,11 @@ class Metrics:
         self._skipped_child = lru_cache(maxsize=1024)(
             lambda reason: self.skipped.labels(reason=reason_label(reason))
         )
+        self._conversions_child = lru_cache(maxsize=64)(
+            lambda source, click, email: self.conversions.labels(
+                source=source, click_id=_yes(click), email=_yes(email)
+            )
+        )
         self._ingest_child = lru_cache(maxsize=16)(
             lambda source: self.ingest_seconds.labels(source=source)
         )
@@ -123,9 +128,7 @@ class Metrics:
 
     def count_conversions(self, conversions: Iterable[Conversion]) -> None:
         for each in conversions:
-            self.conversions.labels(
-                source=each.source, click_id=_yes(each.click_id), email=_yes(each.email)
-            ).inc()
+            self._conversions_child(each.source, each.click_id, each.email).inc()
 
     def render(self) -> bytes:
         """The Prometheus text format."""

@@ -238,22 +238,32 @@ class Processor:
 
     async def _process(self, batch: Sequence[StoredArrival]) -> None:
         edge = self.edge
-        view = IdentityView(edge.store.identity)
+        view = IdentityView(edge.store.identities)
         collected = Collected()
         deadline = time.perf_counter() + SLICE_SECONDS
         done: list[int] = []
-        for stored in batch:
+        readings = [edge.readings.take(stored.arrival) for stored in batch]
+        attributions = [
+            Attribution(edge.pipeline, view, stored.arrival.source, carrier(stored.arrival),
+                        stored.arrival.received_at)
+            for stored in batch
+        ]  # fmt: skip
+        # The ids the slice's events will ask about, looked up in one call rather than one per
+        # event (the window is judged per event: this asks for what the oldest could use).
+        since = batch[0].arrival.received_at - edge.settings.attribution_window_days * 86400.0
+        wanted = zip(attributions, readings, strict=True)
+        await view.prefetch((key for a, events in wanted for key in a.lookup_keys(events)), since)
+        for stored, events, attribution in zip(batch, readings, attributions, strict=True):
             arrival = stored.arrival
-            attribution = Attribution(
-                edge.pipeline, view, arrival.source, carrier(arrival), arrival.received_at
-            )
-            for event in edge.readings.take(arrival):
+            for event in events:
                 edge.recent.add(arrival.source, event)  # what it was, for the demo panel
                 await attribution.add(event)
             collected.absorb(attribution)
             done.append(stored.id)
             if time.perf_counter() > deadline:  # the rest wait for the next slice, in order
                 break
+        for stored, events in zip(batch[len(done) :], readings[len(done) :], strict=True):
+            edge.readings.keep(stored.arrival, events)  # read already: kept for that slice
         result = await edge.store.settle(done, collected.intake())
         self.processed += len(done)
         self.waiting = max(0, self.waiting - len(done))

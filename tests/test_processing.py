@@ -230,7 +230,7 @@ def test_a_reading_is_taken_once_and_a_full_store_of_them_keeps_the_oldest() -> 
 async def test_a_slice_sees_the_links_its_earlier_arrivals_made(store_path: Path) -> None:
     store = SQLiteStore(store_path)
     try:
-        view = IdentityView(store.identity)
+        view = IdentityView(store.identities)
         # given nothing stored, and an earlier arrival that linked A and U to a click
         assert await view.identity(("u:U",), since=NOW - 60) is None
         view.record([IdentityUpdate(("a:A", "u:U"), "CLICK-1", NOW - 10, "ip-1", "ua-1")], NOW)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,22 +51,32 @@ IDENTIFIED_TYPES: Final = frozenset({"track", "identify"})
 
 log = logging.getLogger("rokt_edge.processing")
 
-Lookup = Callable[[Sequence[str], float], Awaitable[Identity | None]]
+Lookup = Callable[[Sequence[str], float], Awaitable[dict[str, Identity]]]
 
 
 class IdentityView:
-    """The identity store as a slice being processed sees it: what is stored, plus what the
-    slice's earlier events taught (written only when the slice settles)."""
+    """The identity store as a slice being processed sees it: what is stored (looked up once
+    for the whole slice, `prefetch`), plus what the slice's earlier events taught (written only
+    when the slice settles)."""
 
     def __init__(self, lookup: Lookup) -> None:
-        self._lookup = lookup
+        self._lookup = lookup  # the store's `identities`
+        self._stored: dict[str, Identity | None] = {}  # by key; None: looked up, not found
         self._fresh: dict[str, Identity] = {}
 
+    async def prefetch(self, keys: Iterable[str], since: float) -> None:
+        """Look up, in one call, the keys the slice's events will ask about."""
+        missing = list(dict.fromkeys(key for key in keys if key not in self._stored))
+        if missing:
+            found = await self._lookup(missing, since)
+            self._stored.update((key, found.get(key)) for key in missing)
+
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
-        stored = await self._lookup(keys, since)
-        found = [stored] if stored is not None else []
-        found += [self._fresh[key] for key in keys if key in self._fresh]
-        return merged(found)
+        await self.prefetch(keys, since)
+        stored = [record for key in keys if (record := self._stored[key]) is not None]
+        fresh = [self._fresh[key] for key in keys if key in self._fresh] if self._fresh else []
+        found = stored + fresh
+        return found[0] if len(found) == 1 else merged(found)
 
     def record(self, updates: Sequence[IdentityUpdate], now: float) -> None:
         """As the store will apply them (`edge.store.base.IdentityUpdate`)."""
@@ -134,6 +144,28 @@ class Attribution(Collected):
         self.now = now
         self.window = self.settings.attribution_window_days * 86400.0
         self.is_bot = carrier.browser and is_bot(self.settings, carrier.user_agent)
+
+    def lookup_keys(self, events: Iterable[Event]) -> Iterator[str]:
+        """The identity keys of the events that will ask the identity store (`_Found`), for
+        `IdentityView.prefetch`: a server's events, and a browser's whose cookie does not tell
+        their click or that may get remembered identifiers. A guess from the cookie the
+        request carried: a key not prefetched is looked up when asked."""
+        cookie = cookie_click(self.visitor)
+        remember = self.settings.remember_identifiers
+        for event in events:
+            if self.carrier.browser:
+                own = event_click_id(event.body)
+                known = cookie is not None and (
+                    cookie.click_id == own
+                    if own is not None
+                    else self.now - cookie.seen_at <= self.window
+                )
+                traits = (
+                    remember and event.type in IDENTIFIED_TYPES and lacks_identifiers(event.body)
+                )
+                if known and not traits:
+                    continue
+            yield from identity_keys(event)
 
     async def add(self, event: Event) -> list[Outcome]:
         """Attribute one event and put what it produces in the collection; also returned.

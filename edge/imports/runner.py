@@ -78,7 +78,7 @@ class Importer:
         dry_run = self.store is None
         # Rows are attributed in order: a row sees what the rows before it taught (an
         # identify's link from anonymousId to userId), as a request's events do.
-        view = IdentityView(self.store.identity) if self.store is not None else None
+        view = IdentityView(self.store.identities) if self.store is not None else None
         attribution = Attribution(self.pipeline, view, SOURCE, SERVER, self.now)
         for row in chunk:
             report.rows += 1

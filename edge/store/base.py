@@ -502,9 +502,14 @@ class Store(ABC):
         the latest `limit` request bodies a dry run recorded; each newest first."""
 
     @abstractmethod
+    async def identities(self, keys: Sequence[str], since: float) -> dict[str, Identity]:
+        """The record of each of `keys` seen (or its click first seen) at or after `since`;
+        the others are left out. One call for many keys (a processing slice's)."""
+
     async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
         """The visitor known by any of `keys`, seen (or its click first seen) at or after
-        `since`; its click whatever its age."""
+        `since`, its records merged; its click whatever its age."""
+        return merged(list((await self.identities(keys, since)).values()))
 
     @abstractmethod
     async def prune_identities(self, before: float) -> int:

@@ -305,12 +305,12 @@ class SQLiteStore(Store):
         now = self.clock()
         await self._run(schema.record_upstream_error, now, status, message, UPSTREAM_ERRORS_KEPT)
 
-    async def identity(self, keys: Sequence[str], since: float) -> Identity | None:
+    async def identities(self, keys: Sequence[str], since: float) -> dict[str, Identity]:
         """Read on the caller's thread, beside the writer: WAL lets readers see the last
-        commit without waiting for the writer's queue, and a primary-key lookup takes
+        commit without waiting for the writer's queue, and primary-key lookups take
         microseconds, less than a hop to another thread would."""
         if not keys:
-            return None
+            return {}
         try:
             return sqlite_identity.lookup(self._reader(), keys, since)
         except sqlite3.Error as error:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from edge.store.base import Identity, IdentityUpdate, merged
+from edge.store.base import Identity, IdentityUpdate
 
 TABLE: Final = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS identities (
     mobile_sha256 TEXT          -- SHA-256 of the mobile's national digits
 );
 """
+KEYS_PER_QUERY: Final = 500  # parameters per statement well below SQLite's limit
 # Schema 4's table had no hashed identifiers (`sqlite_schema.create` adds what is missing).
 ADDED_COLUMNS: Final = ("email_sha256 TEXT", "mobile_sha256 TEXT")
 
@@ -68,16 +69,23 @@ def update(connection: sqlite3.Connection, updates: Sequence[IdentityUpdate], no
     )  # fmt: skip
 
 
-def lookup(connection: sqlite3.Connection, keys: Sequence[str], since: float) -> Identity | None:
-    marks = ",".join("?" * len(keys))
-    rows = connection.execute(
-        f"SELECT click_id, click_seen_at, ip, user_agent, seen_at, email_sha256, mobile_sha256"
-        f" FROM identities WHERE key IN ({marks}) AND (seen_at >= ? OR click_seen_at >= ?)",
-        (*keys, since, since),
-    ).fetchall()
-    if not rows:
-        return None
-    return merged([Identity(*row) for row in rows])
+def lookup(
+    connection: sqlite3.Connection, keys: Sequence[str], since: float
+) -> dict[str, Identity]:
+    """Each key's record, seen (or its click first seen) at or after `since`; keys unknown (or
+    not seen since) are left out."""
+    found: dict[str, Identity] = {}
+    for start in range(0, len(keys), KEYS_PER_QUERY):
+        chunk = keys[start : start + KEYS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        rows = connection.execute(
+            f"SELECT key, click_id, click_seen_at, ip, user_agent, seen_at, email_sha256,"
+            f" mobile_sha256 FROM identities WHERE key IN ({marks})"
+            f" AND (seen_at >= ? OR click_seen_at >= ?)",
+            (*chunk, since, since),
+        ).fetchall()
+        found.update((row[0], Identity(*row[1:])) for row in rows)
+    return found
 
 
 def prune(connection: sqlite3.Connection, before: float) -> int:

@@ -110,8 +110,8 @@ def with_value(body: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[
 def attribute(pipeline: Pipeline, carrier: Carrier, events: list[dict[str, Any]]) -> Attribution:
     stored = Identity("CLICK", NOW - 60, "198.51.100.7", "UA", NOW - 60, "e" * 64, "m" * 64)
 
-    async def lookup(keys: Any, since: float) -> Identity | None:
-        return stored
+    async def lookup(keys: Any, since: float) -> dict[str, Identity]:
+        return dict.fromkeys(keys, stored)
 
     attribution = Attribution(pipeline, IdentityView(lookup), "test", carrier, NOW)
 

@@ -342,11 +342,11 @@ class UnreadableStore(SQLiteStore):
     failing = True
     refused = 0
 
-    async def identity(self, keys: Any, since: float) -> Any:
+    async def identities(self, keys: Any, since: float) -> Any:
         if self.failing:
             self.refused += 1
             raise StoreUnavailable("database is locked (injected)")
-        return await super().identity(keys, since)
+        return await super().identities(keys, since)
 
 
 def test_a_failing_identity_look_up_delays_the_event_and_loses_nothing(
