@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge.events import EventError, parse_event
-from edge.rokt.capi import encode
+from edge.jsontext import encode
 from edge.rokt.pipeline import Outbound, Outcome, Pipeline
 from edge.rokt.wire import wire_for
 from edge.settings import Settings

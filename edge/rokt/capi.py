@@ -9,11 +9,11 @@ identifier at all. `pack` groups batches into requests within the upstream's lim
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from edge.jsontext import encode as encode  # the store imports it from here, for now
 from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 
 REQUIRED_IDENTIFIER: Final = (
@@ -39,11 +39,6 @@ IDENTIFYING_DEVICE: Final = frozenset(
 SOURCE_REQUEST_NAMESPACE: Final = uuid.UUID("6f1d0c1e-4b1a-4f3e-9a43-2c6a0f0e7d11")
 
 Value = TypeVar("Value", bound=UserValue)  # a custom attribute's (Scalar) or a user attribute's
-
-
-def encode(body: Any) -> bytes:
-    """The exact bytes sent upstream (and measured against the size limits)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def source_request_id(mapping: str, message_id: str) -> str:

@@ -27,7 +27,8 @@ from typing import Any, Final, Protocol
 
 import httpx
 
-from edge.rokt.capi import UpstreamRequest, encode
+from edge.jsontext import encode
+from edge.rokt.capi import UpstreamRequest
 from edge.rokt.event_api import API_VERSION
 from edge.settings import Settings, SettingsError
 

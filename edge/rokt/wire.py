@@ -27,8 +27,9 @@ from typing import Any, Final, Protocol
 
 import httpx
 
+from edge.jsontext import encode
 from edge.rokt import event_api_responses, packing, responses
-from edge.rokt.capi import BULK_EVENTS_PATH, EVENTS_PATH, UpstreamRequest, encode
+from edge.rokt.capi import BULK_EVENTS_PATH, EVENTS_PATH, UpstreamRequest
 from edge.rokt.event_api import (
     ACCOUNT_ID_UNSET,
     MAX_EVENTS_PER_REQUEST,
