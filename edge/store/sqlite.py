@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
-from edge.rokt.capi import encode
+from edge.jsontext import encode
 from edge.store import (
     sqlite_arrivals,
     sqlite_conversions,
