@@ -39,8 +39,8 @@ from edge.rokt.fields import Mapped
 from edge.rokt.pipeline import Outbound
 from edge.rokt.sender import IgnoredCookies, Sender
 from edge.settings import Settings, load_settings
-from edge.store.base import Intake, ItemId
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake, ItemId
 
 HERE = Path(__file__).resolve().parent
 

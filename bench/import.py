@@ -23,8 +23,8 @@ from edge.imports.rows import read_rows
 from edge.imports.runner import Importer, Report
 from edge.rokt.pipeline import Pipeline
 from edge.settings import Settings
-from edge.store.base import IdentityUpdate, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import IdentityUpdate, Intake
 
 MAP = {
     "user_identities": {"email": "email", "customerid": "customer_id"},

@@ -66,7 +66,7 @@ import contextlib, os, time
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
-from edge.store.base import Arrival
+from edge.store.values import Arrival
 from edge.store.sqlite import SQLiteStore
 
 async def beacon(request):

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delivery import conversions
 
 from edge.rokt.pipeline import Outbound
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 
 
 async def puts_per_second(

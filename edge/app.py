@@ -58,8 +58,9 @@ from edge.rokt.mapping import load_mappings
 from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
 from edge.settings import Settings
-from edge.store import open_store
-from edge.store.base import Arrival, Store, StoreError
+from edge.store import Store, open_store
+from edge.store.errors import StoreError
+from edge.store.values import Arrival
 from edge.tracking_api import KEY_FAILURE_BURST, KEY_FAILURE_RATE
 from edge.tracking_api import routes as tracking_routes
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from edge import __version__
 from edge.settings import Settings, SettingsError, documented_settings, load_settings
-from edge.store.base import StoreError
+from edge.store.errors import StoreError
 
 # Exit codes: 0 success, 1 some input was invalid, 2 the command could not run as asked,
 # 3 the service did not start.

@@ -39,7 +39,7 @@ from edge.assets import read_static
 from edge.capture.enrich import event_click_id
 from edge.events import Event
 from edge.settings import CLIENT_IP_HEADERS, Settings
-from edge.store.base import Store
+from edge.store import Store
 from edge.store.sqlite import SQLiteStore
 from edge.useragent import parse_user_agent
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from edge.events import Event
 from edge.rokt.pipeline import Outbound, Outcome, Skipped
-from edge.store.base import Conversion, IdentityUpdate, Intake
+from edge.store.values import Conversion, IdentityUpdate, Intake
 
 
 class Collected:

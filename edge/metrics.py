@@ -22,7 +22,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge.store.base import Conversion, ConversionShare, Store, StoreError
+from edge.store import Store
+from edge.store.errors import StoreError
+from edge.store.values import Conversion, ConversionShare
 
 log = logging.getLogger("rokt_edge.metrics")
 

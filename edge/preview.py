@@ -22,7 +22,8 @@ from edge.jsontext import encode
 from edge.rokt.pipeline import Outbound, Outcome, Pipeline
 from edge.rokt.wire import wire_for
 from edge.settings import Settings
-from edge.store.base import Claims, DeadLetter
+from edge.store.outbox import Claims
+from edge.store.values import DeadLetter
 
 
 class UnreadableInput(ValueError):

@@ -39,7 +39,8 @@ from edge.capture.cookies import Visitor
 from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Skipped
-from edge.store.base import DUPLICATE, Arrival, StoredArrival, StoreError
+from edge.store.errors import StoreError
+from edge.store.values import DUPLICATE, Arrival, StoredArrival
 
 if TYPE_CHECKING:
     from edge.app import Edge

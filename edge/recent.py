@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from edge.settings import Settings
 from edge.status import iso
-from edge.store.base import DEAD, SKIPPED, Outcome, Recent
+from edge.store.values import DEAD, SKIPPED, Outcome, Recent
 
 PERSONAL_DATA: Final = "as stored: hashed where the mapping hashes it, raw otherwise"
 

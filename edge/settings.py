@@ -30,6 +30,11 @@ EventApiAuth = Literal["v2", "v1"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SQLITE_PREFIX: Final = "sqlite:///"
+# The URL forms of the stores `edge.store.BACKENDS` opens, by scheme (a test keeps them equal:
+# settings sit below the store and do not import it).
+DATABASE_URLS: Final[Mapping[str, str]] = {
+    "sqlite": "sqlite:///relative/path.db or sqlite:////absolute/path.db",
+}
 # The default store, one place whatever the working directory: the XDG data directory
 # (`default_database_path`), written as the docs show it; resolved when settings are built.
 DEFAULT_DATABASE_URL: Final = "sqlite:///$XDG_DATA_HOME/rokt-edge/rokt-edge.db"
@@ -133,9 +138,11 @@ def _url(value: Any) -> str | None:
 
 
 def _database_url(value: Any) -> str:
-    text = _text(value)
-    if text is None or not text.startswith(SQLITE_PREFIX) or text == SQLITE_PREFIX:
-        raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    text = _text(value) or ""
+    scheme = text.split(":", 1)[0]
+    no_path = scheme == "sqlite" and (not text.startswith(SQLITE_PREFIX) or text == SQLITE_PREFIX)
+    if scheme not in DATABASE_URLS or no_path:
+        raise ValueError(f"must be {' or '.join(DATABASE_URLS.values())}")
     return text
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from edge.settings import Settings
-from edge.store.base import Stats
+from edge.store.values import Stats
 
 SETTINGS_FROM: Final = (
     "this command's environment and --config file; the running service's may differ"

@@ -54,7 +54,8 @@ from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
 from edge.events import ArrivalDefaults, Event, EventError, parse_json
 from edge.logs import Throttled
-from edge.store.base import Arrival, StoreError
+from edge.store.errors import StoreError
+from edge.store.values import Arrival
 
 if TYPE_CHECKING:
     from edge.app import Edge

@@ -25,8 +25,9 @@ import uvicorn
 
 from edge.app import create_app
 from edge.settings import Settings
-from edge.store.base import Arrival, Intake, PutResult, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Arrival, Intake, PutResult
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from edge.settings import Settings
-from edge.store.base import REJECTED, DeadLetter, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import REJECTED, DeadLetter, Intake
 from tests.conftest import run_cli
 from tests.live import LiveEdge, wait_for
 from tests.outbound import conversions, skipped

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge.status import parse_since
-from edge.store.base import EXPIRED, REJECTED, Arrival, DeadLetter, Intake, Paused
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import EXPIRED, REJECTED, Arrival, DeadLetter, Intake, Paused
 from tests.conftest import ROOT, run_cli
 from tests.outbound import conversions, skipped
 

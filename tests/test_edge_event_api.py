@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from edge.settings import Settings
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.conftest import ROOT
 from tests.event_api_items import (
     ACCOUNT,

@@ -10,8 +10,8 @@ import httpx
 
 from edge.metrics import Metrics, reason_label
 from edge.settings import Settings
-from edge.store.base import Intake, Stats
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake, Stats
 from tests.live import LiveEdge
 from tests.outbound import conversions
 

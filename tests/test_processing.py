@@ -25,8 +25,8 @@ from edge.processing import (
 )
 from edge.rokt import fields
 from edge.settings import Settings
-from edge.store.base import Arrival, Identity, IdentityUpdate
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Arrival, Identity, IdentityUpdate
 from tests.fake_capi import FakeCapi
 from tests.live import LiveEdge, wait_for
 

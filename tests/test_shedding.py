@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from edge.processing import shed
-from edge.store.base import Intake, PutResult, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake, PutResult
 from tests.fake_capi import FakeCapi
 from tests.live import LiveEdge, wait_for
 from tests.shop import WRITE_KEY, api, basic, order, shop_settings

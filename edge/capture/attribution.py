@@ -39,7 +39,8 @@ from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Outcome, Pipeline
 from edge.settings import Settings
-from edge.store.base import Identity, IdentityUpdate, StoreError, merged
+from edge.store.errors import StoreError
+from edge.store.values import Identity, IdentityUpdate, merged
 from edge.useragent import parse_user_agent
 
 BOT: Final = "bot"
@@ -79,7 +80,7 @@ class IdentityView:
         return found[0] if len(found) == 1 else merged(found)
 
     def record(self, updates: Sequence[IdentityUpdate], now: float) -> None:
-        """As the store will apply them (`edge.store.base.IdentityUpdate`)."""
+        """As the store will apply them (`edge.store.values.IdentityUpdate`)."""
         for update in updates:
             for key in update.keys:
                 self._fresh[key] = applied(self._fresh.get(key), update, now)

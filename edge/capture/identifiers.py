@@ -18,7 +18,7 @@ from edge.rokt.fields import first_present
 from edge.rokt.hashing import hash_text, is_sha256, plausible_mobile, sha256_hex
 from edge.rokt.mapping import DEFAULT_FIELDS
 from edge.rokt.paths import MISSING
-from edge.store.base import Identity
+from edge.store.values import Identity
 
 EMAIL_SOURCES: Final = DEFAULT_FIELDS["email"]
 MOBILE_SOURCES: Final = DEFAULT_FIELDS["mobile"]

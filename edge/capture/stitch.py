@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from edge.capture.enrich import EVENT, Enriched, Known, click_of, event_click_id, with_click
 from edge.events import Event
-from edge.store.base import Identity
+from edge.store.values import Identity
 
 IDENTITY: Final = "identity"
 CONTEXT_FIELDS: Final = (("ip", "ip"), ("userAgent", "user_agent"))

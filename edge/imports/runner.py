@@ -25,7 +25,8 @@ from edge.events import EventError, parse_event
 from edge.imports.mapfile import ImportMap, RowError, row_event
 from edge.imports.rows import BadRow, Row
 from edge.rokt.pipeline import Outbound, Pipeline
-from edge.store.base import DUPLICATE, Store
+from edge.store import Store
+from edge.store.values import DUPLICATE
 
 CHUNK_ROWS: Final = 500
 SOURCE: Final = "import"  # in the attribution figures

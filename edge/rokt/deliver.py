@@ -15,7 +15,7 @@ import sys
 from edge.rokt.sender import Sender, log
 from edge.settings import SettingsError, load_settings
 from edge.store import open_store
-from edge.store.base import StoreError
+from edge.store.errors import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ The outbox keeps each batch as the exact JSON text `capi.encode` made of it, so 
 body is those texts joined: `[a,b,c]` is, byte for byte, `capi.encode([A, B, C])`. `pack` groups
 them by `capi.pack`'s rules (≤ 100 batches, ≤ 256 KB; a test holds the two equal), which spares
 the delivery path a JSON decode and two encodes per batch. Both work on a claim's columns
-(`edge.store.base.Claims`): the bodies' sizes in bytes, and the bodies as one bytes object.
+(`edge.store.outbox.Claims`): the bodies' sizes in bytes, and the bodies as one bytes object.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from edge.rokt.capi import (
     MAX_BATCHES_PER_REQUEST,
     MAX_BODY_BYTES,
 )
-from edge.store.base import Claims
+from edge.store.outbox import Claims
 
 
 def pack(sizes: Sequence[int]) -> list[slice]:

@@ -42,7 +42,10 @@ from edge.rokt.responses import MESSAGE_CHARS, redact
 from edge.rokt.verdict import Kind, Verdict
 from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire, wire_for
 from edge.settings import Settings
-from edge.store.base import REJECTED, Claims, DeadLetter, Paused, Store, StoreError
+from edge.store import Store
+from edge.store.errors import StoreError
+from edge.store.outbox import Claims
+from edge.store.values import REJECTED, DeadLetter, Paused
 
 log = logging.getLogger("rokt_edge.sender")
 

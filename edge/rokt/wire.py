@@ -46,7 +46,8 @@ from edge.rokt.event_api_auth import (
 )
 from edge.rokt.verdict import Kind, Verdict
 from edge.settings import Settings
-from edge.store.base import EXPIRED, REJECTED, Claims, DeadLetter, ItemId
+from edge.store.outbox import Claims
+from edge.store.values import EXPIRED, REJECTED, DeadLetter, ItemId
 
 MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # contract A's data-age limit
 NOT_AN_EVENT: Final = (

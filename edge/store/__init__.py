@@ -1,56 +1,54 @@
-"""Durable storage: the outbox of upstream-ready items, skipped records, delivery state.
+"""Durable storage: arrivals, the outbox of upstream-ready items, skipped records, identities,
+delivery state.
 
-`open_store(settings)` picks the implementation from `ROKT_EDGE_DATABASE_URL`'s scheme; the
-interface (and its errors) is in `edge.store.base`.
+    errors.py      the error tree             values.py      the values the roles take and give
+    outbox.py      the outbox role (states)   arrivals.py    the arrivals role
+    identities.py  the identities role        admin.py       stats, secrets, life cycle
+    sqlite.py      the embedded backend (sqlite_*.py: its writer, tables)
+
+`Store` is every role together, what a backend implements. `open_store(settings)` picks the
+backend from `ROKT_EDGE_DATABASE_URL`'s scheme (`BACKENDS`); `edge.settings` accepts the same
+schemes.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
-from edge.store.base import Store, StoreConfigError
+from edge.store.admin import Admin
+from edge.store.arrivals import Arrivals
+from edge.store.errors import StoreConfigError
+from edge.store.identities import Identities
+from edge.store.outbox import Outbox
 
 if TYPE_CHECKING:  # the writer process imports this package: settings (phone numbers) would
     from edge.settings import Settings  # add half to its start
 
-SQLITE_PREFIX = "sqlite:///"
-SETTING = "ROKT_EDGE_DATABASE_URL"
+
+class Store(Outbox, Arrivals, Identities, Admin):
+    """Durable storage, every role: the web service, processing, the sender and the commands
+    each use the roles they need."""
 
 
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///relative.db` → relative.db; `sqlite:////abs.db` → /abs.db (as SQLAlchemy)."""
-    if not url.startswith(SQLITE_PREFIX) or url == SQLITE_PREFIX:
-        raise StoreConfigError(f"{url!r} is not a sqlite:///path URL")
-    return Path(url[len(SQLITE_PREFIX) :])
+def _sqlite(url: str, settings: Settings, create: bool) -> Store:
+    from edge.store.sqlite import open_url
+
+    return open_url(url, settings, create=create)
+
+
+# Each backend by the URL scheme that names it: how to open one from the settings.
+BACKENDS: Final[Mapping[str, Callable[[str, Settings, bool], Store]]] = {"sqlite": _sqlite}
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
     """The store the settings name. With `create` (the service), a store that does not exist
     yet is created; without (the commands that read or fill the service's store), it is refused:
-    one made here would be a store no service reads. A missing folder is refused, but for the
-    default location (`edge.settings.default_database_path`), whose folders are created 0700."""
+    one made here would be a store no service reads."""
     url = settings.database_url
-    if url.startswith("sqlite:"):
-        from edge.settings import default_database_path
-        from edge.store.sqlite import SQLiteStore
-
-        path = sqlite_path(url)
-        default = path == default_database_path(os.environ)
-        where = f"{SETTING}'s default" if default else f"{SETTING} = {url!r}"
-        if not create and not path.is_file():
-            raise StoreConfigError(
-                f"no store at {path} ({where}): `rokt-edge serve` creates it; to use the store "
-                f"a running service uses, give this command the same {SETTING}"
-            )
-        if not default and not path.parent.is_dir():
-            raise StoreConfigError(
-                f"{SETTING} = {url!r}: the folder {path.parent} does not exist (only the default "
-                "location's is created): create it, or name a file in a folder that exists"
-            )
-        return SQLiteStore(
-            path, dedup_window=settings.dedup_window_hours * 3600.0, make_folders=default
-        )
     scheme = url.split(":", 1)[0]
-    raise StoreConfigError(f"{url!r}: no store for the scheme {scheme!r} (supported: sqlite)")
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        supported = f"supported: {', '.join(BACKENDS)}"
+        raise StoreConfigError(f"{url!r}: no store for the scheme {scheme!r} ({supported})")
+    return backend(url, settings, create)

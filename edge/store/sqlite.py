@@ -17,7 +17,7 @@ The file is its owner's alone (it holds the cookie-signing key and personal data
 (with `make_folders`, the default location's, in folders created 0700), and narrowed at open,
 saying so in the log, when it was left readable by others (`sqlite_writer.own`).
 
-Raises the store errors drawn in `edge.store.base` (StoreUnavailable for any failed write).
+Raises the store errors of `edge.store.errors` (StoreUnavailable for any failed write).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from edge.jsontext import encode
 from edge.store import (
+    Store,
     sqlite_arrivals,
     sqlite_conversions,
     sqlite_dedup,
@@ -50,11 +51,13 @@ from edge.store import (
     sqlite_writer,
 )
 from edge.store import sqlite_schema as schema
-from edge.store.base import (
+from edge.store.coalesce import Coalescer
+from edge.store.errors import StoreConfigError, StoreUnavailable
+from edge.store.outbox import Claims
+from edge.store.values import (
     DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
     Arrival,
-    Claims,
     Conversion,
     DeadLetter,
     DryRunBody,
@@ -66,11 +69,11 @@ from edge.store.base import (
     PutResult,
     Recent,
     Stats,
-    Store,
     StoredArrival,
-    StoreUnavailable,
 )
-from edge.store.coalesce import Coalescer
+
+if TYPE_CHECKING:
+    from edge.settings import Settings
 
 log = logging.getLogger("rokt_edge.store")
 T = TypeVar("T")
@@ -83,6 +86,39 @@ MAX_GROUP: Final = 1024
 SOCKET_BUFFER_BYTES: Final = 8 << 20
 STOP_SECONDS: Final = 30.0  # for the writer to finish its group at close
 DEDUP_WINDOW_SECONDS: Final = 86400.0
+PREFIX: Final = "sqlite:///"
+SETTING: Final = "ROKT_EDGE_DATABASE_URL"
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///relative.db` → relative.db; `sqlite:////abs.db` → /abs.db (as SQLAlchemy)."""
+    if not url.startswith(PREFIX) or url == PREFIX:
+        raise StoreConfigError(f"{url!r} is not a sqlite:///path URL")
+    return Path(url[len(PREFIX) :])
+
+
+def open_url(url: str, settings: Settings, *, create: bool) -> SQLiteStore:
+    """The store `url` names (`edge.store.open_store`). A missing folder is refused, but for
+    the default location (`edge.settings.default_database_path`), whose folders are created
+    0700; without `create`, so is a file that does not exist yet."""
+    from edge.settings import default_database_path
+
+    path = sqlite_path(url)
+    default = path == default_database_path(os.environ)
+    where = f"{SETTING}'s default" if default else f"{SETTING} = {url!r}"
+    if not create and not path.is_file():
+        raise StoreConfigError(
+            f"no store at {path} ({where}): `rokt-edge serve` creates it; to use the store "
+            f"a running service uses, give this command the same {SETTING}"
+        )
+    if not default and not path.parent.is_dir():
+        raise StoreConfigError(
+            f"{SETTING} = {url!r}: the folder {path.parent} does not exist (only the default "
+            "location's is created): create it, or name a file in a folder that exists"
+        )
+    return SQLiteStore(
+        path, dedup_window=settings.dedup_window_hours * 3600.0, make_folders=default
+    )
 
 
 class SQLiteStore(Store):

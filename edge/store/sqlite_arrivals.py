@@ -2,7 +2,7 @@
 
 Like `sqlite_schema`, these functions run inside the writer's transaction and never commit
 (except `waiting`, a read on the caller's connection). An arrival row is deleted in the same
-transaction that writes what processing it produced (`edge.store.base.Store.settle`).
+transaction that writes what processing it produced (`edge.store.arrivals.Arrivals.settle`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from edge.store.base import Arrival, StoredArrival
+from edge.store.values import Arrival, StoredArrival
 
 TABLE: Final = """
 CREATE TABLE IF NOT EXISTS arrivals (

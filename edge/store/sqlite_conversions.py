@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Final
 
-from edge.store.base import Conversion, ConversionShare
+from edge.store.values import Conversion, ConversionShare
 
 BUCKET_SECONDS: Final = 60
 WINDOWS: Final = (("1h", 3600.0), ("24h", 86400.0))

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from edge.store.base import Identity, IdentityUpdate
+from edge.store.values import Identity, IdentityUpdate
 
 TABLE: Final = """
 CREATE TABLE IF NOT EXISTS identities (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from edge.store import sqlite_schema as schema
-from edge.store.base import (
+from edge.store.values import (
     DEAD,
     DELIVERED,
     DRY_RUN,

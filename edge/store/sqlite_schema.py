@@ -1,7 +1,7 @@
 """The SQLite store's tables and statements, one function per operation.
 
 Each function runs inside the writer's transaction (see `edge.store.sqlite`) and never commits.
-Times are epoch seconds (REAL); item states are the ones drawn in `edge.store.base`.
+Times are epoch seconds (REAL); item states are the ones drawn in `edge.store.outbox`.
 
 An item's state is where it is, beside its `outbox` row (written once at put):
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from edge.store import sqlite_arrivals, sqlite_conversions, sqlite_dedup, sqlite_identity
-from edge.store.base import (
-    Claims,
+from edge.store.outbox import Claims
+from edge.store.values import (
     DeadLetter,
     DryRunBody,
     ItemId,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from edge.store import sqlite_schema as schema
-from edge.store.base import StoreUnavailable
+from edge.store.errors import StoreUnavailable
 
 PAGE_SIZE: Final = 16384
 BUSY_TIMEOUT_MS: Final = 5000  # another process (the CLI, a second edge) holding the lock

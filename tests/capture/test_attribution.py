@@ -26,7 +26,7 @@ from edge.rokt.capi import encode
 from edge.rokt.mapping import DEFAULT_FIELDS, default_mappings
 from edge.rokt.pipeline import Pipeline
 from edge.settings import Settings
-from edge.store.base import Identity
+from edge.store.values import Identity
 
 NOW = 1_790_000_000.0
 # Every path the default mappings and attribution read, and the containers around them.

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from edge.events import NOT_TEXT
 from edge.settings import Settings
-from edge.store.base import StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from tests.fake_capi import FakeCapi, Reply
 from tests.live import FailingStore, LiveEdge, wait_for

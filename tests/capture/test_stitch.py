@@ -6,7 +6,7 @@ from edge.capture.enrich import Enriched
 from edge.capture.stitch import identity_keys
 from edge.capture.stitch import stitch as stitch_at
 from edge.events import Event, parse_event
-from edge.store.base import Identity
+from edge.store.values import Identity
 
 SEEN = 1_700_000_000.0
 BROWSER = Identity("CLICK-X", SEEN, "198.51.100.7", "Mozilla/5.0 (browser)", SEEN)

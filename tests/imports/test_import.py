@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from edge.settings import Settings
-from edge.store.base import IdentityUpdate, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import IdentityUpdate, Intake
 from tests.conftest import run_cli
 from tests.fake_capi import FakeCapi
 from tests.live import LiveEdge, wait_for

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.rokt import capi, packing
-from edge.store.base import Claims
+from edge.store.outbox import Claims
 
 
 def batch(n: int, padding: int) -> dict[str, Any]:

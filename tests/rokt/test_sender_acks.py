@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from edge.rokt.sender import Sender
-from edge.store.base import Intake, ItemId, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake, ItemId
 from tests.fake_capi import FakeCapi
 from tests.outbound import conversions
 from tests.rokt.test_sender import make_settings

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.conftest import ROOT
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply
 from tests.outbound import conversions

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from edge.rokt.sender import Sender
-from edge.store.base import EXPIRED, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import EXPIRED, Intake
 from tests.fake_capi import FakeCapi
 from tests.outbound import conversion, conversions
 from tests.rokt.test_sender import make_settings

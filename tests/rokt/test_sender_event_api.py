@@ -13,8 +13,8 @@ from edge.metrics import Metrics
 from edge.rokt.capi import encode
 from edge.rokt.event_api import EventApiContract
 from edge.rokt.sender import Sender
-from edge.store.base import EXPIRED, REJECTED, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import EXPIRED, REJECTED, Intake
 from tests.event_api_items import (
     ACCOUNT,
     MONTH,

@@ -12,8 +12,8 @@ import pytest
 
 from edge.rokt.event_api_auth import idempotency_key
 from edge.rokt.sender import Sender
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.event_api_items import (
     APP_ID,
     APP_SECRET,

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from edge.rokt.sender import Sender
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.fake_capi import FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
 from tests.rokt.test_sender import make_settings

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.store.base import Intake, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.outbound import conversions
 
 BALLAST_BYTES = 2 << 20  # other files on the volume, which the operator deletes

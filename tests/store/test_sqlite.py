@@ -12,8 +12,11 @@ import pytest
 
 from edge.rokt import capi
 from edge.settings import load_settings
-from edge.store import open_store, sqlite_path
-from edge.store.base import (
+from edge.store import open_store
+from edge.store.errors import StoreUnavailable
+from edge.store.sqlite import SQLiteStore, sqlite_path
+from edge.store.sqlite_writer import pragma
+from edge.store.values import (
     EXPIRED,
     REJECTED,
     DeadLetter,
@@ -21,10 +24,7 @@ from edge.store.base import (
     IdentityUpdate,
     Intake,
     Paused,
-    StoreUnavailable,
 )
-from edge.store.sqlite import SQLiteStore
-from edge.store.sqlite_writer import pragma
 from tests.outbound import conversion, conversions, skipped
 from tests.store.conftest import Clock
 

@@ -7,8 +7,9 @@ import sqlite3
 
 import pytest
 
-from edge.store.base import Arrival, Intake, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Arrival, Intake
 from tests.outbound import conversion, skipped
 
 pytestmark = pytest.mark.anyio

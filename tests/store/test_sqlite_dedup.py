@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge.rokt.pipeline import Outbound
-from edge.store.base import DUPLICATE, REJECTED, DeadLetter, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import DUPLICATE, REJECTED, DeadLetter, Intake
 from tests.outbound import conversion, message_ids
 
 pytestmark = pytest.mark.anyio

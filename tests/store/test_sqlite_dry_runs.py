@@ -9,8 +9,8 @@ from contextlib import closing
 import pytest
 
 from edge.rokt import capi
-from edge.store.base import REJECTED, DeadLetter, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import REJECTED, DeadLetter, Intake
 from tests.outbound import conversion, conversions
 from tests.store.conftest import Clock
 

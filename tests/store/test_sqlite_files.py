@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.store.base import Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.outbound import conversion, conversions
 
 pytestmark = pytest.mark.anyio

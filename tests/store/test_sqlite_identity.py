@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.store.base import Identity, IdentityUpdate, Intake
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Identity, IdentityUpdate, Intake
 from tests.store.conftest import Clock
 
 pytestmark = pytest.mark.anyio

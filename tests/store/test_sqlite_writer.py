@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.store.base import Intake, StoreUnavailable
+from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
+from edge.store.values import Intake
 from tests.outbound import conversion, conversions
 
 pytestmark = pytest.mark.anyio
