@@ -4,7 +4,7 @@ delivery state.
     errors.py      the error tree             values.py      the values the roles take and give
     outbox.py      the outbox role (states)   arrivals.py    the arrivals role
     identities.py  the identities role        admin.py       stats, secrets, life cycle
-    sqlite.py      the embedded backend (sqlite_*.py: its writer, tables)
+    sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
 
 `Store` is every role together, what a backend implements. `open_store(settings)` picks the
 backend from `ROKT_EDGE_DATABASE_URL`'s scheme (`BACKENDS`); `edge.settings` accepts the same

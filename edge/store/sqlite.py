@@ -1,17 +1,16 @@
 """The embedded store: one SQLite file in WAL mode, written by one process with group commit.
 
 Every operation is a job for the writer, a process of its own (`edge.store.sqlite_writer` says
-why not a thread). The event loop that first calls the store drives it (`_Channel`, no thread):
-it hands over the jobs waiting (up to `max_group`) as one group; the writer runs each inside a
-savepoint of one transaction, commits once, and only then answers, and the loop resolves their
-futures. While one commit waits for the disk, the next jobs queue up and share the next commit:
-durability costs one fsync per group, not one per put, and a job that fails rolls back its
-savepoint without failing the others. Synchronous callers and other event loops write on a
-connection of the store's own instead (`_run_private`).
+why not a thread), reached through `edge.store.sqlite_channel`: the event loop that first calls
+the store drives it, and the jobs waiting go as one group, one transaction, one fsync, each in a
+savepoint of its own. Synchronous callers and other event loops write on a connection of the
+store's own instead (`_run_private`). Reads that must not wait for the writer (identities, the
+commands' snapshots) use connections of their own beside it (WAL).
 
 Durability: `synchronous=FULL` for everything intake writes, dead letters, replays and pauses;
-the sender's lease transitions alone are committed with NORMAL, which can only lose a suffix of
-commits that are harmless to lose (see docs/architecture.md#the-sqlite-store for why).
+the sender's lease transitions and processing's settles alone are committed with NORMAL, which
+can only lose a suffix of commits that are harmless to lose (see
+docs/architecture.md#the-sqlite-store for why).
 
 The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600
 (with `make_folders`, the default location's, in folders created 0700), and narrowed at open,
@@ -26,17 +25,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
-import socket
 import sqlite3
-import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
@@ -54,6 +47,7 @@ from edge.store import sqlite_schema as schema
 from edge.store.coalesce import Coalescer
 from edge.store.errors import StoreConfigError, StoreUnavailable
 from edge.store.outbox import Claims
+from edge.store.sqlite_channel import Channel, Deferred, Job, WriterProcess, made
 from edge.store.values import (
     DUPLICATE,
     UPSTREAM_ERRORS_KEPT,
@@ -77,14 +71,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rokt_edge.store")
 T = TypeVar("T")
-# A job: a module-level function run as `function(connection, *args)` in the writer (pickled by
-# name), or a callable that makes one when its group is handed over (`Coalescer`).
-Job = tuple[Callable[..., Any], tuple[Any, ...]]
-Deferred = Callable[[], Job]
 BUSY_TIMEOUT_MS: Final = sqlite_writer.BUSY_TIMEOUT_MS
 MAX_GROUP: Final = 1024
-SOCKET_BUFFER_BYTES: Final = 8 << 20
-STOP_SECONDS: Final = 30.0  # for the writer to finish its group at close
 DEDUP_WINDOW_SECONDS: Final = 86400.0
 PREFIX: Final = "sqlite:///"
 SETTING: Final = "ROKT_EDGE_DATABASE_URL"
@@ -140,8 +128,8 @@ class SQLiteStore(Store):
         self._read_connection: sqlite3.Connection | None = None
         self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
         self._own(self.path, make_folders)
-        self._writer: _WriterProcess | None = _WriterProcess(self.path)  # raises if it cannot open
-        self._channel: _Channel | None = None  # the writer, driven by the first loop that calls
+        self._writer: WriterProcess | None = WriterProcess(self.path)  # raises if it cannot open
+        self._channel: Channel | None = None  # the writer, driven by the first loop that calls
         self._restart_after = 0.0  # a writer that died is not started again before (monotonic)
         self._private: sqlite_writer.Writer | None = None  # for callers without that loop
         self._private_lock = threading.Lock()
@@ -158,6 +146,9 @@ class SQLiteStore(Store):
                 "%s was readable by others (mode %03o); now %03o: it holds the cookie-signing "
                 "key and personal data", file, mode, mode & sqlite_writer.FILE_MODE,
             )  # fmt: skip
+
+    def _committed(self, transactions: int) -> None:
+        self.transactions += transactions
 
     @property
     def writer_pid(self) -> int | None:
@@ -176,7 +167,7 @@ class SQLiteStore(Store):
             return loop.run_in_executor(None, self._run_private, job, durable)
         return channel.submit(job, durable)
 
-    def _channel_for(self, loop: asyncio.AbstractEventLoop) -> _Channel | None:
+    def _channel_for(self, loop: asyncio.AbstractEventLoop) -> Channel | None:
         channel = self._channel
         if channel is not None and not channel.lost:
             return channel if channel.loop is loop else None
@@ -184,10 +175,12 @@ class SQLiteStore(Store):
             return None  # the writer's loop lost it: that loop starts the next one
         if self._writer is None or channel is not None:
             self._writer = self._restart()
-        self._channel = _Channel(self, self._writer, loop)
+        self._channel = Channel(
+            self._writer, loop, max_group=self._max_group, committed=self._committed
+        )
         return self._channel
 
-    def _restart(self) -> _WriterProcess:
+    def _restart(self) -> WriterProcess:
         """A new writer after the last one died (killed, out of memory); at most one try a
         second, so a disk that refuses every start fails requests fast meanwhile. The event
         loop does not wait for it to open the database (most of a tenth of a second, a Python
@@ -199,14 +192,14 @@ class SQLiteStore(Store):
         if time.monotonic() < self._restart_after:
             raise StoreUnavailable(f"{self.path}: the writer process is being restarted")
         self._restart_after = time.monotonic() + 1.0
-        return _WriterProcess(self.path, wait_until_open=False)
+        return WriterProcess(self.path, wait_until_open=False)
 
     def _run_private(self, job: Job | Deferred, durable: bool = True) -> Any:
         """`job` in a transaction of this caller's own, on a connection of the store's own:
         for the synchronous methods (the CLI, a scrape of /metrics) and for event loops other
         than the writer's (tests that serve the app in a thread). SQLite serialises it with
         the writer's transactions (WAL, busy timeout); it only misses the group commit."""
-        function, args = _made(job)
+        function, args = made(job)
         with self._private_lock:
             if self._closed:
                 raise StoreUnavailable(f"{self.path}: the store is closed")
@@ -457,245 +450,6 @@ def _stats(connection: sqlite3.Connection, now: float) -> Stats:
         oldest_arrival=oldest_arrival,
         conversions=sqlite_conversions.shares(connection, now),
     )
-
-
-class _WriterProcess:
-    """The writer (`edge.store.sqlite_writer`): started, checked ready, and stopped."""
-
-    def __init__(self, path: Path, *, wait_until_open: bool = True) -> None:
-        ours, theirs = socket.socketpair()
-        for end in (ours, theirs):  # a claim crosses in a read or two (up to the system limit)
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge.store.sqlite_writer", str(theirs.fileno()), str(path)],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                env=_child_environment(),
-            )
-        except OSError as error:
-            ours.close()
-            raise StoreUnavailable(f"cannot start the writer for {path}: {error}") from None
-        finally:
-            theirs.close()
-        self.socket = ours
-        # Whether it has the database open: known here when waited for, else set by its
-        # channel when the writer's first message on the socket says so (`_Channel._opened`).
-        self.ready = wait_until_open
-        if not wait_until_open:
-            return
-        try:  # read as the writer sent it, on a copy of our end that the reader then closes
-            with Connection(os.dup(ours.fileno())) as channel:
-                ready = channel.recv()
-        except (EOFError, OSError):
-            ready = StoreUnavailable(f"cannot open {path}: the writer process ended at start")
-        if ready is not None:
-            self.stop()
-            raise ready
-
-    def stop(self) -> None:
-        """Close our end: the writer finishes the group it has, sees the end, and exits."""
-        self.socket.close()
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-class _Channel:
-    """The writer's socket, driven by one event loop: jobs submitted while a group is out wait
-    for its answer and go together as the next group. No thread, so no interpreter lock is
-    shared with anything (`edge.store.sqlite_writer` says why that matters)."""
-
-    def __init__(self, store: SQLiteStore, writer: _WriterProcess, loop: asyncio.AbstractEventLoop):
-        self.store = store
-        self.writer = writer
-        self.loop = loop
-        self.lost = False
-        self._socket = writer.socket
-        self._socket.setblocking(False)
-        self._pending: list[tuple[Job | Deferred, asyncio.Future[Any], bool]] = []
-        self._out: list[asyncio.Future[Any]] | None = None  # the group the writer has
-        self._flush_soon = False
-        self._unsent = b""
-        self._header = bytearray(4)  # of the answer being read: its size
-        self._header_view = memoryview(self._header)
-        self._buffer = bytearray()  # where answers are read, grown to the largest so far
-        self._message: memoryview | None = None  # the answer's part of it, once its size is known
-        self._filled = 0  # bytes of the header, or of the message, read so far
-        self._transactions = 0  # as the writer counts them
-        loop.add_reader(self._socket.fileno(), self._readable)
-
-    def submit(self, job: Job | Deferred, durable: bool) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._pending.append((job, future, durable))
-        if self._out is None and not self._flush_soon:
-            # At the end of this turn of the loop: what else it submits goes along.
-            self._flush_soon = True
-            self.loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        self._flush_soon = False
-        if self._out is not None or self.lost or not self.writer.ready:
-            return
-        group = self._pending[: self.store._max_group]
-        del self._pending[: len(group)]
-        sent: list[asyncio.Future[Any]] = []
-        jobs = []
-        for job, future, durable in group:
-            if future.cancelled():  # its caller went away before it was written: not written
-                continue
-            try:
-                jobs.append((*_made(job), durable))
-            except Exception as error:  # a job that cannot be made: a bug, failed loudly
-                future.set_exception(error)
-                continue
-            sent.append(future)
-        if not sent:
-            return
-        try:
-            payload = pickle.dumps(jobs, pickle.HIGHEST_PROTOCOL)
-        except Exception as error:  # a job that cannot be sent: a bug, failed loudly
-            for future in sent:
-                future.set_exception(error)
-            self._flush_soon = True
-            self.loop.call_soon(self._flush)
-            return
-        self._out = sent
-        self._send(struct.pack("!i", len(payload)) + payload)
-
-    def _send(self, data: bytes) -> None:
-        try:
-            written = self._socket.send(data)
-        except BlockingIOError:
-            written = 0
-        except OSError as error:
-            self._lose(error)
-            return
-        self._unsent = data[written:]
-        if self._unsent:
-            self.loop.add_writer(self._socket.fileno(), self._writable)
-
-    def _writable(self) -> None:
-        self.loop.remove_writer(self._socket.fileno())
-        self._send(self._unsent)
-
-    def _readable(self) -> None:
-        # Straight into a buffer kept from answer to answer (a claim's is most of a megabyte:
-        # fresh memory each time costs a page fault per 4 KB), and until the socket is empty:
-        # one wake-up per answer where it can be.
-        while not self.lost:
-            target = self._header_view if self._message is None else self._message
-            try:
-                count = self._socket.recv_into(target[self._filled :])
-            except BlockingIOError:
-                return
-            except OSError as error:
-                self._lose(error)
-                return
-            if not count:
-                self._lose(EOFError("end of file"))
-                return
-            self._filled += count
-            if self._filled < len(target):
-                continue
-            self._filled = 0
-            if self._message is None:
-                (size,) = struct.unpack("!i", self._header)
-                if len(self._buffer) < size:
-                    self._buffer = bytearray(size)
-                self._message = memoryview(self._buffer)[:size]
-            else:
-                message, self._message = self._message, None
-                with message:  # released before the buffer may be replaced
-                    reply = pickle.loads(message)
-                if self.writer.ready:
-                    self._answer(reply)
-                else:
-                    self._opened(reply)
-
-    def _answer(self, reply: tuple[int, list[tuple[bool, Any]]]) -> None:
-        transactions, outcomes = reply
-        self.store.transactions += transactions - self._transactions
-        self._transactions = transactions
-        futures, self._out = self._out or [], None
-        for future, (ok, value) in zip(futures, outcomes, strict=True):
-            if future.cancelled():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-        if self._pending:
-            self._flush()
-
-    def _opened(self, hello: StoreUnavailable | None) -> None:
-        """The writer's first message: None once it has the database open, else the reason
-        it could not (it then ends); the jobs that waited for it go, or fail with that."""
-        if hello is not None:
-            self._fail(hello)
-            return
-        self.writer.ready = True
-        if self._pending:
-            self._flush()
-
-    def _lose(self, error: BaseException) -> None:
-        """The writer is gone: what it had, and what waited, fails (callers answer 503 or try
-        again later); the next call starts a new writer."""
-        code = self.writer.process.poll()
-        ended = f"exit code {code}" if code is not None else f"{type(error).__name__}: {error}"
-        self._fail(StoreUnavailable(f"{self.store.path}: the writer process failed ({ended})"))
-
-    def _fail(self, failure: StoreUnavailable) -> None:
-        if self.lost:
-            return
-        self.lost = True
-        with contextlib.suppress(ValueError, OSError):  # a closed loop keeps no readers
-            self.loop.remove_reader(self._socket.fileno())
-            self.loop.remove_writer(self._socket.fileno())
-        waiting = [future for _, future, _ in self._pending] + (self._out or [])
-        self._pending, self._out = [], None
-        for future in waiting:
-            if not future.done():
-                future.set_exception(failure)
-
-    def detach(self, failure: StoreUnavailable) -> None:
-        """Stop using the socket, from any thread: on the loop's thread at once, else through
-        the loop (and a loop that has ended has nothing registered any more)."""
-        if self.loop.is_closed():
-            self.lost = True
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop or not self.loop.is_running():
-            self._fail(failure)
-            return
-        done = threading.Event()
-
-        def fail() -> None:
-            self._fail(failure)
-            done.set()
-
-        self.loop.call_soon_threadsafe(fail)
-        done.wait(STOP_SECONDS)
-
-
-def _made(job: Job | Deferred) -> Job:
-    """The job itself, or the one a deferred job makes now (as its group is handed over)."""
-    return job() if callable(job) else job
-
-
-def _child_environment() -> dict[str, str]:
-    """This environment, with the directory `edge` was imported from first on the path: the
-    writer imports the same code whether rokt-edge is installed or run from a checkout."""
-    root = str(Path(sqlite_writer.__file__).resolve().parents[2])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}"}
 
 
 def _text(body: dict[str, Any]) -> str:
