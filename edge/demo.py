@@ -25,9 +25,7 @@ import ipaddress
 import json
 import logging
 import re
-import sqlite3
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,7 +38,7 @@ from edge.capture.enrich import event_click_id
 from edge.events import Event
 from edge.settings import CLIENT_IP_HEADERS, Settings
 from edge.store import Store
-from edge.store.sqlite import SQLiteStore
+from edge.store.values import DEAD, DELIVERED, DRY_RUN, SKIPPED
 from edge.useragent import parse_user_agent
 
 log = logging.getLogger("rokt_edge.demo")
@@ -173,10 +171,7 @@ async def recent(request: Request) -> Response:
     if settings.demo is not True and not on_loopback(request):
         return JSONResponse({"error": {"code": "not_local", "message": NOT_LOCAL}}, 403)
     bodies = await store.dry_run_bodies(RECENT)
-    if isinstance(store, SQLiteStore):
-        events, visitors = await asyncio.to_thread(_read, store.path, RECENT)
-    else:  # another store: the bodies still show what would be sent
-        events, visitors = [], []
+    events, visitors = await asyncio.to_thread(_read, store, RECENT)
     requests = [{"at": b.at, "path": b.path, "body": json.loads(b.body)} for b in bodies]
     _link(events, requests)
     _describe(events, request.app.state.edge.recent)
@@ -251,62 +246,41 @@ def _user_agent(text: str) -> str:
     return f"{browser or 'unknown browser'} on {agent.os or 'unknown system'} ({agent.device_type})"
 
 
-def _read(path: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Recent intake decisions and visitors, from a read-only connection of its own (WAL lets
-    it read beside the store's writer without taking its lock)."""
-    uri = path.resolve().as_uri() + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True)
-    connection.row_factory = sqlite3.Row
-    try:
-        queued = connection.execute(
-            # An item neither queued nor dead is delivered (`edge.store.sqlite_schema`).
-            "SELECT message_id, mapping, CASE WHEN queue.id IS NOT NULL THEN 'pending'"
-            " WHEN dead.id IS NOT NULL THEN 'dead' ELSE 'delivered' END AS state,"
-            " dry_runs.id IS NOT NULL AS dry_run, dead.reason AS dead_reason, created_at"
-            " FROM outbox LEFT JOIN queue ON queue.id = outbox.id"
-            " LEFT JOIN dead ON dead.id = outbox.id LEFT JOIN dry_runs ON dry_runs.id = outbox.id"
-            " ORDER BY outbox.id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        skipped = connection.execute(
-            "SELECT message_id, mapping, reason, created_at FROM skipped"
-            " ORDER BY created_at DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        visitors = connection.execute(
-            "SELECT key, click_id, click_seen_at, ip, user_agent, seen_at FROM identities"
-            " ORDER BY seen_at DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-    finally:
-        connection.close()
+def _read(store: Store, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Recent intake decisions and visitors, read beside the store's writer (`recent_sync`)."""
     events = [
         {
-            "message_id": row["message_id"],
-            "mapping": row["mapping"],
-            "at": row["created_at"],
-            "outcome": _outcome(row["state"], bool(row["dry_run"]), row["dead_reason"]),
+            "message_id": outcome.message_id,
+            "mapping": outcome.mapping,
+            "at": outcome.at,
+            "outcome": _outcome(outcome.state, outcome.reason),
         }
-        for row in queued
-    ] + [
-        {
-            "message_id": row["message_id"],
-            "mapping": row["mapping"],
-            "at": row["created_at"],
-            "outcome": f"skipped: {row['reason']}",
-        }
-        for row in skipped
+        for outcome in store.recent_sync(limit).outcomes
     ]
-    events.sort(key=lambda event: event["at"], reverse=True)
-    return events[:limit], [dict(row) for row in visitors]
+    visitors = [
+        {
+            "key": key,
+            "click_id": found.click_id,
+            "click_seen_at": found.click_seen_at,
+            "ip": found.ip,
+            "user_agent": found.user_agent,
+            "seen_at": found.seen_at,
+        }
+        for key, found in store.recent_identities_sync(limit)
+    ]
+    return events, visitors
 
 
-def _outcome(state: str, dry_run: bool, dead_reason: str | None) -> str:
-    if state == "delivered":
-        return "recorded in dry run (not sent)" if dry_run else "delivered"
-    if state == "dead":
-        return f"dead: {dead_reason}"
-    return "waiting to be sent"
+def _outcome(state: str, reason: str | None) -> str:
+    if state == SKIPPED:
+        return f"skipped: {reason}"
+    if state == DRY_RUN:
+        return "recorded in dry run (not sent)"
+    if state == DELIVERED:
+        return "delivered"
+    if state == DEAD:
+        return f"dead: {reason}"
+    return "waiting to be sent"  # pending, retrying or in flight
 
 
 def _describe(events: list[dict[str, Any]], recent: Recent) -> None:

@@ -29,3 +29,7 @@ class Identities(ABC):
     @abstractmethod
     async def prune_identities(self, before: float) -> int:
         """Forget visitors not seen, and clicks not seen, since `before`; how many."""
+
+    @abstractmethod
+    def recent_identities_sync(self, limit: int) -> list[tuple[str, Identity]]:
+        """The `limit` records seen last, newest first, each with its key (the demo panel)."""

@@ -371,24 +371,23 @@ class SQLiteStore(Store):
         return await self._run(_stats, self.clock())
 
     def stats_sync(self) -> Stats:
-        """On a connection of its own, in a read transaction: never waits for the writer."""
-        if self._closed:
-            raise StoreUnavailable(f"{self.path}: the store is closed")
-        try:
-            with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
-                reader.execute("BEGIN")  # one snapshot for every count
-                return _stats(reader, self.clock())
-        except sqlite3.Error as error:
-            raise StoreUnavailable(f"{self.path}: {error}") from None
+        return self._snapshot(_stats, self.clock())
 
     def recent_sync(self, limit: int) -> Recent:
-        """On a connection of its own, in a read transaction, as `stats_sync`."""
+        return self._snapshot(sqlite_recent.read, limit)
+
+    def recent_identities_sync(self, limit: int) -> list[tuple[str, Identity]]:
+        return self._snapshot(sqlite_identity.latest, limit)
+
+    def _snapshot(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(connection, *args)` on a connection of its own, in one read transaction (one
+        snapshot for every count): never waits for the writer."""
         if self._closed:
             raise StoreUnavailable(f"{self.path}: the store is closed")
         try:
             with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as reader:
-                reader.execute("BEGIN")  # one snapshot for the outcomes and the requests
-                return sqlite_recent.read(reader, limit)
+                reader.execute("BEGIN")
+                return read(reader, *args)
         except sqlite3.Error as error:
             raise StoreUnavailable(f"{self.path}: {error}") from None
 

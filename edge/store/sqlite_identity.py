@@ -88,6 +88,16 @@ def lookup(
     return found
 
 
+def latest(connection: sqlite3.Connection, limit: int) -> list[tuple[str, Identity]]:
+    """The `limit` records seen last, newest first, with their keys."""
+    rows = connection.execute(
+        "SELECT key, click_id, click_seen_at, ip, user_agent, seen_at, email_sha256,"
+        " mobile_sha256 FROM identities ORDER BY seen_at DESC LIMIT ?",
+        (limit,),
+    )
+    return [(row[0], Identity(*row[1:])) for row in rows]
+
+
 def prune(connection: sqlite3.Connection, before: float) -> int:
     return connection.execute(
         "DELETE FROM identities WHERE seen_at < ?1 AND (click_seen_at IS NULL"

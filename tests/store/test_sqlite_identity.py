@@ -135,3 +135,21 @@ async def test_a_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
         await again.check_writable()
     finally:
         again.close()
+
+
+async def test_the_visitors_seen_last_come_first_with_the_keys_they_are_known_by(
+    store: SQLiteStore, clock: Clock
+) -> None:
+    # Given a visitor known by two ids, then another seen ten seconds later
+    await store.put(seen("a:A", "u:U", click="X", at=clock.now, ip="1.1.1.1", ua="UA/1"))
+    clock.now += 10
+    await store.put(seen("a:B", ip="2.2.2.2"))
+
+    # When the latest are read (the demo panel)
+    latest = store.recent_identities_sync(3)
+
+    # Then the last seen comes first, each record with its key
+    assert latest[0] == ("a:B", Identity(None, None, "2.2.2.2", None, clock.now))
+    first = Identity("X", clock.now - 10, "1.1.1.1", "UA/1", clock.now - 10)
+    assert sorted(latest[1:], key=lambda found: found[0]) == [("a:A", first), ("u:U", first)]
+    assert store.recent_identities_sync(1) == latest[:1]
