@@ -6,9 +6,9 @@ delivery state.
     identities.py  the identities role        admin.py       stats, secrets, life cycle
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
 
-`Store` is every role together, what a backend implements. `open_store(settings)` picks the
-backend from `ROKT_EDGE_DATABASE_URL`'s scheme (`BACKENDS`); `edge.settings` accepts the same
-schemes.
+`Store` is every role together, what a backend implements (a contract suite in tests/store/
+checks each one). `open_store(settings)` picks the backend from `ROKT_EDGE_DATABASE_URL`'s
+scheme (`BACKENDS`); `edge.settings` accepts the same schemes.
 """
 
 from __future__ import annotations

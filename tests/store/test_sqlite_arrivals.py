@@ -1,4 +1,6 @@
-"""Arrivals: what intake requests left, durable before their answer, settled by processing."""
+"""Arrivals in the SQLite store: durable before their answer, settled in one transaction with what
+processing made, their personal data overwritten once settled (the rest is the contract's:
+tests/store/contract/test_arrivals.py)."""
 
 from __future__ import annotations
 
@@ -11,32 +13,15 @@ from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Arrival, Intake
 from tests.outbound import conversion, skipped
+from tests.store.contract.steps import arrival
 
 pytestmark = pytest.mark.anyio
-
-
-def arrival(n: int, **fields: object) -> Arrival:
-    body = f'{{"type":"track","event":"Order Completed","messageId":"m-{n}"}}'.encode()
-    return Arrival("beacon", 1_700_000_000.0 + n, body, **fields)  # type: ignore[arg-type]
 
 
 def on_disk(store: SQLiteStore, sql: str) -> list[tuple[object, ...]]:
     """What another process would see: a separate connection to the file."""
     with sqlite3.connect(store.path) as connection:
         return connection.execute(sql).fetchall()
-
-
-async def test_an_arrival_comes_back_exactly_as_it_was_put(store: SQLiteStore) -> None:
-    # given a beacon's arrival with everything the request said about the visitor
-    sent = arrival(
-        1, ip="2001:db8::1", user_agent="Mozilla/5.0", gpc=True, cookie_anonymous_id="anon-1",
-        cookie_click_id="click-1", cookie_click_seen_at=1_699_000_000,
-    )  # fmt: skip
-    # when it is put
-    await store.put_arrival(sent)
-    # then it waits, unchanged, to be processed
-    [(_, stored)] = await store.arrivals(10)
-    assert stored == sent
 
 
 async def test_concurrent_arrivals_share_commits_and_each_returns_once_on_disk(
@@ -59,13 +44,6 @@ async def test_concurrent_arrivals_share_commits_and_each_returns_once_on_disk(
     assert [stored.arrival.received_at for stored in await store.arrivals(500)] == [
         1_700_000_000.0 + n for n in range(200)
     ]
-
-
-async def test_arrivals_come_oldest_first_a_slice_at_a_time(store: SQLiteStore) -> None:
-    for n in range(5):
-        await store.put_arrival(arrival(n))
-    first = await store.arrivals(2)
-    assert [stored.arrival.received_at - 1_700_000_000.0 for stored in first] == [0, 1]
 
 
 async def test_settling_stores_what_processing_made_and_forgets_the_arrivals_together(
@@ -124,17 +102,3 @@ async def test_a_settle_that_fails_leaves_its_arrivals_to_be_processed_again(
     # then nothing of it is stored and the arrival still waits
     assert on_disk(store, "SELECT count(*) FROM outbox") == [(0,)]
     assert [stored.id for stored in await store.arrivals(10)] == [waiting.id]
-
-
-async def test_a_closed_store_refuses_arrivals(store: SQLiteStore) -> None:
-    store.close()
-    with pytest.raises(StoreUnavailable):
-        await store.put_arrival(arrival(1))
-
-
-async def test_a_burst_larger_than_one_statement_is_stored_whole(store: SQLiteStore) -> None:
-    # given more arrivals at once than one INSERT statement takes
-    await asyncio.gather(*(store.put_arrival(arrival(n)) for n in range(2500)))
-    # then every one is stored, in order
-    stored = await store.arrivals(3000)
-    assert [each.arrival.received_at - 1_700_000_000.0 for each in stored] == list(range(2500))

@@ -1,12 +1,11 @@
-"""The identity store: which click id, IP and user agent each visitor's browser showed."""
+"""The identity store: which click id, IP and user agent each visitor's browser showed, on every
+backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from edge.store.sqlite import SQLiteStore
+from edge.store import Store
 from edge.store.values import Identity, IdentityUpdate, Intake
 from tests.store.conftest import Clock
 
@@ -19,7 +18,7 @@ def seen(*keys: str, click: str | None = None, at: float | None = None, ip: str 
     return Intake(identities=[IdentityUpdate(keys, click, at, ip, ua)])
 
 
-async def test_a_visitor_is_found_by_either_of_its_ids(store: SQLiteStore, clock: Clock) -> None:
+async def test_a_visitor_is_found_by_either_of_its_ids(store: Store, clock: Clock) -> None:
     # Given an identify that carried both ids, with the click the browser showed
     await store.put(seen("a:A", "u:U", click="X", at=clock.now, ip="203.0.113.5", ua="UA/1"))
 
@@ -33,7 +32,7 @@ async def test_a_visitor_is_found_by_either_of_its_ids(store: SQLiteStore, clock
 
 
 async def test_a_newer_click_replaces_an_older_one_and_never_the_reverse(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     await store.put(seen("a:A", click="OLD", at=clock.now - 100))
     await store.put(seen("a:A", click="NEW", at=clock.now))
@@ -45,7 +44,7 @@ async def test_a_newer_click_replaces_an_older_one_and_never_the_reverse(
 
 
 async def test_an_event_without_a_click_keeps_the_click_and_updates_ip_and_agent(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     await store.put(seen("a:A", click="X", at=clock.now, ip="1.1.1.1", ua="old"))
     clock.now += 10
@@ -56,7 +55,7 @@ async def test_an_event_without_a_click_keeps_the_click_and_updates_ip_and_agent
     )
 
 
-async def test_the_freshest_click_among_linked_ids_wins(store: SQLiteStore, clock: Clock) -> None:
+async def test_the_freshest_click_among_linked_ids_wins(store: Store, clock: Clock) -> None:
     await store.put(seen("a:phone", click="ON-PHONE", at=clock.now - 3600))
     await store.put(seen("a:laptop", click="ON-LAPTOP", at=clock.now))
 
@@ -66,7 +65,7 @@ async def test_the_freshest_click_among_linked_ids_wins(store: SQLiteStore, cloc
 
 
 async def test_a_click_outside_the_window_is_given_with_its_first_sighting(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     await store.put(seen("a:A", click="X", at=clock.now - 31 * DAY, ip="1.1.1.1"))
     await store.put(seen("a:A", ip="2.2.2.2"))  # the visitor came back today, without a click
@@ -78,7 +77,7 @@ async def test_a_click_outside_the_window_is_given_with_its_first_sighting(
 
 
 async def test_the_same_click_seen_again_keeps_its_first_sighting(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     # Given a click first seen ten days ago
     first = clock.now - 10 * DAY
@@ -99,7 +98,7 @@ async def test_the_same_click_seen_again_keeps_its_first_sighting(
 
 
 async def test_hashed_identifiers_are_kept_and_never_erased_by_an_event_without_them(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     email, mobile = "e" * 64, "m" * 64
     await store.put(Intake(identities=[IdentityUpdate(("u:U",), None, None, None, None, email)]))
@@ -113,7 +112,7 @@ async def test_hashed_identifiers_are_kept_and_never_erased_by_an_event_without_
     assert (found.email_sha256, found.mobile_sha256) == (email, mobile)
 
 
-async def test_visitors_unseen_for_the_window_are_pruned(store: SQLiteStore, clock: Clock) -> None:
+async def test_visitors_unseen_for_the_window_are_pruned(store: Store, clock: Clock) -> None:
     await store.put(seen("a:old", click="X", at=clock.now))
     clock.now += 31 * DAY
     await store.put(seen("a:recent", click="Y", at=clock.now))
@@ -123,22 +122,8 @@ async def test_visitors_unseen_for_the_window_are_pruned(store: SQLiteStore, clo
     assert await store.identity(["a:recent"], since=0) is not None
 
 
-async def test_a_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
-    first = SQLiteStore(tmp_path / "edge.db")
-    key = await first.secret("cookie-signing-key")
-    first.close()
-    again = SQLiteStore(tmp_path / "edge.db")
-    try:
-        assert await again.secret("cookie-signing-key") == key
-        assert await again.secret("another") != key
-        assert len(key) >= 40
-        await again.check_writable()
-    finally:
-        again.close()
-
-
 async def test_the_visitors_seen_last_come_first_with_the_keys_they_are_known_by(
-    store: SQLiteStore, clock: Clock
+    store: Store, clock: Clock
 ) -> None:
     # Given a visitor known by two ids, then another seen ten seconds later
     await store.put(seen("a:A", "u:U", click="X", at=clock.now, ip="1.1.1.1", ua="UA/1"))
