@@ -7,7 +7,9 @@
                                                                    transaction)
 
 Arrivals are processed in the order they came, a slice at a time, and their events one by one
-(`edge.capture.attribution`), each seeing what the events before it taught (`IdentityView`).
+(`edge.capture.attribution`), each seeing what the events before it taught (`IdentityView`). A
+slice is leased to this process (`edge.store.arrivals`): processes sharing a store take disjoint
+arrivals, and a dead one's are swept back once their lease expired.
 Intake keeps priority (`pause_for_intake`) until the oldest arrival has waited `MAX_LAG`; the
 backlog is bounded (`shed`); the events intake read are kept for processing (`Readings`). An
 arrival, which holds personal data unhashed, is deleted only by the transaction that stores what
@@ -39,6 +41,7 @@ from edge.capture.cookies import Visitor
 from edge.events import Event
 from edge.intake import Collected
 from edge.rokt.pipeline import Skipped
+from edge.store.arrivals import LEASE_SECONDS
 from edge.store.errors import StoreError
 from edge.store.values import DUPLICATE, Arrival, StoredArrival
 
@@ -56,6 +59,7 @@ BUSY_REQUESTS: Final = 8  # requests waiting for their arrival's write: intake i
 BUSY_SHARE: Final = 0.1  # of the loop's time processing takes while intake saturates it
 MAX_LAG: Final = 30.0  # seconds the oldest arrival may wait before processing stops yielding
 POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
+SWEEP_SECONDS: Final = LEASE_SECONDS / 2  # arrivals a dead process held are freed this often
 RETRY_SECONDS: Final = 1.0  # after the store failed
 READINGS_KEPT: Final = 8192  # requests whose reading is kept (`Readings`): ~20 MB at most
 BROWSER_SOURCES: Final = frozenset({"beacon", "analytics.js"})  # see `carrier`
@@ -175,19 +179,25 @@ class Processor:
         return shed(self.waiting, age, settings.backlog_max_requests, settings.backlog_max_seconds)
 
     def stop(self) -> None:
-        """Finish the slice in hand, then return."""
+        """Finish the slice in hand, give back what of it is not settled, then return."""
         self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
+        held: list[int] = []  # the last slice taken, leased to this process until settled
+        swept_at = float("-inf")
         while not self._stopping:
+            if time.monotonic() - swept_at >= SWEEP_SECONDS:
+                swept_at = time.monotonic()
+                await self._sweep()
             self._wake.clear()  # before looking: an arrival stored after the look wakes the wait
             try:
-                batch = await self.edge.store.arrivals(SLICE)
+                batch = await self.edge.store.arrivals(SLICE, LEASE_SECONDS)
             except StoreError as failure:
                 log.error("processing: cannot read arrivals: %s", failure)
                 await self._wait(RETRY_SECONDS)
                 continue
+            held = [stored.id for stored in batch]
             self.oldest = batch[0].arrival.received_at if batch else None
             if not batch:
                 self.waiting = 0  # none waits, whatever was announced
@@ -203,6 +213,19 @@ class Processor:
             spent = time.perf_counter() - started
             lag = self.edge.clock() - batch[0].arrival.received_at
             await self._yield_to_intake(spent, lag, arrived_before)
+        # What of the last slice was not settled goes back for the next start, in its place.
+        with contextlib.suppress(StoreError):
+            await self.edge.store.release_arrivals(held)
+
+    async def _sweep(self) -> None:
+        """Free the arrivals whose lease expired: a process that held them died or hung."""
+        try:
+            swept = await self.edge.store.sweep_arrivals()
+        except StoreError as failure:
+            log.error("processing: cannot sweep expired leases: %s", failure)
+            return
+        if swept:
+            log.warning("processing: %d arrival(s) whose lease expired are taken again", swept)
 
     async def process(self, batch: Sequence[StoredArrival]) -> None:
         """Process a slice of arrivals and settle them in one transaction. A store failure is

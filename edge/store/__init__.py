@@ -2,7 +2,7 @@
 delivery state.
 
     errors.py      the error tree             values.py      the values the roles take and give
-    outbox.py      the outbox role (states)   arrivals.py    the arrivals role
+    outbox.py      the outbox role (states)   arrivals.py    the arrivals role (leases)
     identities.py  the identities role        admin.py       stats, secrets, life cycle
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
 

@@ -1,17 +1,31 @@
 """Arrivals: what intake requests left, kept until processing settles them.
 
-put_arrival ──▶ waiting ──arrivals(n)──▶ processed ──settle──▶ gone (outbox items, skip
-                                                               records and identities
-                                                               written, the arrivals
-                                                               deleted: one transaction)
+    put_arrival ──▶ waiting ──arrivals(n, lease)──▶ leased to this store ──settle──▶ gone
+                       ▲                                │  (outbox items, skip records and
+                       │                                │   identities written, the arrivals
+                       │                                │   deleted: one transaction)
+                       ├───────release_arrivals─────────┤
+                       └─────────sweep_arrivals─────────┘ (lease expired: its holder died or hung)
+
+A lease names its holder, the store object that took it (one per process: a process
+incarnation), so that processes sharing a store process disjoint arrivals: `arrivals` takes the
+oldest arrivals that no other holder's lease covers, in the order they came, and leases them to
+this store until `lease_seconds` from now. An arrival this store already holds is taken again,
+first, with its lease renewed: processing may take a slice and settle only its beginning (the
+rest waits for the next slice, in order), or fail to settle and try again. A killed process's
+arrivals wait for their lease to expire and a sweep to free them; duplicates that a process which
+only hung may then make are harmless (outbox items are stored once per key).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Final
 
 from edge.store.values import Arrival, Intake, PutResult, StoredArrival
+
+LEASE_SECONDS: Final = 10.0  # a slice takes milliseconds; a killed process's arrivals wait this
 
 
 class Arrivals(ABC):
@@ -23,10 +37,22 @@ class Arrivals(ABC):
         same time share one transaction (the web service's hot path)."""
 
     @abstractmethod
-    async def arrivals(self, limit: int) -> list[StoredArrival]:
-        """The oldest `limit` arrivals not settled yet, in the order they came."""
+    async def arrivals(
+        self, limit: int, lease_seconds: float = LEASE_SECONDS
+    ) -> list[StoredArrival]:
+        """Lease to this store the oldest `limit` arrivals not settled yet that no other
+        holder's lease covers (its own first, renewed), in the order they came."""
 
     @abstractmethod
     async def settle(self, ids: Sequence[int], intake: Intake) -> PutResult:
         """Store what processing the arrivals `ids` produced and forget them, in one
         transaction: a crash before it leaves the arrivals to be processed again."""
+
+    @abstractmethod
+    async def release_arrivals(self, ids: Sequence[int]) -> None:
+        """Give back arrivals this store holds and will not settle (processing stops): they
+        wait for the next taker, in their place."""
+
+    @abstractmethod
+    async def sweep_arrivals(self) -> int:
+        """Free the arrivals whose lease expired, whoever held them; how many."""

@@ -8,8 +8,8 @@ store's own instead (`_run_private`). Reads that must not wait for the writer (i
 commands' snapshots) use connections of their own beside it (WAL).
 
 Durability: `synchronous=FULL` for everything intake writes, dead letters, replays and pauses;
-the sender's lease transitions and processing's settles alone are committed with NORMAL, which
-can only lose a suffix of commits that are harmless to lose (see
+lease transitions (the sender's, processing's) and settles alone are committed with NORMAL,
+which can only lose a suffix of commits that are harmless to lose (see
 docs/architecture.md#the-sqlite-store for why).
 
 The file is its owner's alone (it holds the cookie-signing key and personal data): created 0600
@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -44,6 +46,7 @@ from edge.store import (
     sqlite_writer,
 )
 from edge.store import sqlite_schema as schema
+from edge.store.arrivals import LEASE_SECONDS
 from edge.store.coalesce import Coalescer
 from edge.store.errors import StoreConfigError, StoreUnavailable
 from edge.store.outbox import Claims
@@ -123,10 +126,14 @@ class SQLiteStore(Store):
         self.clock = clock
         self.dedup_window = dedup_window  # seconds between two copies of one conversion
         self.transactions = 0  # commits made, for tests and benchmarks
+        # What the arrivals this store leases are held by: this process, this opening.
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self._max_group = MAX_GROUP if group_commit else 1
         self._closed = False
         self._read_connection: sqlite3.Connection | None = None
         self._arrivals: Coalescer[Arrival] = Coalescer(self._submit, sqlite_arrivals.insert)
+        self._slice: tuple[int, float] | None = None  # the last `arrivals` call's limit and lease
+        self._ahead: _Ahead | None = None  # the next slice, leased by the last settle
         self._own(self.path, make_folders)
         self._writer: WriterProcess | None = WriterProcess(self.path)  # raises if it cannot open
         self._channel: Channel | None = None  # the writer, driven by the first loop that calls
@@ -271,19 +278,50 @@ class SQLiteStore(Store):
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(arrival)
 
-    async def arrivals(self, limit: int) -> list[StoredArrival]:
-        """Read on the caller's thread, beside the writer (WAL), like `identity`."""
-        try:
-            return sqlite_arrivals.waiting(self._reader(), limit)
-        except sqlite3.Error as error:
-            raise StoreUnavailable(f"{self.path}: {error}") from None
+    async def arrivals(
+        self, limit: int, lease_seconds: float = LEASE_SECONDS
+    ) -> list[StoredArrival]:
+        # A lease transition as the sender's: not synced (lost to a power cut, it was never
+        # taken, and the arrivals are simply taken again). The settle before leased the next
+        # slice ahead, in its own transaction (`settle`): a full one, with most of its lease
+        # left, is this one, and processing pays one round trip to the writer a slice, not two.
+        ahead, self._ahead = self._ahead, None
+        self._slice = (limit, lease_seconds)
+        now = self.clock()
+        if (
+            ahead is not None
+            and len(ahead.arrivals) >= limit
+            and ahead.until - now >= lease_seconds / 2
+        ):
+            return ahead.arrivals[:limit]
+        until = now + lease_seconds
+        rows = await self._run(sqlite_arrivals.lease, limit, self.owner, until, durable=False)
+        return sqlite_arrivals.stored(rows)
 
     async def settle(self, ids: Sequence[int], intake: Intake) -> PutResult:
         # Not synced to disk (synchronous=NORMAL, as the lease transitions): a settle lost to a
         # power cut is lost with everything after it (see the docstring), and its arrivals,
         # committed with FULL before, are simply processed again (the outbox keeps one item
         # per key, and the identity updates are the same again).
-        return await self._run(_settle, self._put_args(intake), list(ids), durable=False)
+        lease = None
+        if self._slice is not None:  # the next slice, as the last `arrivals` took one
+            limit, lease_seconds = self._slice
+            lease = (limit, self.owner, self.clock() + lease_seconds)
+        self._ahead = None
+        args = self._put_args(intake)
+        result, rows = await self._run(_settle, args, list(ids), lease, durable=False)
+        if lease is not None:
+            self._ahead = _Ahead(sqlite_arrivals.stored(rows), lease[2])
+        return result
+
+    async def release_arrivals(self, ids: Sequence[int]) -> None:
+        """`ids`, and what the last settle leased ahead."""
+        ahead, self._ahead = self._ahead, None
+        held = list(ids) + ([stored.id for stored in ahead.arrivals] if ahead else [])
+        await self._run(sqlite_arrivals.release, held, self.owner, durable=False)
+
+    async def sweep_arrivals(self) -> int:
+        return await self._run(sqlite_arrivals.sweep, self.clock(), durable=False)
 
     async def claim(self, limit: int, lease_seconds: float) -> Claims:
         now = self.clock()
@@ -392,6 +430,11 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"{self.path}: {error}") from None
 
 
+class _Ahead(NamedTuple):
+    arrivals: list[StoredArrival]
+    until: float  # their lease
+
+
 # -- the jobs that are more than one schema function (run in the writer) --------------------
 
 
@@ -427,10 +470,17 @@ def _put(connection: sqlite3.Connection, args: PutArgs) -> PutResult:
     return PutResult(result.stored, result.duplicates, len(rows) - len(kept), counted)
 
 
-def _settle(connection: sqlite3.Connection, args: PutArgs, ids: list[int]) -> PutResult:
+def _settle(
+    connection: sqlite3.Connection,
+    args: PutArgs,
+    ids: list[int],
+    lease: tuple[int, str, float] | None,
+) -> tuple[PutResult, list[tuple[Any, ...]]]:
+    """What processing made of the arrivals `ids`, stored, and the arrivals forgotten; then the
+    next slice leased (`lease`: its size, owner and end), if asked."""
     result = _put(connection, args)
     sqlite_arrivals.delete(connection, ids)
-    return result
+    return result, ([] if lease is None else sqlite_arrivals.lease(connection, *lease))
 
 
 def _prune(connection: sqlite3.Connection, before: float, dedup_before: int) -> int:

@@ -1,15 +1,17 @@
 """The SQLite store's arrivals: what intake requests left, kept until the processor settles them.
 
-Like `sqlite_schema`, these functions run inside the writer's transaction and never commit
-(except `waiting`, a read on the caller's connection). An arrival row is deleted in the same
-transaction that writes what processing it produced (`edge.store.arrivals.Arrivals.settle`).
+Like `sqlite_schema`, these functions run inside the writer's transaction and never commit. An
+arrival row is deleted in the same transaction that writes what processing it produced
+(`edge.store.arrivals.Arrivals.settle`). Leases (`edge.store.arrivals`) are rows of a narrow
+table of their own, as the outbox's queue is beside its bodies: taking a lease writes a few
+bytes, not the arrival's body again.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from edge.store.values import Arrival, StoredArrival
 
@@ -26,6 +28,13 @@ CREATE TABLE IF NOT EXISTS arrivals (
     cookie_anonymous_id TEXT,          -- the visitor cookie the request carried
     cookie_click_id TEXT,
     cookie_click_seen_at INTEGER
+);
+-- The arrivals a processor holds (`lease`): none of another holder's is taken until it is
+-- released, settled, or swept back once expired.
+CREATE TABLE IF NOT EXISTS arrival_leases (
+    id INTEGER PRIMARY KEY,            -- arrivals.id
+    owner TEXT NOT NULL,               -- the store that holds it (a process, one opening)
+    until REAL NOT NULL                -- expired after (`sweep`)
 );
 """
 
@@ -53,13 +62,32 @@ def insert(connection: sqlite3.Connection, rows: Sequence[Arrival]) -> None:
         connection.execute(f"{INSERT_HEAD} VALUES {marks}", values)
 
 
-def waiting(connection: sqlite3.Connection, limit: int) -> list[StoredArrival]:
-    """The oldest `limit` arrivals, in the order they came."""
+# Not held by another owner than the one asking (`?`).
+FREE: Final = "id NOT IN (SELECT id FROM arrival_leases WHERE owner != ?)"
+COLUMNS: Final = (
+    "id, source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
+    " cookie_click_id, cookie_click_seen_at"
+)
+
+
+def lease(connection: sqlite3.Connection, limit: int, owner: str, until: float) -> list[Any]:
+    """The oldest `limit` arrivals that no other owner holds, in the order they came, leased to
+    `owner` until `until` (its own renewed); as rows, for `stored` (plain tuples cross from the
+    writer process faster than named ones)."""
     rows = connection.execute(
-        "SELECT id, source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
-        " cookie_click_id, cookie_click_seen_at FROM arrivals ORDER BY id LIMIT ?",
-        (limit,),
-    )
+        f"SELECT {COLUMNS} FROM arrivals WHERE {FREE} ORDER BY id LIMIT ?", (owner, limit)
+    ).fetchall()
+    if rows:  # one statement: the rows between the first and the last are those just read
+        connection.execute(
+            f"INSERT INTO arrival_leases (id, owner, until) SELECT id, ?1, ?2 FROM arrivals"
+            f" WHERE id BETWEEN ?3 AND ?4 AND {FREE.replace('?', '?1')}"
+            " ON CONFLICT (id) DO UPDATE SET until = excluded.until",
+            (owner, until, rows[0][0], rows[-1][0]),
+        )
+    return rows
+
+
+def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:
     return [
         StoredArrival(
             id, Arrival(source, at, body, kind, ip, agent, bool(gpc), anonymous, click, seen)
@@ -70,6 +98,22 @@ def waiting(connection: sqlite3.Connection, limit: int) -> list[StoredArrival]:
 
 def delete(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
     connection.executemany("DELETE FROM arrivals WHERE id = ?", [(id,) for id in ids])
+    if ids:  # a slice is mostly one run of ids: one statement (the leases are a few bytes each)
+        connection.execute(
+            "DELETE FROM arrival_leases WHERE id BETWEEN ? AND ?"
+            " AND NOT EXISTS (SELECT 1 FROM arrivals WHERE arrivals.id = arrival_leases.id)",
+            (min(ids), max(ids)),
+        )
+
+
+def release(connection: sqlite3.Connection, ids: Sequence[int], owner: str) -> None:
+    connection.executemany(
+        "DELETE FROM arrival_leases WHERE id = ? AND owner = ?", [(id, owner) for id in ids]
+    )
+
+
+def sweep(connection: sqlite3.Connection, now: float) -> int:
+    return connection.execute("DELETE FROM arrival_leases WHERE until < ?", (now,)).rowcount
 
 
 def count(connection: sqlite3.Connection) -> tuple[int, float | None]:

@@ -37,7 +37,8 @@ from edge.store.values import (
 
 # 2: bodies moved out of the outbox rows; 3: states moved out of them; 4: delivered is implicit,
 # the queue holds each item's event time (a claim reads no outbox row); 5: identities keep hashed
-# emails and mobiles, conversions are counted (`sqlite_conversions`)
+# emails and mobiles, conversions are counted (`sqlite_conversions`). Arrival leases came later
+# as a table of their own (`sqlite_arrivals`), created where missing: older code ignores it.
 VERSION: Final = 5
 PAUSED: Final = "paused"
 _TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")

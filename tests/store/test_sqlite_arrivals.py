@@ -102,3 +102,20 @@ async def test_a_settle_that_fails_leaves_its_arrivals_to_be_processed_again(
     # then nothing of it is stored and the arrival still waits
     assert on_disk(store, "SELECT count(*) FROM outbox") == [(0,)]
     assert [stored.id for stored in await store.arrivals(10)] == [waiting.id]
+
+
+async def test_processing_pays_one_transaction_a_slice_as_each_settle_takes_the_next(
+    store: SQLiteStore,
+) -> None:
+    # given three slices' worth of arrivals
+    await asyncio.gather(*(store.put_arrival(arrival(n)) for n in range(3 * 64)))
+    before = store.transactions
+    # when processing takes and settles them a slice at a time
+    taken = []
+    while batch := await store.arrivals(64):
+        taken += batch
+        await store.settle([stored.id for stored in batch], Intake())
+    # then every one was taken once, in order, and each settle leased the next slice in its own
+    # transaction: one a slice, beside the first look and the last (which found none)
+    assert [stored.arrival.received_at - 1_700_000_000.0 for stored in taken] == list(range(192))
+    assert store.transactions - before == 3 + 2

@@ -1,5 +1,5 @@
 """Arrivals: what intake requests left, durable before their answer, taken by processing in the
-order they came, and settled; on every backend."""
+order they came under a lease (`edge.store.arrivals`), and settled; on every backend."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import pytest
 
 from edge.store import Store
 from edge.store.errors import StoreUnavailable
-from edge.store.values import Intake
+from edge.store.values import Intake, StoredArrival
 from tests.outbound import conversion, skipped
+from tests.store.conftest import Clock
 from tests.store.contract.backends import Backend
 from tests.store.contract.steps import arrival, rows_on_disk
 
 pytestmark = pytest.mark.anyio
+
+
+def ages(taken: list[StoredArrival]) -> list[float]:
+    """Which arrivals were taken: the n of `arrival(n)`, in the order they came back."""
+    return [stored.arrival.received_at - 1_700_000_000.0 for stored in taken]
 
 
 async def test_an_arrival_comes_back_exactly_as_it_was_put(store: Store) -> None:
@@ -52,6 +58,80 @@ async def test_a_burst_larger_than_one_statement_is_stored_whole(store: Store) -
     assert [each.arrival.received_at - 1_700_000_000.0 for each in stored] == list(range(2500))
 
 
+# -- leases: each arrival processed by one process at a time ---------------------------------
+
+
+async def test_two_processes_take_disjoint_arrivals_each_in_the_order_they_came(
+    store: Store, backend: Backend
+) -> None:
+    # Given five arrivals, and a second process on the same store
+    for n in range(5):
+        await store.put_arrival(arrival(n))
+    other = backend.open()
+
+    # When each takes a slice
+    first = await store.arrivals(2)
+    second = await other.arrivals(10)
+
+    # Then neither takes what the other holds, and each gets the oldest it may have
+    assert (ages(first), ages(second)) == ([0, 1], [2, 3, 4])
+    assert ages(await other.arrivals(10)) == [2, 3, 4]  # its own again, renewed
+    assert ages(await store.arrivals(10)) == [0, 1]
+
+
+async def test_what_a_process_took_and_did_not_settle_comes_first_in_its_next_slice(
+    store: Store,
+) -> None:
+    # Given a slice of four taken, of which processing settled the first two (its time was up)
+    for n in range(4):
+        await store.put_arrival(arrival(n))
+    taken = await store.arrivals(4)
+    await store.settle([stored.id for stored in taken[:2]], Intake())
+    await store.put_arrival(arrival(4))
+
+    # When it takes the next slice
+    following = await store.arrivals(10)
+
+    # Then the rest of the first comes first, then the newer, in the order they came
+    assert ages(following) == [2, 3, 4]
+    assert [stored.id for stored in following[:2]] == [stored.id for stored in taken[2:]]
+
+
+async def test_an_expired_lease_is_swept_and_its_arrivals_taken_again(
+    store: Store, backend: Backend, clock: Clock
+) -> None:
+    # Given arrivals taken by a process that then died (it will never settle them)
+    for n in range(3):
+        await store.put_arrival(arrival(n))
+    assert len(await store.arrivals(10, lease_seconds=30)) == 3
+    survivor = backend.open()
+
+    # Then while its lease runs, they are its own: no sweep frees them, no one else takes them
+    clock.now += 29
+    assert await survivor.sweep_arrivals() == 0
+    assert await survivor.arrivals(10) == []
+
+    # and once it has expired, a sweep frees them and the survivor takes them, in order
+    clock.now += 2
+    assert await survivor.sweep_arrivals() == 3
+    assert ages(await survivor.arrivals(10)) == [0, 1, 2]
+    assert await survivor.sweep_arrivals() == 0
+
+
+async def test_released_arrivals_wait_in_their_place_for_the_next_taker(
+    store: Store, backend: Backend
+) -> None:
+    # Given a process holding three arrivals, of which it settles one and then stops
+    for n in range(4):
+        await store.put_arrival(arrival(n))
+    held = await store.arrivals(3)
+    await store.settle([held[0].id], Intake())
+    await store.release_arrivals([stored.id for stored in held])
+
+    # Then another takes the rest at once, in their place
+    assert ages(await backend.open().arrivals(10)) == [1, 2, 3]
+
+
 async def test_settling_stores_what_processing_made_and_forgets_the_arrivals_in_one_transaction(
     store: Store, backend: Backend
 ) -> None:
@@ -86,6 +166,6 @@ async def test_a_settle_that_fails_stores_nothing_and_leaves_its_arrivals_to_be_
     with pytest.raises(StoreUnavailable):
         await store.settle([taken.id], Intake(outbound=[conversion(1)], skipped=[broken]))
 
-    # Then nothing of it is stored, and the arrival still waits
+    # Then nothing of it is stored, and the arrival still waits, for the same process first
     assert rows_on_disk(backend) == 0
     assert [stored.id for stored in await store.arrivals(10)] == [taken.id]
