@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
 from tests.outbound import conversion, conversions
+from tests.store.contract.backends import gone
 
 pytestmark = pytest.mark.anyio
 
@@ -27,20 +27,6 @@ pytestmark = pytest.mark.anyio
 def writer_pid(store: SQLiteStore) -> int:
     assert store.writer_pid is not None
     return store.writer_pid
-
-
-def gone(pid: int, within: float = 10.0) -> bool:
-    """Whether process `pid` ended (and was reaped, or is a zombie) within the time."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 async def test_a_killed_writer_is_replaced_and_nothing_acknowledged_is_lost(
