@@ -4,7 +4,8 @@
 conversion) and enforces locally what the upstream would reject for the whole batch: advertising
 ids that are not UUIDs, non-scalar or over-long attributes (a conversion type over the value
 limit refuses the conversion, saying so), too many attributes, an over-sized batch, no
-identifier at all. `pack` groups batches into requests within the upstream's limits.
+identifier at all. `pack` groups batches into requests within the upstream's limits (by the
+one rule the sender packs stored batches with, `packing.pack`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from edge.jsontext import encode as encode  # the store imports it from here, for now
+from edge.rokt import packing
 from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 
 REQUIRED_IDENTIFIER: Final = (
@@ -250,24 +252,18 @@ class UpstreamRequest:
     batches: int
 
 
+def path_for(batches: int) -> str:
+    """Where a request of this many batches goes: `/events` for one, `/bulkevents` for more."""
+    return EVENTS_PATH if batches == 1 else BULK_EVENTS_PATH
+
+
 def pack(batches: list[dict[str, Any]]) -> list[UpstreamRequest]:
-    """Requests of at most 100 batches and 256 KB each, in order; one batch goes to /events."""
-    groups: list[list[dict[str, Any]]] = []
-    size = 0
-    for batch in batches:
-        batch_size = len(encode(batch)) + 1  # the comma or bracket that joins it
-        if (
-            not groups
-            or len(groups[-1]) >= MAX_BATCHES_PER_REQUEST
-            or (size + batch_size + 1 > MAX_BODY_BYTES)
-        ):
-            groups.append([])
-            size = 0
-        groups[-1].append(batch)
-        size += batch_size
-    return [
-        UpstreamRequest(EVENTS_PATH, group[0], 1)
-        if len(group) == 1
-        else UpstreamRequest(BULK_EVENTS_PATH, group, len(group))
-        for group in groups
-    ]
+    """Requests of at most 100 batches and 256 KB each, in order, packed by their encoded
+    sizes as the sender packs the stored texts (`packing.pack`); one batch goes to /events."""
+    sizes = [len(encode(batch)) for batch in batches]
+    requests = []
+    for group in packing.pack(sizes, MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES):
+        count = group.stop - group.start
+        body = batches[group.start] if count == 1 else batches[group]
+        requests.append(UpstreamRequest(path_for(count), body, count))
+    return requests

@@ -29,7 +29,14 @@ import httpx
 
 from edge.jsontext import encode
 from edge.rokt import event_api_responses, packing, responses
-from edge.rokt.capi import BULK_EVENTS_PATH, EVENTS_PATH, UpstreamRequest
+from edge.rokt.capi import (
+    BULK_EVENTS_PATH,
+    EVENTS_PATH,
+    MAX_BATCHES_PER_REQUEST,
+    MAX_BODY_BYTES,
+    UpstreamRequest,
+    path_for,
+)
 from edge.rokt.event_api import (
     ACCOUNT_ID_UNSET,
     MAX_EVENTS_PER_REQUEST,
@@ -136,7 +143,7 @@ class CapiWire:
                 if not kept
             ]
             claims = claims.where(fresh)
-        groups = packing.pack(claims.sizes)
+        groups = packing.pack(claims.sizes, MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES)
         return expired, [self._request(claims[group]) for group in groups]
 
     def split(self, request: Request) -> tuple[Request, Request]:
@@ -166,8 +173,16 @@ class CapiWire:
 
     @staticmethod
     def _request(claims: Claims) -> Request:
-        path, content = packing.request(claims)
+        path, content = path_and_body(claims)
         return Request(claims, path, content)
+
+
+def path_and_body(claims: Claims) -> tuple[str, bytes]:
+    """Contract A's path and body for these stored batches: their texts joined, `[a,b,c]`, byte
+    for byte `encode([A, B, C])` (one batch goes alone to `/events`)."""
+    if len(claims) == 1:
+        return path_for(1), bytes(claims.blob)
+    return path_for(len(claims)), claims.between(b"[", b"]")
 
 
 class EventApiWire:
