@@ -50,8 +50,3 @@ class Verdict:
     def delivered(self) -> bool:
         """Whether the events not in `failed` count as delivered."""
         return self.kind in (Kind.DELIVERED, Kind.ALREADY_DELIVERED, Kind.PARTIAL)
-
-
-def unreachable(error: BaseException) -> Verdict:
-    """No answer at all (connection refused, timeout, TLS): retry later."""
-    return Verdict(Kind.RETRY, message=f"no answer from the upstream: {type(error).__name__}")

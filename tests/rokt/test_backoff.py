@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
-from edge.rokt.backoff import MAX_RETRY_AFTER, backoff, http_date, retry_after
+from edge.rokt.backoff import MAX_RETRY_AFTER, backoff, retry_after
+
+
+def http_date(epoch: float) -> str:
+    """An HTTP date, as a Retry-After header may carry it."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
 def test_the_delay_doubles_with_each_failure_until_the_cap() -> None:

@@ -17,7 +17,7 @@ from edge.rokt.event_api import EventApiContract
 from edge.rokt.event_api_auth import KeyAuth, post_events
 from edge.rokt.event_api_responses import classify, retry_after
 from edge.rokt.fields import Mapped
-from edge.rokt.verdict import Kind, unreachable
+from edge.rokt.verdict import Kind
 from tests.fake_event_api import FakeEventApi, Fault
 
 TRACE = {"X-Rokt-Trace-Id": "abc-123"}
@@ -160,12 +160,6 @@ def test_an_unreadable_error_body_is_quoted_briefly() -> None:
     assert verdict.message.startswith("502 <html>xxx")
     assert len(verdict.message) <= 504
     assert verdict.trace_id is None
-
-
-def test_no_answer_at_all_is_retried() -> None:
-    verdict = unreachable(httpx.ConnectTimeout("timed out"))
-    assert (verdict.kind, verdict.status) == (Kind.RETRY, None)
-    assert verdict.message == "no answer from the upstream: ConnectTimeout"
 
 
 @pytest.mark.anyio
