@@ -42,10 +42,10 @@ browser-setup:
 		}; \
 	fi
 
-# The other commands (status, recent, import, replay, preview) are .venv/bin/rokt-edge, or
+# The other commands (status, recent, import, replay, preview, deliver) are .venv/bin/rokt-edge, or
 # rokt-edge after `. .venv/bin/activate`; `make status` and `make recent` run the first two.
 serve: setup
-	@echo "make serve: the other commands are $(BIN)/rokt-edge (status, recent, import, replay, preview; --help), or make status, make recent"
+	@echo "make serve: the other commands are $(BIN)/rokt-edge (status, recent, import, replay, preview, deliver; --help), or make status, make recent"
 	$(BIN)/rokt-edge serve --host $(HOST) --port $(PORT)
 
 status: setup

@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     serve.set_defaults(run=_serve)
 
+    deliver = commands.add_parser(
+        "deliver",
+        help="run the delivery loop alone (serve runs it too), until SIGINT or SIGTERM",
+        description="Deliver what the outbox holds, as rokt-edge serve does, without serving: "
+        "a separate delivery process beside a service, or after an import.",
+    )
+    deliver.set_defaults(run=_deliver)
+
     preview = commands.add_parser(
         "preview",
         help="print the exact upstream request bodies some events would produce; sends nothing",
@@ -78,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         help="put the rows of a CSV or JSON-lines export in the outbox, mapped by a map file",
         description="Each row becomes a conversion (or an audience update) through the same "
         "pipeline as the edge's events. Import only fills the outbox: the running edge, or "
-        "python -m edge.rokt.deliver, delivers. Importing the same rows again sends nothing "
+        "rokt-edge deliver, delivers. Importing the same rows again sends nothing "
         "twice. Exit 0: every row was read; 1: some rows were invalid (listed on stderr); "
         "2: the file or the map file could not be used.",
     )
@@ -209,6 +217,35 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT is a normal stop
             serving.run(sockets=[listener])
     return 0 if serving.started else EXIT_STARTUP
+
+
+def _deliver(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import signal
+
+    from edge.logs import configure_logging
+    from edge.rokt.sender import Sender, log
+    from edge.store import open_store
+
+    configure_logging(settings.log_format)
+    store = open_store(settings)
+
+    async def deliver() -> None:
+        sender = Sender(settings, store)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, sender.stop)
+        log.info(
+            "delivering to %s (%s; dry run: %s)",
+            settings.upstream_url, settings.upstream, settings.dry_run,
+        )  # fmt: skip
+        await sender.run()
+
+    try:
+        asyncio.run(deliver())
+    finally:
+        store.close()
+    return 0
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,5 +1,5 @@
 """The whole edge delivering to contract B: a beacon conversion reaches the fake Event API
-through the app `rokt-edge serve` runs, and `python -m edge.rokt.deliver` delivers with v1 auth."""
+through the app `rokt-edge serve` runs, and `rokt-edge deliver` delivers with v1 auth."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_python_m_deliver_delivers_to_the_event_api(
         ROKT_EDGE_POLL_INTERVAL="0.05",
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "edge.rokt.deliver"],
+        [sys.executable, "-m", "edge", "deliver"],
         env=env,
         cwd=tmp_path,
         stderr=subprocess.PIPE,

@@ -5,7 +5,7 @@
     the pipeline, identity links) ─▶ one durable write per chunk (`Store.put`: outbox items,
     skip records, identity links; conversions de-duplicated)
 
-Import only fills the outbox; the running edge's sender (or `python -m edge.rokt.deliver`)
+Import only fills the outbox; the running edge's sender (or `rokt-edge deliver`)
 delivers. A row's message id is stable (its `source_message_id` column, else a hash of the row),
 so importing the same file again stores nothing new: the outbox holds one item per mapping and
 message id. A dry run stores nothing and reads no identity store; it returns what would be sent,
@@ -152,5 +152,5 @@ def summary(report: Report, name: str) -> Iterator[str]:
         yield f"  {len(report.invalid):,} invalid, not imported (listed on stderr)"
     yield (
         "Import only fills the outbox: the running edge (rokt-edge serve), or "
-        "python -m edge.rokt.deliver, delivers these items to Rokt."
+        "rokt-edge deliver, delivers these items to Rokt."
     )

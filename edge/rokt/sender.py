@@ -109,7 +109,7 @@ class Sender:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until `stop()`; the web app's lifespan (or `python -m`) owns this task."""
+        """Deliver until `stop()`; the app's lifespan (or `rokt-edge deliver`) owns this task."""
         self._stopping.clear()
         await self.store.set_paused(None)  # a pause left by an earlier run; a 401 says it again
         async with self._make_client() as client:

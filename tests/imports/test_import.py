@@ -106,7 +106,7 @@ def test_ten_thousand_rows_with_some_bad_ones_are_delivered_once(
         named = [line.split(": ", 2)[1] for line in first.stderr.splitlines()]
         assert named == ["row 12", "row 101", "row 502", "row 7002", "row 10001"]
         assert "9,995 queued for delivery" in first.stdout
-        assert "python -m edge.rokt.deliver" in first.stdout
+        assert "rokt-edge deliver" in first.stdout
         wait_for(lambda: len(fake.accepted_message_ids()) == 9_995, timeout=60)
 
         # And importing the same file again sends nothing new

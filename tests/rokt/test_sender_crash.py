@@ -29,7 +29,7 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
 def delivery_process(
     fake: FakeCapi, database: Path, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m edge.rokt.deliver` against the fake: short leases, one request at a time."""
+    """`rokt-edge deliver` against the fake: short leases, one request at a time."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("ROKT_EDGE_")}
     env.update(
         PYTHONPATH=str(ROOT),
@@ -45,7 +45,7 @@ def delivery_process(
     )
     with log.open("ab") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "edge.rokt.deliver"], env=env, stderr=stderr, cwd=database.parent
+            [sys.executable, "-m", "edge", "deliver"], env=env, stderr=stderr, cwd=database.parent
         )
     try:
         yield process
