@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from edge.pipeline.fields import Mapped
+from edge.pipeline.pipeline import Outbound
 from edge.rokt import capi
-from edge.rokt.fields import Mapped
-from edge.rokt.pipeline import Outbound
 from edge.rokt.sender import IgnoredCookies, Sender
 from edge.settings import Settings, load_settings
 from edge.store.sqlite import SQLiteStore

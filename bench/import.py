@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.imports.mapfile import parse_map
 from edge.imports.rows import read_rows
 from edge.imports.runner import Importer, Report
-from edge.rokt.pipeline import Pipeline
+from edge.pipeline.pipeline import Pipeline
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import IdentityUpdate, Intake

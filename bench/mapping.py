@@ -19,8 +19,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.events import Event, parse_event
-from edge.rokt.mapping import HASHABLE, parse_mappings
-from edge.rokt.pipeline import Outbound, Pipeline
+from edge.pipeline.mapping import HASHABLE, parse_mappings
+from edge.pipeline.pipeline import Outbound, Pipeline
 from edge.settings import Settings
 
 MAPPINGS = {

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from delivery import conversions
 
-from edge.rokt.pipeline import Outbound
+from edge.pipeline.pipeline import Outbound
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
 

@@ -53,9 +53,9 @@ from edge.capture.ratelimit import RateLimiter
 from edge.events import Event
 from edge.home import Home
 from edge.metrics import Exposition, Metrics
+from edge.pipeline.mapping import load_mappings
+from edge.pipeline.pipeline import Pipeline
 from edge.processing import Processor, Readings
-from edge.rokt.mapping import load_mappings
-from edge.rokt.pipeline import Pipeline
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import Store, open_store

@@ -174,7 +174,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from edge import server
     from edge.app import create_app
     from edge.logs import configure_logging
-    from edge.rokt.mapping import MappingConfigError
+    from edge.pipeline.mapping import MappingConfigError
     from edge.store import open_store
 
     configure_logging(settings.log_format)
@@ -268,9 +268,9 @@ def _address(host: str, port: int) -> str:
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     # Imported here: the mapping modules are only needed by the commands that map events.
+    from edge.pipeline.mapping import MappingConfigError, load_mappings
+    from edge.pipeline.pipeline import Pipeline
     from edge.preview import UnreadableInput, preview, read_events
-    from edge.rokt.mapping import MappingConfigError, load_mappings
-    from edge.rokt.pipeline import Pipeline
 
     try:
         pipeline = Pipeline(settings, load_mappings(settings.mappings))
@@ -302,7 +302,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from edge.imports.mapfile import MapError, load_map
     from edge.imports.rows import UnreadableFile, read_rows
     from edge.imports.runner import Importer, dry_run_document, summary
-    from edge.rokt.pipeline import Pipeline
+    from edge.pipeline.pipeline import Pipeline
     from edge.store import open_store
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from edge.events import Event
-from edge.rokt.pipeline import Outbound, Outcome, Skipped
+from edge.pipeline.pipeline import Outbound, Outcome, Skipped
 from edge.store.values import Conversion, IdentityUpdate, Intake
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from edge.events import EventError, parse_event
 from edge.jsontext import encode
-from edge.rokt.pipeline import Outbound, Outcome, Pipeline
+from edge.pipeline.pipeline import Outbound, Outcome, Pipeline
 from edge.rokt.wire import wire_for
 from edge.settings import Settings
 from edge.store.outbox import Claims

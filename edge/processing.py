@@ -40,7 +40,7 @@ from edge.capture.attribution import (
 from edge.capture.cookies import Visitor
 from edge.events import Event
 from edge.intake import Collected
-from edge.rokt.pipeline import Skipped
+from edge.pipeline.pipeline import Skipped
 from edge.store.arrivals import LEASE_SECONDS
 from edge.store.errors import StoreError
 from edge.store.values import DUPLICATE, Arrival, StoredArrival

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from edge.pipeline.pipeline import Outbound
 from edge.rokt.event_api import EventApiContract
-from edge.rokt.pipeline import Outbound
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from tests.fake_event_api import FakeEventApi

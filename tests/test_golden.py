@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from edge.events import parse_timestamp
+from edge.pipeline.mapping import load_mappings
+from edge.pipeline.pipeline import Pipeline
 from edge.preview import preview, read_events
-from edge.rokt.mapping import load_mappings
-from edge.rokt.pipeline import Pipeline
 from edge.settings import load_settings
 from tests.conftest import DATA, run_cli
 

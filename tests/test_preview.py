@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge.pipeline.mapping import default_mappings
+from edge.pipeline.pipeline import Pipeline
 from edge.preview import preview
-from edge.rokt.mapping import default_mappings
-from edge.rokt.pipeline import Pipeline
 from edge.settings import load_settings
 from tests.conftest import run_cli
 

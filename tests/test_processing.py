@@ -14,6 +14,7 @@ import pytest
 from edge import processing
 from edge.capture.attribution import IdentityView
 from edge.events import iso_ms
+from edge.pipeline import fields
 from edge.processing import (
     BUSY_REQUESTS,
     BUSY_SHARE,
@@ -23,7 +24,6 @@ from edge.processing import (
     arrival_events,
     pause_for_intake,
 )
-from edge.rokt import fields
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Arrival, Identity, IdentityUpdate

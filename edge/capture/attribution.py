@@ -37,7 +37,7 @@ from edge.capture.privacy import privacy_skip
 from edge.capture.stitch import identity_click, identity_keys, stitch
 from edge.events import Event
 from edge.intake import Collected
-from edge.rokt.pipeline import Outcome, Pipeline
+from edge.pipeline.pipeline import Outcome, Pipeline
 from edge.settings import Settings
 from edge.store.errors import StoreError
 from edge.store.values import Identity, IdentityUpdate, merged

@@ -26,9 +26,9 @@ from urllib.parse import unquote_plus
 
 from edge.capture.cookies import Visitor
 from edge.events import Event
-from edge.rokt.fields import CLICK_ID_PARAMS, first_present
-from edge.rokt.mapping import DEFAULT_FIELDS
-from edge.rokt.paths import MISSING
+from edge.pipeline.fields import CLICK_ID_PARAMS, first_present
+from edge.pipeline.mapping import DEFAULT_FIELDS
+from edge.pipeline.paths import MISSING
 
 INTEGRATION: Final = "Rokt Conversions API"
 EVENT_CLICK_SOURCES: Final = DEFAULT_FIELDS["click_id"]

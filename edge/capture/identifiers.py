@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any, Final
 
 from edge.events import Event
-from edge.rokt.fields import first_present
-from edge.rokt.hashing import hash_text, is_sha256, plausible_mobile, sha256_hex
-from edge.rokt.mapping import DEFAULT_FIELDS
-from edge.rokt.paths import MISSING
+from edge.pipeline.fields import first_present
+from edge.pipeline.hashing import hash_text, is_sha256, plausible_mobile, sha256_hex
+from edge.pipeline.mapping import DEFAULT_FIELDS
+from edge.pipeline.paths import MISSING
 from edge.store.values import Identity
 
 EMAIL_SOURCES: Final = DEFAULT_FIELDS["email"]

@@ -27,16 +27,16 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from edge.capture.enrich import INTEGRATION
-from edge.rokt.fields import Literal
-from edge.rokt.mapping import (
+from edge.pipeline.fields import Literal
+from edge.pipeline.mapping import (
     DEFAULT_FIELDS,
     HASHABLE,
     MAX_NAME_LENGTH,
     STANDARD_ATTRIBUTES,
     Mapping,
 )
-from edge.rokt.paths import Path
-from edge.rokt.triggers import compile_trigger
+from edge.pipeline.paths import Path
+from edge.pipeline.triggers import compile_trigger
 
 DEFAULT_MAPPING: Final = "Send"
 EXTRAS: Final = "rokt_import"  # context.rokt_import.{custom,user}_attributes: extra attributes

@@ -24,7 +24,7 @@ from edge.capture.attribution import SERVER, Attribution, IdentityView
 from edge.events import EventError, parse_event
 from edge.imports.mapfile import ImportMap, RowError, row_event
 from edge.imports.rows import BadRow, Row
-from edge.rokt.pipeline import Outbound, Pipeline
+from edge.pipeline.pipeline import Outbound, Pipeline
 from edge.store import Store
 from edge.store.values import DUPLICATE
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from edge.jsontext import encode as encode  # the store imports it from here, for now
+from edge.pipeline.fields import Mapped, Refused, Scalar, UserValue
 from edge.rokt import packing
-from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 
 REQUIRED_IDENTIFIER: Final = (
     "At least one of the following is required: iOS Advertising ID, Android Advertising ID, "

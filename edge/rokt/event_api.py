@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from typing import Any, Final
 
+from edge.pipeline.fields import Mapped, Refused, Scalar, UserValue
 from edge.rokt.capi import UpstreamRequest
-from edge.rokt.fields import Mapped, Refused, Scalar, UserValue
 from edge.settings import EventApiAuth
 from edge.useragent import parse_user_agent
 

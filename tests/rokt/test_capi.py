@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from edge.pipeline.fields import Mapped, Refused
 from edge.rokt.capi import (
     MAX_BATCH_BYTES,
     MAX_BODY_BYTES,
@@ -16,7 +17,6 @@ from edge.rokt.capi import (
     pack,
     source_request_id,
 )
-from edge.rokt.fields import Mapped, Refused
 
 IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 

@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 
 from edge.events import parse_event
+from edge.pipeline.fields import Mapped, Refused
+from edge.pipeline.mapping import default_mappings, parse_mappings
+from edge.pipeline.pipeline import Outbound, Pipeline, Skipped
 from edge.rokt.event_api import (
     ACCOUNT_ID_UNSET,
     AUDIENCE_NEEDS_CAPI,
@@ -17,9 +20,6 @@ from edge.rokt.event_api import (
     event_time,
     outside_time_window,
 )
-from edge.rokt.fields import Mapped, Refused
-from edge.rokt.mapping import default_mappings, parse_mappings
-from edge.rokt.pipeline import Outbound, Pipeline, Skipped
 from edge.settings import load_settings
 
 STAMP_MS = 1705579200339  # 2024-01-18T12:00:00.339Z

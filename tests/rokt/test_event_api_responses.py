@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from edge.pipeline.fields import Mapped
 from edge.rokt.capi import UpstreamRequest
 from edge.rokt.event_api import EventApiContract
 from edge.rokt.event_api_auth import KeyAuth, post_events
 from edge.rokt.event_api_responses import classify, retry_after
-from edge.rokt.fields import Mapped
 from edge.rokt.verdict import Kind
 from tests.fake_event_api import FakeEventApi, Fault
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from edge.rokt.pipeline import Outbound
+from edge.pipeline.pipeline import Outbound
 from edge.store import Store
 from edge.store.values import Arrival
 from tests.outbound import conversion

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from edge.rokt.pipeline import Outbound
+from edge.pipeline.pipeline import Outbound
 from edge.store import Store
 from edge.store.errors import StoreUnavailable
 from edge.store.values import Intake

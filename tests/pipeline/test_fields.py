@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from edge.events import parse_event
-from edge.rokt.fields import Mapped, resolve
-from edge.rokt.mapping import PRESETS, Mapping, parse_mappings
+from edge.pipeline.fields import Mapped, resolve
+from edge.pipeline.mapping import PRESETS, Mapping, parse_mappings
 
 SEND = PRESETS["Send"]
 

@@ -21,11 +21,17 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
 
 from edge.events import Event, parse_timestamp
-from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, normalize_text, plausible_mobile
-from edge.rokt.paths import MISSING, Path
+from edge.pipeline.hashing import (
+    hash_mobile,
+    hash_text,
+    is_sha256,
+    normalize_text,
+    plausible_mobile,
+)
+from edge.pipeline.paths import MISSING, Path
 
 if TYPE_CHECKING:
-    from edge.rokt.mapping import Mapping
+    from edge.pipeline.mapping import Mapping
 
 Scalar = str | int | float | bool
 # A user attribute's value: contract A takes lists of strings there too (custom attributes, on

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.rokt.triggers import Trigger, TriggerSyntaxError, compile_trigger
+from edge.pipeline.triggers import Trigger, TriggerSyntaxError, compile_trigger
 
 # Given an "Order Completed" track call carrying one value of each kind the language deals with.
 ORDER: dict[str, Any] = {

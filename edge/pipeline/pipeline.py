@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from edge.events import Event
+from edge.pipeline.fields import Mapped, Refused, resolve
+from edge.pipeline.mapping import Mapping
 from edge.rokt import capi
 from edge.rokt.event_api import EventApiContract
-from edge.rokt.fields import Mapped, Refused, resolve
-from edge.rokt.mapping import Mapping
 from edge.settings import Settings, SettingsError
 
 NOT_TRIGGERED: Final = "not triggered: no mapping's trigger matches this event"

@@ -25,9 +25,9 @@ from pathlib import Path as FilePath
 from types import MappingProxyType
 from typing import Any, Final
 
-from edge.rokt.fields import CLICK_ID_PARAMS, Literal, QueryParameter, Source
-from edge.rokt.paths import PathError, parse_path
-from edge.rokt.triggers import Trigger, TriggerSyntaxError, compile_trigger
+from edge.pipeline.fields import CLICK_ID_PARAMS, Literal, QueryParameter, Source
+from edge.pipeline.paths import PathError, parse_path
+from edge.pipeline.triggers import Trigger, TriggerSyntaxError, compile_trigger
 
 MAX_MAPPINGS: Final = 50  # as Segment allows per destination instance
 MAX_NAME_LENGTH: Final = 256  # Rokt's limit on attribute names

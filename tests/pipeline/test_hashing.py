@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.rokt.hashing import hash_mobile, hash_text, is_sha256, plausible_mobile, sha256_hex
+from edge.pipeline.hashing import hash_mobile, hash_text, is_sha256, plausible_mobile, sha256_hex
 
 TEST_EMAIL_SHA256 = "973dfe463ec85785f5f95af5ba3906eedb2d931c24e69824a89ea65dba4e813b"
 

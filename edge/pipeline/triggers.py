@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from edge.rokt.paths import MISSING, NAME_CHARS, Path, PathError, scan_path
+from edge.pipeline.paths import MISSING, NAME_CHARS, Path, PathError, scan_path
 
 _Test = Callable[[Mapping[str, Any]], bool]
 _Literal = str | int | float | bool | None

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.rokt.mapping import (
+from edge.pipeline.mapping import (
     DEFAULT_FIELDS,
     MAX_MAPPINGS,
     PRESETS,
@@ -17,7 +17,7 @@ from edge.rokt.mapping import (
     load_mappings,
     parse_mappings,
 )
-from edge.rokt.paths import parse_path
+from edge.pipeline.paths import parse_path
 
 
 def test_without_a_file_the_presets_apply() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edge.events import parse_event
-from edge.rokt.mapping import default_mappings, parse_mappings
-from edge.rokt.pipeline import NOT_TRIGGERED, OPTED_OUT, Outbound, Pipeline, Skipped
+from edge.pipeline.mapping import default_mappings, parse_mappings
+from edge.pipeline.pipeline import NOT_TRIGGERED, OPTED_OUT, Outbound, Pipeline, Skipped
 from edge.settings import Settings
 
 ORDER = {"type": "track", "event": "Order Completed", "messageId": "m-1", "userId": "u-1"}
