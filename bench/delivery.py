@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from edge.pipeline.fields import Mapped
 from edge.pipeline.pipeline import Outbound
-from edge.rokt import capi
 from edge.rokt.sender import IgnoredCookies, Sender
 from edge.settings import Settings, load_settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake, ItemId
+from edge.upstreams.base import Mapped
+from edge.upstreams.capi import contract as capi
 
 HERE = Path(__file__).resolve().parent
 

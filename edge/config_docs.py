@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from edge.settings import DEFAULT_URLS, documented_settings
+from edge.settings import documented_settings
+from edge.upstreams import UPSTREAMS
 
 INTRO = """\
 # Configuration
@@ -44,7 +45,7 @@ def render() -> str:
         f"| `{variable}` | {_cell(default)} | {_cell(doc)} |"
         for variable, default, doc in documented_settings()
     ]
-    urls = [f"- `{upstream}`: `{url}`" for upstream, url in DEFAULT_URLS.items()]
+    urls = [f"- `{name}`: `{upstream.default_url}`" for name, upstream in UPSTREAMS.items()]
     return "\n".join(
         [
             INTRO,

@@ -20,10 +20,10 @@ from typing import Any
 from edge.events import EventError, parse_event
 from edge.jsontext import encode
 from edge.pipeline.pipeline import Outbound, Outcome, Pipeline
-from edge.rokt.wire import wire_for
 from edge.settings import Settings
 from edge.store.outbox import Claims
 from edge.store.values import DeadLetter
+from edge.upstreams import upstream_for
 
 
 class UnreadableInput(ValueError):
@@ -118,5 +118,5 @@ def not_sent(
         [encode(item.body).decode("utf-8") for _, item in items],
         [item.timestamp_ms for _, item in items],
     )
-    dead, _ = wire_for(settings, lambda: now).prepare(claims, now)
+    dead, _ = upstream_for(settings).wire(settings, lambda: now).prepare(claims, now)
     return {letter.id: letter for letter in dead}

@@ -39,6 +39,8 @@ DATABASE_URLS: Final[Mapping[str, str]] = {
 # (`default_database_path`), written as the docs show it; resolved when settings are built.
 DEFAULT_DATABASE_URL: Final = "sqlite:///$XDG_DATA_HOME/rokt-edge/rokt-edge.db"
 
+# Each upstream's base URL when ROKT_EDGE_ROKT_URL is unset: here, at the bottom layer, since
+# `upstream_url` is read from settings alone; each upstream's object (edge.upstreams) takes its own.
 DEFAULT_URLS: Final[Mapping[str, str]] = {
     "capi": "https://inbound.mparticle.com/s2s/v2",
     "event-api": "https://api.rokt.com",

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from edge.pipeline.pipeline import Outbound
-from edge.rokt.event_api import EventApiContract
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
+from edge.upstreams.event_api.contract import EventApiContract
 from tests.fake_event_api import FakeEventApi
 from tests.outbound import MAPPING, mapped_order
 from tests.sending import quick_settings

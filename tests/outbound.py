@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edge.pipeline.fields import Mapped
 from edge.pipeline.pipeline import Outbound, Skipped
-from edge.rokt import capi
+from edge.upstreams.base import Mapped
+from edge.upstreams.capi import contract as capi
 
 MAPPING = "Send"
 

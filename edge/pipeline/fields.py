@@ -7,7 +7,8 @@ epoch, a mobile kept only when it is a plausible phone number) and hashed where 
 What cannot be used is dropped with a warning, never failing the whole event: a wrong gender must
 not lose a conversion.
 
-`Mapped` is upstream-neutral; `capi.py` turns it into contract A, `event_api.py` into contract B.
+`Mapped` (`edge.upstreams.base`) is upstream-neutral: each upstream's contract turns it into
+what that upstream receives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs
@@ -29,14 +30,10 @@ from edge.pipeline.hashing import (
     plausible_mobile,
 )
 from edge.pipeline.paths import MISSING, Path
+from edge.upstreams.base import Mapped, Scalar, UserValue
 
 if TYPE_CHECKING:
     from edge.pipeline.mapping import Mapping
-
-Scalar = str | int | float | bool
-# A user attribute's value: contract A takes lists of strings there too (custom attributes, on
-# the conversion, take scalars only).
-UserValue = Scalar | list[str]
 
 CLICK_ID_PARAMS: Final = ("rtid", "rclid")
 CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -45,14 +42,6 @@ GENDERS: Final[MappingABC[str, str]] = {
     "f": "f", "female": "f", "woman": "f",
 }  # fmt: skip
 PERSONAS_AUDIENCE_CLASSES: Final = frozenset({"audience", "journey_step"})
-
-
-class Refused(Exception):
-    """An upstream contract cannot send this event as it is; `reason` says why, for people."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,36 +60,6 @@ class QueryParameter:
 
 
 Source = Path | Literal | QueryParameter
-
-
-@dataclass(slots=True)
-class Mapped:
-    """Everything one mapping resolved from one event, normalized and hashed, in Rokt's terms."""
-
-    mapping: str
-    message_id: str
-    timestamp_ms: int
-    event_type: str | None = None  # the mapping's choice for contract B's eventType
-    conversion_type: str | None = None
-    confirmation_ref: str | None = None
-    amount: int | float | None = None
-    currency: str | None = None
-    custom_attributes: dict[str, Scalar] = field(default_factory=dict)
-    audience_name: str | None = None
-    audience_member: bool | None = None
-    email: str | None = None
-    email_sha256: str | None = None
-    customer_id: str | None = None
-    click_id: str | None = None
-    user_attributes: dict[str, UserValue] = field(default_factory=dict)
-    ip: str | None = None
-    user_agent: str | None = None
-    device_type: str | None = None
-    idfa: str | None = None
-    gaid: str | None = None
-    idfv: str | None = None
-    android_uuid: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 def first_present(sources: tuple[Source, ...], document: MappingABC[str, Any]) -> Any:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from edge.events import Event
-from edge.pipeline.fields import Mapped, Refused, resolve
+from edge.pipeline.fields import resolve
 from edge.pipeline.mapping import Mapping
-from edge.rokt import capi
-from edge.rokt.event_api import EventApiContract
-from edge.settings import Settings, SettingsError
+from edge.settings import Settings
+from edge.upstreams import upstream_for
+from edge.upstreams.base import Contract, Mapped, Refused
 
 NOT_TRIGGERED: Final = "not triggered: no mapping's trigger matches this event"
 OPTED_OUT: Final = "disabled by integrations: the event turns Rokt Conversions API off"
@@ -34,35 +34,6 @@ def opted_out(body: dict[str, Any]) -> bool:
     if ours is not None:
         return ours is False
     return integrations.get("All") is False
-
-
-class Contract(Protocol):
-    """An upstream's wire format: one body per mapped event, and bodies packed into requests."""
-
-    name: str
-
-    def build(self, mapped: Mapped) -> dict[str, Any]:
-        """The body for one mapped event; raises Refused when it cannot or may not be sent."""
-        ...
-
-    def pack(self, bodies: list[dict[str, Any]]) -> list[capi.UpstreamRequest]:
-        """Requests (path below the base URL, body) within the upstream's limits, in order."""
-        ...
-
-
-def contract_for(settings: Settings, mappings: Sequence[Mapping] = ()) -> Contract:
-    """The configured upstream's contract. Contract B keeps plain message ids as clientEventId
-    for the first mapping only (see `event_api`), so it needs to know which one that is."""
-    if settings.upstream == "capi":
-        return capi.CapiContract(click_id_in_other2=settings.click_id_in_other2)
-    if settings.upstream == "event-api":
-        return EventApiContract(
-            settings.account_id,
-            auth=settings.event_api_auth,
-            plain_ids_for=mappings[0].name if mappings else None,
-            metadata=settings.event_api_metadata,
-        )
-    raise SettingsError(f"ROKT_EDGE_UPSTREAM = {settings.upstream!r}: not supported")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +72,9 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.mappings = tuple(mappings)
-        self.contract = contract or contract_for(settings, self.mappings)
+        # Contract B keeps plain message ids as clientEventId for the first mapping only.
+        first = self.mappings[0].name if self.mappings else None
+        self.contract = contract or upstream_for(settings).contract(settings, first)
 
     def process(self, event: Event) -> list[Outcome]:
         if opted_out(event.body):

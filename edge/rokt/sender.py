@@ -38,14 +38,15 @@ from edge import __version__
 from edge.metrics import Metrics
 from edge.rokt.backoff import backoff
 from edge.rokt.ratelimit import TokenBucket
-from edge.rokt.responses import MESSAGE_CHARS, redact
 from edge.rokt.verdict import Kind, Verdict
-from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire, wire_for
+from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire
 from edge.settings import Settings
 from edge.store import Store
 from edge.store.errors import StoreError
 from edge.store.outbox import Claims
 from edge.store.values import REJECTED, DeadLetter, Paused
+from edge.upstreams import upstream_for
+from edge.upstreams.capi.responses import MESSAGE_CHARS, redact
 
 log = logging.getLogger("rokt_edge.sender")
 
@@ -76,7 +77,7 @@ class Sender:
         self.store = store
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.wire: Wire = wire_for(settings, clock)
+        self.wire: Wire = upstream_for(settings).wire(settings, clock)
         self.delivered = 0  # items settled as delivered by this sender (tests, benchmarks)
         self.paused: Paused | None = None
         self.running = False

@@ -21,10 +21,10 @@ from edge.capture.attribution import (
 )
 from edge.capture.cookies import Visitor
 from edge.events import EventError, is_text, parse_event
+from edge.jsontext import encode
 from edge.pipeline import fields
 from edge.pipeline.mapping import DEFAULT_FIELDS, default_mappings
 from edge.pipeline.pipeline import Pipeline
-from edge.rokt.capi import encode
 from edge.settings import Settings
 from edge.store.values import Identity
 

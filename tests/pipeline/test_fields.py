@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from edge.events import parse_event
-from edge.pipeline.fields import Mapped, resolve
+from edge.pipeline.fields import resolve
 from edge.pipeline.mapping import PRESETS, Mapping, parse_mappings
+from edge.upstreams.base import Mapped
 
 SEND = PRESETS["Send"]
 

@@ -7,10 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.rokt import capi, packing
-from edge.rokt.capi import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES
-from edge.rokt.wire import path_and_body
+from edge.rokt import packing
 from edge.store.outbox import Claims
+from edge.upstreams.capi import contract as capi
+from edge.upstreams.capi.contract import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES
+from edge.upstreams.capi.wire import path_and_body
 
 
 def batch(n: int, padding: int) -> dict[str, Any]:

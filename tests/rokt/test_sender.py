@@ -13,12 +13,12 @@ import pytest
 
 from edge import __version__
 from edge.metrics import Metrics
-from edge.rokt import capi
-from edge.rokt.responses import redact
 from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, REJECTED, Intake
+from edge.upstreams.capi import contract as capi
+from edge.upstreams.capi.responses import redact
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
 from tests.sending import eventually, quick_settings, running, settled

@@ -9,12 +9,12 @@ from collections import Counter
 
 import pytest
 
+from edge.jsontext import encode
 from edge.metrics import Metrics
-from edge.rokt.capi import encode
-from edge.rokt.event_api import EventApiContract
 from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, REJECTED, Intake
+from edge.upstreams.event_api.contract import EventApiContract
 from tests.event_api_items import (
     ACCOUNT,
     MONTH,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.rokt.event_api_auth import idempotency_key
 from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
+from edge.upstreams.event_api.auth import idempotency_key
 from tests.event_api_items import (
     APP_ID,
     APP_SECRET,

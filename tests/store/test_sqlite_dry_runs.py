@@ -8,9 +8,9 @@ from contextlib import closing
 
 import pytest
 
-from edge.rokt import capi
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
+from edge.upstreams.capi import contract as capi
 from tests.outbound import conversion, conversions
 from tests.store.conftest import Clock
 from tests.store.contract.steps import record_in_a_dry_run

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.rokt import capi
 from edge.store import Store
 from edge.store.values import EXPIRED, REJECTED, DeadLetter, Intake
+from edge.upstreams.capi import contract as capi
 from tests.outbound import conversion, conversions, skipped
 from tests.store.conftest import Clock
 from tests.store.contract.backends import Backend

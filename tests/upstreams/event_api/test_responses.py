@@ -12,12 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.pipeline.fields import Mapped
-from edge.rokt.capi import UpstreamRequest
-from edge.rokt.event_api import EventApiContract
-from edge.rokt.event_api_auth import KeyAuth, post_events
-from edge.rokt.event_api_responses import classify, retry_after
 from edge.rokt.verdict import Kind
+from edge.upstreams.base import Mapped, UpstreamRequest
+from edge.upstreams.event_api.auth import KeyAuth, post_events
+from edge.upstreams.event_api.contract import EventApiContract
+from edge.upstreams.event_api.responses import classify, retry_after
 from tests.fake_event_api import FakeEventApi, Fault
 
 TRACE = {"X-Rokt-Trace-Id": "abc-123"}

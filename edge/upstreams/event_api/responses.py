@@ -1,4 +1,4 @@
-"""The Event API's answers, classified into `Verdict`s (see `verdict.py`) for the sender.
+"""The Event API's answers, classified into `Verdict`s (see `edge.rokt.verdict`) for the sender.
 
     200  {"data": {"unprocessedRecords": []}}         DELIVERED
     200  with unprocessedRecords                      PARTIAL: each record's event (found by its

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from edge.events import parse_event
-from edge.pipeline.fields import Mapped, Refused
 from edge.pipeline.mapping import default_mappings, parse_mappings
 from edge.pipeline.pipeline import Outbound, Pipeline, Skipped
-from edge.rokt.event_api import (
+from edge.settings import load_settings
+from edge.upstreams.base import Mapped, Refused
+from edge.upstreams.event_api.contract import (
     ACCOUNT_ID_UNSET,
     AUDIENCE_NEEDS_CAPI,
     REQUIRED_IDENTIFIER,
@@ -20,7 +21,6 @@ from edge.rokt.event_api import (
     event_time,
     outside_time_window,
 )
-from edge.settings import load_settings
 
 STAMP_MS = 1705579200339  # 2024-01-18T12:00:00.339Z
 NOW = STAMP_MS / 1000 + 3600  # an hour later

@@ -5,18 +5,17 @@ conversion) and enforces locally what the upstream would reject for the whole ba
 ids that are not UUIDs, non-scalar or over-long attributes (a conversion type over the value
 limit refuses the conversion, saying so), too many attributes, an over-sized batch, no
 identifier at all. `pack` groups batches into requests within the upstream's limits (by the
-one rule the sender packs stored batches with, `packing.pack`).
+one rule the sender packs stored batches with, `edge.rokt.packing`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from edge.jsontext import encode as encode  # the store imports it from here, for now
-from edge.pipeline.fields import Mapped, Refused, Scalar, UserValue
+from edge.jsontext import encode
 from edge.rokt import packing
+from edge.upstreams.base import Mapped, Refused, Scalar, UpstreamRequest, UserValue
 
 REQUIRED_IDENTIFIER: Final = (
     "At least one of the following is required: iOS Advertising ID, Android Advertising ID, "
@@ -231,7 +230,7 @@ def _is_uuid(value: str) -> bool:
 
 
 class CapiContract:
-    """Contract A as the pipeline and the sender see it: build one body, pack bodies."""
+    """Contract A as the pipeline sees it: build one body, pack bodies."""
 
     name = "capi"
 
@@ -243,13 +242,6 @@ class CapiContract:
 
     def pack(self, bodies: list[dict[str, Any]]) -> list[UpstreamRequest]:
         return pack(bodies)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    path: str  # "/events" or "/bulkevents", below the upstream base URL
-    body: Any  # one batch object, or a list of them
-    batches: int
 
 
 def path_for(batches: int) -> str:

@@ -23,9 +23,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 from typing import Any, Final
 
-from edge.pipeline.fields import Mapped, Refused, Scalar, UserValue
-from edge.rokt.capi import UpstreamRequest
 from edge.settings import EventApiAuth
+from edge.upstreams.base import Mapped, Refused, Scalar, UpstreamRequest, UserValue
 from edge.useragent import parse_user_agent
 
 API_VERSION: Final = "2020-05-21"
@@ -284,7 +283,7 @@ def _text(value: Scalar) -> str:
 
 
 class EventApiContract:
-    """Contract B as the pipeline and the sender see it: build one event, pack events."""
+    """Contract B as the pipeline sees it: build one event, pack events."""
 
     name = "event-api"
 

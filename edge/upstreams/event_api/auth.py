@@ -28,9 +28,9 @@ from typing import Any, Final, Protocol
 import httpx
 
 from edge.jsontext import encode
-from edge.rokt.capi import UpstreamRequest
-from edge.rokt.event_api import API_VERSION
 from edge.settings import Settings, SettingsError
+from edge.upstreams.base import UpstreamRequest
+from edge.upstreams.event_api.contract import API_VERSION
 
 TOKEN_PATH: Final = "/auth/oauth2/token"
 DEFAULT_TOKEN_LIFE: Final = 3600.0  # seconds, as the reference documents expires_in
@@ -206,7 +206,7 @@ async def post_events(
     `content` is the request's body when the caller has its bytes already (the sender joins the
     stored event texts); it must be `encode(request.body)`. Raises httpx.HTTPError when no answer
     comes and EventApiAuthError when no token can be had; every answer, good or bad, is returned
-    for `event_api_responses.classify`.
+    for `responses.classify`.
     """
     if content is None:
         content = encode(request.body)

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from edge.pipeline.fields import Mapped, Refused
-from edge.rokt.capi import (
+from edge.jsontext import encode
+from edge.upstreams.base import Mapped, Refused
+from edge.upstreams.capi.contract import (
     MAX_BATCH_BYTES,
     MAX_BODY_BYTES,
     REQUIRED_IDENTIFIER,
     build_batch,
-    encode,
     pack,
     source_request_id,
 )
@@ -284,7 +284,7 @@ def test_pack_at_most_256_kb_per_request() -> None:
 
 
 def test_the_size_bound_never_underestimates() -> None:
-    from edge.rokt.capi import _size_bound
+    from edge.upstreams.capi.contract import _size_bound
 
     samples: list[Any] = [
         {"a": "\x00" * 50, "é": ["\u2028", 1.5e300, True, None, -(10**20), 10**200]},

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.rokt.capi import UpstreamRequest
-from edge.rokt.event_api_auth import (
+from edge.rokt.verdict import Kind
+from edge.settings import SettingsError, load_settings
+from edge.upstreams.base import UpstreamRequest
+from edge.upstreams.event_api.auth import (
     CredentialsRejected,
     KeyAuth,
     TokenAuth,
@@ -20,9 +22,7 @@ from edge.rokt.event_api_auth import (
     idempotency_key,
     post_events,
 )
-from edge.rokt.event_api_responses import classify
-from edge.rokt.verdict import Kind
-from edge.settings import SettingsError, load_settings
+from edge.upstreams.event_api.responses import classify
 from tests.fake_event_api import FakeEventApi, Fault
 
 pytestmark = pytest.mark.anyio

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from edge.rokt.responses import classify
 from edge.rokt.verdict import Kind
+from edge.upstreams.capi.responses import classify
 
 NOW = 1_700_000_000.0
 
