@@ -34,11 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from edge.delivery.sender import IgnoredCookies, Sender
 from edge.pipeline.pipeline import Outbound
-from edge.rokt.sender import IgnoredCookies, Sender
 from edge.settings import Settings, load_settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake, ItemId
+from edge.upstreams import upstream_for
 from edge.upstreams.base import Mapped
 from edge.upstreams.capi import contract as capi
 
@@ -179,7 +180,7 @@ async def drain(settings: Settings, items: list[Outbound], database: Path) -> Ru
     store = AckedStore(database, len(items))
     for start in range(0, len(items), 1000):
         await store.put(Intake(outbound=items[start : start + 1000]))
-    sender = Sender(settings, store)
+    sender = Sender(settings, store, upstream_for(settings).wire)
     task = asyncio.create_task(sender.run())
     # Timed from when the sender is running (its client built), as the ceiling's loop is.
     while not sender.running:

@@ -50,19 +50,20 @@ from edge.assets import read_static
 from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
 from edge.capture.ratelimit import RateLimiter
+from edge.delivery.sender import Sender
 from edge.events import Event
 from edge.home import Home
 from edge.metrics import Exposition, Metrics
 from edge.pipeline.mapping import load_mappings
 from edge.pipeline.pipeline import Pipeline
 from edge.processing import Processor, Readings
-from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store import Store, open_store
 from edge.store.errors import StoreError
 from edge.store.values import Arrival
 from edge.tracking_api import KEY_FAILURE_BURST, KEY_FAILURE_RATE
 from edge.tracking_api import routes as tracking_routes
+from edge.upstreams import upstream_for
 
 log = logging.getLogger("rokt_edge.app")
 
@@ -280,7 +281,8 @@ def create_app(
             settings.cookie_name, settings.cookie_max_age_days * 86400, settings.cookie_domain
         )
         metrics_ = Metrics(store)
-        sender = Sender(settings, store, metrics=metrics_, transport=transport, clock=clock)
+        wire = upstream_for(settings).wire
+        sender = Sender(settings, store, wire, metrics=metrics_, transport=transport, clock=clock)
         edge = Edge(
             settings, store, Pipeline(settings, mappings), CookieJar(secret, policy), metrics_,
             sender, clock,

@@ -223,15 +223,16 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import signal
 
+    from edge.delivery.sender import Sender, log
     from edge.logs import configure_logging
-    from edge.rokt.sender import Sender, log
     from edge.store import open_store
+    from edge.upstreams import upstream_for
 
     configure_logging(settings.log_format)
     store = open_store(settings)
 
     async def deliver() -> None:
-        sender = Sender(settings, store)
+        sender = Sender(settings, store, upstream_for(settings).wire)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, sender.stop)

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from edge.rokt.sender import Sender
+from edge.delivery.sender import Sender
 from edge.settings import Settings, load_settings
+from edge.store import Store
 from edge.store.sqlite import SQLiteStore
+from edge.upstreams import upstream_for
 
 
 def quick_settings(**values: Any) -> Settings:
@@ -27,6 +29,12 @@ def quick_settings(**values: Any) -> Settings:
         **values,
     }
     return load_settings({f"ROKT_EDGE_{k.upper()}": str(v) for k, v in values.items() if v != ""})
+
+
+def make_sender(settings: Settings, store: Store, **options: Any) -> Sender:
+    """A delivery loop for the configured upstream, as the app makes one (its wire, found through
+    `edge.upstreams`); `options` as `Sender` takes them (metrics, transport, clock)."""
+    return Sender(settings, store, upstream_for(settings).wire, **options)
 
 
 @asynccontextmanager

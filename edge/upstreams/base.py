@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edge.rokt.wire import WireFactory
+from edge.delivery.wire import WireFactory
 from edge.settings import Settings
 
 Scalar = str | int | float | bool

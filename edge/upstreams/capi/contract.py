@@ -5,7 +5,7 @@ conversion) and enforces locally what the upstream would reject for the whole ba
 ids that are not UUIDs, non-scalar or over-long attributes (a conversion type over the value
 limit refuses the conversion, saying so), too many attributes, an over-sized batch, no
 identifier at all. `pack` groups batches into requests within the upstream's limits (by the
-one rule the sender packs stored batches with, `edge.rokt.packing`).
+one rule the sender packs stored batches with, `edge.delivery.packing`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final, TypeVar
 
+from edge.delivery import packing
 from edge.jsontext import encode
-from edge.rokt import packing
 from edge.upstreams.base import Mapped, Refused, Scalar, UpstreamRequest, UserValue
 
 REQUIRED_IDENTIFIER: Final = (

@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Final
 
 import httpx
 
-from edge.rokt.backoff import retry_after
-from edge.rokt.verdict import Kind, Verdict
+from edge.delivery.backoff import retry_after
+from edge.delivery.verdict import MESSAGE_CHARS, Kind, Verdict
 
-MESSAGE_CHARS: Final = 500
 _PATH_INDEX = re.compile(r"Path '\[(\d+)\]")
-# Values an upstream message may quote from the data sent: anything in double quotes, anything in
-# single quotes except paths ('[1].ip') and .NET type names ('System.Guid'), which say where the
-# problem is; emails; and phone-like runs of digits.
-_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|\S+@\S+|\+?\d[\d ().-]{6,}\d")
-_KEPT = ("'[", "'System.")
 
 
 def upstream_errors(response: httpx.Response) -> list[str]:
@@ -73,13 +66,6 @@ def upstream_message(response: httpx.Response) -> str:
         return "; ".join(errors)[:MESSAGE_CHARS]
     text = response.text.strip()
     return (text or response.reason_phrase or f"HTTP {response.status_code}")[:MESSAGE_CHARS]
-
-
-def redact(message: str) -> str:
-    """An upstream message fit for a log: quoted values and anything like an email hidden."""
-    # Quoted segments are matched in order, so a kept one's closing quote is never taken for
-    # the opening quote of the next.
-    return _QUOTED.sub(lambda found: found[0] if found[0].startswith(_KEPT) else "…", message)
 
 
 def classify(response: httpx.Response, batches: int, *, now: float) -> Verdict:

@@ -1,5 +1,5 @@
 """Contract A's wire: mParticle batches to /events or /bulkevents, Basic auth on the client
-(the sender's side of the table in `edge.rokt.wire`)."""
+(the sender's side of the table in `edge.delivery.wire`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import httpx
 
-from edge.rokt import packing
-from edge.rokt.verdict import Verdict
-from edge.rokt.wire import MAX_AGE_SECONDS, Request
+from edge.delivery import packing
+from edge.delivery.verdict import Verdict
+from edge.delivery.wire import MAX_AGE_SECONDS, Request
 from edge.settings import Settings
 from edge.store.outbox import Claims
 from edge.store.values import EXPIRED, DeadLetter

@@ -1,4 +1,4 @@
-"""The Event API's answers, classified into `Verdict`s (see `edge.rokt.verdict`) for the sender.
+"""The Event API's answers, classified into `Verdict`s (see `edge.delivery.verdict`) for the sender.
 
     200  {"data": {"unprocessedRecords": []}}         DELIVERED
     200  with unprocessedRecords                      PARTIAL: each record's event (found by its
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-from edge.rokt.verdict import Kind, Verdict
+from edge.delivery.verdict import Kind, Verdict
 
 TRACE_HEADER: Final = "x-rokt-trace-id"
 MAX_MESSAGE_CHARS: Final = 500  # of an unreadable answer, quoted in messages

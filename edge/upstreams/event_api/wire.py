@@ -1,5 +1,5 @@
 """Contract B's wire: Rokt's Event API, v2 keys or v1 tokens (`auth`); the sender's side of
-the table in `edge.rokt.wire`."""
+the table in `edge.delivery.wire`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Final
 
 import httpx
 
+from edge.delivery.verdict import Kind, Verdict
+from edge.delivery.wire import Request
 from edge.jsontext import encode
-from edge.rokt.verdict import Kind, Verdict
-from edge.rokt.wire import Request
 from edge.settings import Settings
 from edge.store.outbox import Claims
 from edge.store.values import EXPIRED, REJECTED, DeadLetter

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from edge.rokt.verdict import Kind
+from edge.delivery.verdict import Kind
 from edge.upstreams.capi.responses import classify
 
 NOW = 1_700_000_000.0

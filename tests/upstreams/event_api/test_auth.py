@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.rokt.verdict import Kind
+from edge.delivery.verdict import Kind
 from edge.settings import SettingsError, load_settings
 from edge.upstreams.base import UpstreamRequest
 from edge.upstreams.event_api.auth import (

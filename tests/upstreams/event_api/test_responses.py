@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge.rokt.verdict import Kind
+from edge.delivery.verdict import Kind
 from edge.upstreams.base import Mapped, UpstreamRequest
 from edge.upstreams.event_api.auth import KeyAuth, post_events
 from edge.upstreams.event_api.contract import EventApiContract

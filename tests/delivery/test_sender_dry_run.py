@@ -8,13 +8,12 @@ from collections import Counter
 
 import pytest
 
-from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, Intake
+from tests.delivery.test_sender import make_settings
 from tests.fake_capi import FakeCapi
 from tests.outbound import conversion, conversions
-from tests.rokt.test_sender import make_settings
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, make_sender, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +26,7 @@ async def test_events_recorded_in_a_dry_run_are_delivered_after_a_replay_with_cr
     # Given an edge run without credentials (a dry run): 120 events recorded, none sent
     items = conversions(120)
     await store.put(Intake(outbound=items))
-    async with running(Sender(make_settings(fake, api_key="", api_secret=""), store)):
+    async with running(make_sender(make_settings(fake, api_key="", api_secret=""), store)):
         await eventually(lambda: settled(store))
     assert fake.requests() == []
     assert (await store.stats()).delivered_dry_run == 120
@@ -37,7 +36,7 @@ async def test_events_recorded_in_a_dry_run_are_delivered_after_a_replay_with_cr
 
     # Then the edge with credentials delivers every one of them, once, with its original body
     assert replayed == 120
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
     assert Counter(fake.accepted_message_ids()) == Counter(item.message_id for item in items)
     sent = {
@@ -54,12 +53,12 @@ async def test_a_replayed_event_older_than_the_data_age_limit_is_dead_lettered_a
     # Given a dry run that recorded an event 29 days old, and a fresh one
     old, fresh = conversion(1, age_seconds=29 * DAY), conversion(2)
     await store.put(Intake(outbound=[old, fresh]))
-    async with running(Sender(make_settings(fake, api_key="", api_secret=""), store)):
+    async with running(make_sender(make_settings(fake, api_key="", api_secret=""), store)):
         await eventually(lambda: settled(store))
 
     # When both are replayed two days later, with credentials
     assert await store.replay_dry_runs() == 2
-    two_days_later = Sender(make_settings(fake), store, clock=lambda: time.time() + 2 * DAY)
+    two_days_later = make_sender(make_settings(fake), store, clock=lambda: time.time() + 2 * DAY)
     async with running(two_days_later):
         await eventually(lambda: settled(store))
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edge.rokt.backoff import MAX_RETRY_AFTER, backoff, retry_after
+from edge.delivery.backoff import MAX_RETRY_AFTER, backoff, retry_after
 
 
 def http_date(epoch: float) -> str:

@@ -3,9 +3,10 @@
 One feeder claims due items, dead-letters those the upstream would no longer take, packs the rest
 into requests and queues them; `max_in_flight` workers send them under a token bucket of
 `rate_limit` items/s. What is contract-specific (which items are too old, how claims become a
-request, its auth, how an answer reads) is the `Wire` (`edge.rokt.wire`); each answer becomes a
-`Verdict` (`edge.rokt.verdict` draws the kinds), and the sender acts on its kind, the same for
-both contracts: delivered; partly dead-lettered; split until each bad item is alone; paused,
+request, its auth, how an answer reads) is the `Wire` (`edge.delivery.wire`), which the caller
+gives: the configured upstream's (`edge.upstreams`). Each answer becomes a `Verdict`
+(`edge.delivery.verdict` draws the kinds), and the sender acts on its kind, the same for both
+contracts: delivered; partly dead-lettered; split until each bad item is alone; paused,
 probed with one item every `pause_retry` s, every waiting item due at once when a request gets
 through; or all sending held for Retry-After or the backoff, and retried until the upstream's
 data-age limit, when the items are dead-lettered as expired.
@@ -35,18 +36,16 @@ import httpx
 from prometheus_client import Counter
 
 from edge import __version__
+from edge.delivery.backoff import backoff
+from edge.delivery.ratelimit import TokenBucket
+from edge.delivery.verdict import MESSAGE_CHARS, Kind, Verdict, redact
+from edge.delivery.wire import MAX_AGE_SECONDS, Request, Wire, WireFactory
 from edge.metrics import Metrics
-from edge.rokt.backoff import backoff
-from edge.rokt.ratelimit import TokenBucket
-from edge.rokt.verdict import Kind, Verdict
-from edge.rokt.wire import MAX_AGE_SECONDS, Request, Wire
 from edge.settings import Settings
 from edge.store import Store
 from edge.store.errors import StoreError
 from edge.store.outbox import Claims
 from edge.store.values import REJECTED, DeadLetter, Paused
-from edge.upstreams import upstream_for
-from edge.upstreams.capi.responses import MESSAGE_CHARS, redact
 
 log = logging.getLogger("rokt_edge.sender")
 
@@ -68,6 +67,7 @@ class Sender:
         self,
         settings: Settings,
         store: Store,
+        wire: WireFactory,
         *,
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -77,7 +77,7 @@ class Sender:
         self.store = store
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.wire: Wire = upstream_for(settings).wire(settings, clock)
+        self.wire: Wire = wire(settings, clock)  # the upstream's (`edge.upstreams`)
         self.delivered = 0  # items settled as delivered by this sender (tests, benchmarks)
         self.paused: Paused | None = None
         self.running = False

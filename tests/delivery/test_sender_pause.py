@@ -9,13 +9,12 @@ from collections import Counter
 
 import pytest
 
-from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
+from tests.delivery.test_sender import make_settings
 from tests.fake_capi import FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
-from tests.rokt.test_sender import make_settings
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, make_sender, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -26,7 +25,7 @@ async def test_paused_the_sender_probes_every_pause_retry_however_fast_events_ar
     # Given an upstream that refuses the edge's secret (rotated), and a probe a second
     await store.put(Intake(outbound=[conversion(0)]))
     fake.api_secret = "rotated-secret"
-    sender = Sender(make_settings(fake, pause_retry=1), store)
+    sender = make_sender(make_settings(fake, pause_retry=1), store)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -57,7 +56,7 @@ async def test_once_a_probe_gets_through_what_waited_for_a_retry_goes_at_once(
     await store.put(Intake(outbound=items))
     fake.reply(Reply(503, "Service Unavailable"), Reply(401, errors("Authorization missing")))
     settings = make_settings(fake, pause_retry=0.5, backoff_base=300, backoff_cap=300)
-    sender = Sender(settings, store)
+    sender = make_sender(settings, store)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.rokt.sender import Sender
 from edge.store.errors import StoreUnavailable
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake, ItemId
+from tests.delivery.test_sender import make_settings
 from tests.fake_capi import FakeCapi
 from tests.outbound import conversions
-from tests.rokt.test_sender import make_settings
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, make_sender, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +53,7 @@ async def test_while_deliveries_cannot_be_recorded_nothing_more_is_sent_and_noth
     settings = make_settings(
         fake, claim_size=100, max_in_flight=1, lease_seconds=1, request_timeout=0.5
     )
-    sender = Sender(settings, store)
+    sender = make_sender(settings, store)
 
     # When the store cannot record acknowledgements for three leases' time
     store.failing = True

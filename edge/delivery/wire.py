@@ -27,12 +27,13 @@ from typing import Any, Final, Protocol
 
 import httpx
 
-from edge.rokt.verdict import Verdict
+from edge.delivery.verdict import Verdict
 from edge.settings import Settings
 from edge.store.outbox import Claims
 from edge.store.values import DeadLetter, ItemId
 
-MAX_AGE_SECONDS: Final = 30 * 24 * 3600  # contract A's data-age limit
+# Contract A's data-age limit; the sender forgets deliveries older than that, whatever the upstream.
+MAX_AGE_SECONDS: Final = 30 * 24 * 3600
 
 
 class Request:

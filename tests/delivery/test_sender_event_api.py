@@ -11,7 +11,6 @@ import pytest
 
 from edge.jsontext import encode
 from edge.metrics import Metrics
-from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, REJECTED, Intake
 from edge.upstreams.event_api.contract import EventApiContract
@@ -28,7 +27,7 @@ from tests.event_api_items import (
 )
 from tests.fake_event_api import FakeEventApi, Fault, basic, error_body
 from tests.outbound import conversion
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, make_sender, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +38,7 @@ async def test_events_go_in_requests_of_100_with_the_references_headers_each_onc
     items = orders(250)
     await store.put(Intake(outbound=items))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     requests = event_api.received
@@ -62,7 +61,7 @@ async def test_the_body_is_exactly_what_the_contract_packs(
     await store.put(Intake(outbound=items))
     transport = Recording()
 
-    async with running(Sender(make_settings(event_api), store, transport=transport)):
+    async with running(make_sender(make_settings(event_api), store, transport=transport)):
         await eventually(lambda: settled(store))
 
     [packed] = EventApiContract(ACCOUNT).pack([item.body for item in items])
@@ -76,7 +75,7 @@ async def test_a_200_with_unprocessed_records_fails_only_those(
     await store.put(Intake(outbound=items))
     event_api.unprocessed = {items[3].message_id: ("ValidationError", "Invalid content")}
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     stats = await store.stats()
@@ -94,7 +93,7 @@ async def test_a_400_for_one_bad_event_among_100_is_isolated_by_splitting(
     items[37].body["objectData"].append({"name": "rokt.internal", "value": "x"})
     await store.put(Intake(outbound=items))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert Counter(event_api.accepted) == Counter(ids(items)) - Counter([items[37].message_id])
@@ -112,7 +111,7 @@ async def test_a_401_pauses_delivery_then_it_resumes_with_nothing_lost(
     await store.put(Intake(outbound=items))
     event_api.key_authorization = basic(PUBLIC_KEY, "rsec-rotated")  # the keys were rotated
     metrics = Metrics(store)
-    sender = Sender(make_settings(event_api), store, metrics=metrics)
+    sender = make_sender(make_settings(event_api), store, metrics=metrics)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -137,7 +136,7 @@ async def test_a_403_for_another_account_pauses_too(
     event_api: FakeEventApi, store: SQLiteStore
 ) -> None:
     await store.put(Intake(outbound=orders(2)))
-    sender = Sender(make_settings(event_api, account_id="99999"), store)
+    sender = make_sender(make_settings(event_api, account_id="99999"), store)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -157,7 +156,7 @@ async def test_an_outage_then_recovery_delivers_every_event_once(
     outage = [Fault(503, error_body("ServiceUnavailableError", "try later"))] * 4
     event_api.faults.extend([*outage, Fault(500), Fault(502)])
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert Counter(event_api.accepted) == Counter(ids(items))  # each exactly once
@@ -173,7 +172,7 @@ async def test_each_failure_keeps_the_upstreams_trace_id(
     event_api.faults.append(Fault(503, error_body("ServiceUnavailableError", "try later")))
 
     with caplog.at_level(logging.WARNING, logger="rokt_edge.sender"):
-        async with running(Sender(make_settings(event_api), store)):
+        async with running(make_sender(make_settings(event_api), store)):
             await eventually(lambda: settled(store))
 
     [error] = (await store.stats()).upstream_errors
@@ -186,7 +185,7 @@ async def test_429_retry_after_is_honoured(event_api: FakeEventApi, store: SQLit
     await store.put(Intake(outbound=orders(10)))
     event_api.faults.append(Fault(429, error_body("TooManyRequests", ""), {"Retry-After": "1"}))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     limited, retried = event_api.received
@@ -201,7 +200,7 @@ async def test_an_event_that_aged_out_of_the_window_while_waiting_is_dead_letter
     old = order(1, age_seconds=19 * MONTH)  # inside the window when it was built
     await store.put(Intake(outbound=[old, order(2)]))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert event_api.accepted == [order(2).message_id]
@@ -221,7 +220,7 @@ async def test_an_event_older_than_30_days_is_still_sent(
     item = order(1, age_seconds=2 * MONTH)
     await store.put(Intake(outbound=[item]))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert event_api.accepted == [item.message_id]
@@ -233,7 +232,7 @@ async def test_a_batch_stored_for_contract_a_is_dead_lettered_not_sent(
     # The upstream was switched from capi to event-api while this batch waited in the outbox.
     await store.put(Intake(outbound=[conversion(7), order(1)]))
 
-    async with running(Sender(make_settings(event_api), store)):
+    async with running(make_sender(make_settings(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert event_api.accepted == [order(1).message_id]
@@ -250,7 +249,7 @@ async def test_dry_run_sends_nothing_and_keeps_the_event_api_bodies(
     settings = make_settings(event_api, api_key="", api_secret="", account_id="")
     assert settings.dry_run
 
-    async with running(Sender(settings, store)):
+    async with running(make_sender(settings, store)):
         await eventually(lambda: settled(store))
 
     assert event_api.received == []

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.rokt import packing
+from edge.delivery import packing
 from edge.store.outbox import Claims
 from edge.upstreams.capi import contract as capi
 from edge.upstreams.capi.contract import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES

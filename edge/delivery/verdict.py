@@ -18,14 +18,24 @@ so one sender can deliver to either upstream. The kinds, and what the sender doe
                        `retry_after` seconds when the upstream said so
 
 Every verdict keeps the upstream's trace id (`X-Rokt-Trace-Id`), so that each failure can be
-logged with it, and a `message` for people.
+logged with it, and a `message` for people: at most `MESSAGE_CHARS` of it are recorded, and
+`redact` hides what it may quote of the data sent before it is logged.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
+
+MESSAGE_CHARS: Final = 500
+# Values an upstream message may quote from the data sent: anything in double quotes, anything in
+# single quotes except paths ('[1].ip') and .NET type names ('System.Guid'), which say where the
+# problem is; emails; and phone-like runs of digits.
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'|\S+@\S+|\+?\d[\d ().-]{6,}\d")
+_KEPT = ("'[", "'System.")
 
 
 class Kind(enum.Enum):
@@ -50,3 +60,10 @@ class Verdict:
     def delivered(self) -> bool:
         """Whether the events not in `failed` count as delivered."""
         return self.kind in (Kind.DELIVERED, Kind.ALREADY_DELIVERED, Kind.PARTIAL)
+
+
+def redact(message: str) -> str:
+    """An upstream message fit for a log: quoted values and anything like an email hidden."""
+    # Quoted segments are matched in order, so a kept one's closing quote is never taken for
+    # the opening quote of the next.
+    return _QUOTED.sub(lambda found: found[0] if found[0].startswith(_KEPT) else "…", message)

@@ -12,16 +12,15 @@ import httpx
 import pytest
 
 from edge import __version__
+from edge.delivery.verdict import redact
 from edge.metrics import Metrics
-from edge.rokt.sender import Sender
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, REJECTED, Intake
 from edge.upstreams.capi import contract as capi
-from edge.upstreams.capi.responses import redact
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
-from tests.sending import eventually, quick_settings, running, settled
+from tests.sending import eventually, make_sender, quick_settings, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +45,7 @@ async def test_items_go_in_bulk_requests_with_basic_auth_each_event_once(
 ) -> None:
     items = conversions(250)
     await store.put(Intake(outbound=items))
-    sender = Sender(make_settings(fake), store)
+    sender = make_sender(make_settings(fake), store)
 
     async with running(sender):
         await eventually(lambda: settled(store))
@@ -68,7 +67,7 @@ async def test_a_single_batch_goes_to_events(fake: FakeCapi, store: SQLiteStore)
     item = conversion(1)
     await store.put(Intake(outbound=[item]))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     [request] = fake.requests()
@@ -91,7 +90,7 @@ async def test_a_202_with_errors_fails_only_the_batches_it_names(
         )
     )
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     stats = await store.stats()
@@ -110,7 +109,7 @@ async def test_one_bad_batch_among_100_the_other_99_are_delivered(
     items[37] = with_bad_idfa(37)
     await store.put(Intake(outbound=items))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     delivered = set(fake.accepted_message_ids())
@@ -128,7 +127,7 @@ async def test_a_rejected_single_batch_is_dead_lettered_with_the_upstreams_messa
     await store.put(Intake(outbound=[conversion(1)]))
     fake.reply(Reply(400, errors('Required event field "event_type" is missing or empty.')))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     stats = await store.stats()
@@ -145,7 +144,7 @@ async def test_bad_credentials_pause_delivery_then_it_resumes_with_nothing_lost(
     await store.put(Intake(outbound=items))
     fake.api_secret = "rotated-secret"  # the merchant's secret no longer works: 403
     metrics = Metrics(store)
-    sender = Sender(make_settings(fake), store, metrics=metrics)
+    sender = make_sender(make_settings(fake), store, metrics=metrics)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -170,7 +169,7 @@ async def test_bad_credentials_pause_delivery_then_it_resumes_with_nothing_lost(
 async def test_a_401_pauses_too(fake: FakeCapi, store: SQLiteStore) -> None:
     await store.put(Intake(outbound=conversions(3)))
     fake.reply(Reply(401, errors("Authorization header missing")))
-    sender = Sender(make_settings(fake), store)
+    sender = make_sender(make_settings(fake), store)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -184,7 +183,7 @@ async def test_429_retry_after_is_honoured(fake: FakeCapi, store: SQLiteStore) -
     await store.put(Intake(outbound=conversions(10)))
     fake.reply(Reply(429, headers={"Retry-After": "1", "X-mp-rate-limit-exceeded": "true"}))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     limited, retried = fake.requests()
@@ -197,7 +196,7 @@ async def test_429_without_retry_after_backs_off(fake: FakeCapi, store: SQLiteSt
     await store.put(Intake(outbound=conversions(10)))
     fake.reply(Reply(429), Reply(429))
 
-    async with running(Sender(make_settings(fake, backoff_base=0.2, backoff_cap=1), store)):
+    async with running(make_sender(make_settings(fake, backoff_base=0.2, backoff_cap=1), store)):
         await eventually(lambda: settled(store))
 
     first, second, third = fake.requests()
@@ -213,7 +212,7 @@ async def test_an_outage_then_recovery_delivers_every_event_once(
     await store.put(Intake(outbound=items))
     fake.reply(*[Reply(503, "Service Unavailable")] * 4, Reply(500), Reply(502))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     accepted = fake.accepted_message_ids()
@@ -227,7 +226,7 @@ async def test_a_timeout_is_retried(fake: FakeCapi, store: SQLiteStore) -> None:
     await store.put(Intake(outbound=conversions(5)))
     fake.reply(Reply(202, delay=1.0))
 
-    async with running(Sender(make_settings(fake, request_timeout=0.3), store)):
+    async with running(make_sender(make_settings(fake, request_timeout=0.3), store)):
         await eventually(lambda: settled(store))
 
     assert len(fake.requests()) == 2
@@ -248,7 +247,7 @@ async def test_connection_errors_are_retried(fake: FakeCapi, store: SQLiteStore)
         return await real.handle_async_request(request)
 
     transport = httpx.MockTransport(flaky)
-    async with running(Sender(make_settings(fake), store, transport=transport)):
+    async with running(make_sender(make_settings(fake), store, transport=transport)):
         await eventually(lambda: settled(store))
     await real.aclose()
 
@@ -266,7 +265,7 @@ async def test_an_answer_that_cannot_be_decoded_is_retried_not_fatal(
     await store.put(Intake(outbound=conversions(5)))
     fake.reply(Reply(502, "not gzip", headers={"Content-Encoding": "gzip"}))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     stats = await store.stats()
@@ -280,7 +279,7 @@ async def test_an_unexpected_error_costs_one_lease_not_the_delivery_loop(
 ) -> None:
     # Given a sender whose first send hits a bug (injected: no real part produces one on cue)
     await store.put(Intake(outbound=conversions(3)))
-    sender = Sender(make_settings(fake, lease_seconds=1, request_timeout=0.5), store)
+    sender = make_sender(make_settings(fake, lease_seconds=1, request_timeout=0.5), store)
     real_send = sender.wire.send
     calls = 0
 
@@ -308,7 +307,7 @@ async def test_events_older_than_30_days_are_dead_lettered_as_expired_not_sent(
     old = conversion(1, age_seconds=31 * 24 * 3600)
     await store.put(Intake(outbound=[old, conversion(2)]))
 
-    async with running(Sender(make_settings(fake), store)):
+    async with running(make_sender(make_settings(fake), store)):
         await eventually(lambda: settled(store))
 
     assert fake.accepted_message_ids() == [conversion(2).message_id]
@@ -323,7 +322,7 @@ async def test_dry_run_sends_nothing_and_keeps_the_exact_bodies(
     settings = make_settings(fake, api_key="", api_secret="", dry_run_keep=5)
     assert settings.dry_run
 
-    async with running(Sender(settings, store)):
+    async with running(make_sender(settings, store)):
         await eventually(lambda: settled(store))
 
     assert fake.requests() == []
@@ -339,7 +338,7 @@ async def test_the_rate_limit_spreads_batches_over_time(fake: FakeCapi, store: S
     await store.put(Intake(outbound=conversions(400)))
     started = time.monotonic()
 
-    async with running(Sender(make_settings(fake, rate_limit=200), store)):
+    async with running(make_sender(make_settings(fake, rate_limit=200), store)):
         await eventually(lambda: settled(store))
 
     assert time.monotonic() - started >= 1.0  # 200 at once, then 200 more at 200/s
@@ -352,7 +351,7 @@ async def test_metrics_count_what_happened(fake: FakeCapi, store: SQLiteStore) -
     metrics = Metrics(store)
     fake.reply(Reply(503))
 
-    async with running(Sender(make_settings(fake), store, metrics=metrics)):
+    async with running(make_sender(make_settings(fake), store, metrics=metrics)):
         await eventually(lambda: settled(store))
 
     text = metrics.render().decode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.rokt.ratelimit import TokenBucket
+from edge.delivery.ratelimit import TokenBucket
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.rokt.sender import Sender
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
 from edge.upstreams.event_api.auth import idempotency_key
@@ -25,7 +24,7 @@ from tests.event_api_items import (
     v1,
 )
 from tests.fake_event_api import FakeEventApi, basic
-from tests.sending import eventually, running, settled
+from tests.sending import eventually, make_sender, running, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +42,7 @@ async def test_v1_fetches_one_token_and_reuses_it(
     items = orders(250)
     await store.put(Intake(outbound=items))
 
-    async with running(Sender(v1(event_api), store)):
+    async with running(make_sender(v1(event_api), store)):
         await eventually(lambda: settled(store))
 
     assert len(event_api.token_requests) == 1
@@ -58,7 +57,7 @@ async def test_v1_renews_the_token_once_after_a_401_without_pausing(
     event_api: FakeEventApi, store: SQLiteStore
 ) -> None:
     await store.put(Intake(outbound=[order(1)]))
-    sender = Sender(v1(event_api), store)
+    sender = make_sender(v1(event_api), store)
 
     async with running(sender):
         await eventually(lambda: delivered(store, 1))
@@ -80,7 +79,7 @@ async def test_v1_app_credentials_refused_by_the_token_endpoint_pause_delivery(
 ) -> None:
     await store.put(Intake(outbound=orders(3)))
     event_api.app_authorization = basic(APP_ID, "an-older-secret")
-    sender = Sender(v1(event_api), store)
+    sender = make_sender(v1(event_api), store)
 
     async with running(sender):
         await eventually(lambda: asyncio.sleep(0, sender.paused is not None))
@@ -105,7 +104,7 @@ async def test_a_409_on_a_repeated_idempotency_key_counts_as_delivered(
     transport = Recording(lose_first_answer=True)
 
     # When the sender sends it again, with the same Idempotency-Key
-    async with running(Sender(v1(event_api), store, transport=transport)):
+    async with running(make_sender(v1(event_api), store, transport=transport)):
         await eventually(lambda: settled(store))
 
     # Then the Event API's 409 counts as delivered: every event once, none dead

@@ -1,1 +1,0 @@
-"""Everything that turns a canonical event into what Rokt receives, and sends it."""
