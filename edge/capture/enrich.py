@@ -26,8 +26,8 @@ from urllib.parse import unquote_plus
 
 from edge.capture.cookies import Visitor
 from edge.events import Event
-from edge.pipeline.fields import CLICK_ID_PARAMS, first_present
-from edge.pipeline.mapping import DEFAULT_FIELDS
+from edge.pipeline.fields import first_present
+from edge.pipeline.mapping import CLICK_ID_PARAMS, DEFAULT_FIELDS
 from edge.pipeline.paths import MISSING
 
 INTEGRATION: Final = "Rokt Conversions API"

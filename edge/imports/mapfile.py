@@ -27,12 +27,12 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from edge.capture.enrich import INTEGRATION
-from edge.pipeline.fields import Literal
 from edge.pipeline.mapping import (
     DEFAULT_FIELDS,
     HASHABLE,
     MAX_NAME_LENGTH,
     STANDARD_ATTRIBUTES,
+    Literal,
     Mapping,
 )
 from edge.pipeline.paths import Path

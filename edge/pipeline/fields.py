@@ -16,9 +16,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping as MappingABC
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 from edge.events import Event, parse_timestamp
@@ -29,37 +28,16 @@ from edge.pipeline.hashing import (
     normalize_text,
     plausible_mobile,
 )
+from edge.pipeline.mapping import Literal, Mapping, Source
 from edge.pipeline.paths import MISSING, Path
 from edge.upstreams.base import Mapped, Scalar, UserValue
 
-if TYPE_CHECKING:
-    from edge.pipeline.mapping import Mapping
-
-CLICK_ID_PARAMS: Final = ("rtid", "rclid")
 CURRENCY: Final = re.compile(r"[A-Z]{3}")
 GENDERS: Final[MappingABC[str, str]] = {
     "m": "m", "male": "m", "man": "m",
     "f": "f", "female": "f", "woman": "f",
 }  # fmt: skip
 PERSONAS_AUDIENCE_CLASSES: Final = frozenset({"audience", "journey_step"})
-
-
-@dataclass(frozen=True, slots=True)
-class Literal:
-    """A fixed value written in the mapping instead of a path."""
-
-    value: Scalar
-
-
-@dataclass(frozen=True, slots=True)
-class QueryParameter:
-    """The click id inside a URL or query string at `path` (`?utm=x&rtid=abc`), URL-decoded."""
-
-    path: Path
-    names: tuple[str, ...] = CLICK_ID_PARAMS
-
-
-Source = Path | Literal | QueryParameter
 
 
 def first_present(sources: tuple[Source, ...], document: MappingABC[str, Any]) -> Any:

@@ -25,14 +25,33 @@ from pathlib import Path as FilePath
 from types import MappingProxyType
 from typing import Any, Final
 
-from edge.pipeline.fields import CLICK_ID_PARAMS, Literal, QueryParameter, Source
-from edge.pipeline.paths import PathError, parse_path
+from edge.pipeline.paths import Path, PathError, parse_path
 from edge.pipeline.triggers import Trigger, TriggerSyntaxError, compile_trigger
+from edge.upstreams.base import Scalar
 
 MAX_MAPPINGS: Final = 50  # as Segment allows per destination instance
 MAX_NAME_LENGTH: Final = 256  # Rokt's limit on attribute names
 MAX_EVENT_TYPE_LENGTH: Final = 128  # the Event API's limit on eventType
 HASHABLE: Final = ("email", "first_name", "last_name", "mobile", "billing_zip")
+CLICK_ID_PARAMS: Final = ("rtid", "rclid")
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A fixed value written in the mapping instead of a path."""
+
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class QueryParameter:
+    """The click id inside a URL or query string at `path` (`?utm=x&rtid=abc`), URL-decoded."""
+
+    path: Path
+    names: tuple[str, ...] = CLICK_ID_PARAMS
+
+
+Source = Path | Literal | QueryParameter
 
 
 def _paths(*texts: str) -> tuple[Source, ...]:
