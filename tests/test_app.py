@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -306,7 +307,7 @@ def test_the_start_up_log_says_where_the_demo_is_and_who_its_data_is_for(
 ) -> None:
     caplog.set_level(logging.INFO, logger="rokt_edge.app")
 
-    def started(settings: Settings, **given: str) -> list[str]:
+    def started(settings: Settings, **given: Any) -> list[str]:
         caplog.clear()
         with LiveEdge(settings, **given):
             pass

@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from tests.conftest import ROOT
 
 
-def needs(reason: str) -> None:
+def needs(reason: str) -> NoReturn:
     """Skip saying why; under CI=true, where git and the checkout must be there, fail."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)

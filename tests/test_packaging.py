@@ -20,9 +20,9 @@ def test_every_folder_of_static_ships_as_a_configured_package_with_its_files() -
     assert setuptools["package-dir"] == {"edge.static": "static"}
     static = ROOT / "static"
     folders = []
-    for folder, subfolders, _ in os.walk(static):
+    for walked, subfolders, _ in os.walk(static):
         subfolders[:] = sorted(name for name in subfolders if name not in NOT_SHIPPED)
-        folders.append(Path(folder))
+        folders.append(Path(walked))
 
     for folder in folders:
         # Then each is a package of its own, whose package data matches every file it holds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from edge.pipeline.mapping import default_mappings
 from edge.pipeline.pipeline import Pipeline
@@ -21,7 +22,7 @@ def _an_hour_ago() -> str:
     return _ago(timedelta(hours=1))
 
 
-ORDER = {
+ORDER: dict[str, Any] = {
     "type": "track",
     "event": "Order Completed",
     "messageId": "m-1",

@@ -52,7 +52,8 @@ class Edge:
         raise AssertionError("no VmHWM")
 
     def healthy(self) -> bool:
-        return httpx.get(self.url + "/healthz", timeout=SECONDS).json() == {"status": "ok"}
+        healthy: bool = httpx.get(self.url + "/healthz", timeout=SECONDS).json() == {"status": "ok"}
+        return healthy
 
 
 @contextlib.contextmanager

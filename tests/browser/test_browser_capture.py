@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import pytest
 
@@ -14,11 +15,12 @@ pytestmark = pytest.mark.browser
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-def rtid_of(event: dict) -> str | None:
-    return event.get("integrations", {}).get(ROKT, {}).get("rtid")
+def rtid_of(event: dict[str, Any]) -> str | None:
+    rtid: str | None = event.get("integrations", {}).get(ROKT, {}).get("rtid")
+    return rtid
 
 
-def in_order(events: list[dict]) -> list[dict]:
+def in_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Events in the order they were made (beacons may arrive out of order)."""
     return sorted(events, key=lambda e: e["timestamp"])
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from tests.browser.conftest import ROKT, Site, Tab
 
 pytestmark = pytest.mark.browser
+
+NewTab = Callable[..., Tab]
 
 GPC_ON = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
 
@@ -74,7 +79,7 @@ def test_withdrawing_consent_removes_the_stored_click(site: Site, tab: Tab) -> N
     assert len(site.recorder.posts()) == 1
 
 
-def test_global_privacy_control_is_honoured(site: Site, new_tab) -> None:
+def test_global_privacy_control_is_honoured(site: Site, new_tab: NewTab) -> None:
     # given a browser that sends the GPC signal
     tab = new_tab(GPC_ON)
     site.shop()
@@ -96,7 +101,7 @@ def test_global_privacy_control_is_honoured(site: Site, new_tab) -> None:
 
 
 def test_gpc_with_consent_required_stores_and_sends_nothing_whatever_is_decided(
-    site: Site, new_tab
+    site: Site, new_tab: NewTab
 ) -> None:
     # given a shop that needs consent, and a browser that sends the GPC signal
     tab = new_tab(GPC_ON)
@@ -115,7 +120,7 @@ def test_gpc_with_consent_required_stores_and_sends_nothing_whatever_is_decided(
     assert tab.page_errors == []
 
 
-def test_gpc_removes_what_was_stored_before_it_was_turned_on(site: Site, browser) -> None:
+def test_gpc_removes_what_was_stored_before_it_was_turned_on(site: Site, browser: Any) -> None:
     site.shop()
     context = browser.new_context()
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,8 @@ from edge.events import EventError, parse_event
 from tests.browser.conftest import ROKT, Site, Tab
 
 pytestmark = pytest.mark.browser
+
+NewTab = Callable[..., Tab]
 
 
 def test_an_event_fired_right_before_navigating_away_still_arrives(site: Site, tab: Tab) -> None:
@@ -83,7 +87,7 @@ def test_calls_made_before_the_script_loads_are_sent_in_order(site: Site, tab: T
     assert tab.js("() => roktEdge.q === undefined && typeof roktEdge === 'function'")
 
 
-def order_of(event: dict) -> int:
+def order_of(event: dict[str, Any]) -> int:
     """Tie-breaker for events made in the same millisecond: the order the page made them."""
     name = event.get("event") or event.get("name") or ""
     return ["", "Early", "Product Viewed", "Order Completed"].index(name)
@@ -172,13 +176,15 @@ def test_same_origin_beacons_are_text_plain_json(site: Site, tab: Tab) -> None:
     assert site.recorder.preflights() == []
 
 
-def test_send_beacon_is_the_fallback_when_fetch_is_missing(site: Site, new_tab) -> None:
+def test_send_beacon_is_the_fallback_when_fetch_is_missing(site: Site, new_tab: NewTab) -> None:
     tab = new_tab("delete window.fetch")
     site.page("/landing")
     tab.goto(site.url("/landing?rtid=X"))
     (event,) = site.recorder.wait_for(lambda evs: len(evs) == 1)
     assert event["integrations"][ROKT]["rtid"] == "X"
-    assert site.recorder.posts()[0].content_type.startswith("text/plain")
+    content_type = site.recorder.posts()[0].content_type
+    assert content_type is not None
+    assert content_type.startswith("text/plain")
     assert tab.page_errors == []
 
 

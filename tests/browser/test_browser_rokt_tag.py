@@ -213,7 +213,8 @@ def test_under_pending_consent_rokt_s_click_is_kept_in_memory_until_granted(
 
 
 def click_sent(event: dict[str, Any]) -> str | None:
-    return event.get("integrations", {}).get(ROKT, {}).get("rtid")
+    rtid: str | None = event.get("integrations", {}).get(ROKT, {}).get("rtid")
+    return rtid
 
 
 def test_rokt_s_click_that_expired_is_not_revived(site: Site, tab: Tab) -> None:

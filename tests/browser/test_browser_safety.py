@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
 from tests.browser.conftest import ROKT, STUB, Site, Tab
 
 pytestmark = pytest.mark.browser
+
+NewTab = Callable[..., Tab]
 
 # Safari's private mode and sandboxed frames: storage and cookies throw on access.
 HOSTILE_STORAGE = """
@@ -39,7 +42,7 @@ EVERY_CALL = """() => {
 }"""
 
 
-def test_throwing_storage_never_reaches_the_page(site: Site, new_tab) -> None:
+def test_throwing_storage_never_reaches_the_page(site: Site, new_tab: NewTab) -> None:
     # given a browser where localStorage and document.cookie throw
     tab = new_tab(HOSTILE_STORAGE)
     site.shop()
@@ -63,7 +66,7 @@ def test_every_call_on_a_normal_page_raises_nothing(site: Site, tab: Tab) -> Non
     assert tab.js(EVERY_CALL) == []
 
 
-def test_ids_fall_back_when_crypto_random_uuid_is_missing(site: Site, new_tab) -> None:
+def test_ids_fall_back_when_crypto_random_uuid_is_missing(site: Site, new_tab: NewTab) -> None:
     # crypto.randomUUID exists only in secure contexts: plain-http shops lack it
     tab = new_tab("delete Crypto.prototype.randomUUID")
     site.shop()

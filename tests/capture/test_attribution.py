@@ -73,7 +73,7 @@ VALUES = st.sampled_from(EXTREMES) | st.recursive(
     ),
     max_leaves=8,
 )
-ORDER = {
+ORDER: dict[str, Any] = {
     "type": "track", "event": "Order Completed", "userId": "u-1", "anonymousId": "a-1",
     "properties": {"order_id": "o-1", "revenue": 10, "currency": "USD"},
 }  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from edge.events import parse_event
 from edge.pipeline.mapping import default_mappings, parse_mappings
 from edge.pipeline.pipeline import NOT_TRIGGERED, OPTED_OUT, Outbound, Pipeline, Skipped
@@ -39,6 +41,8 @@ def test_an_event_may_match_several_mappings_and_each_produces_its_own_output() 
         ("Send", "m-1", Outbound),
         ("All tracks", "alt-1", Outbound),
     ]
+    assert isinstance(outcomes[0], Outbound)
+    assert isinstance(outcomes[1], Outbound)
     assert outcomes[0].key != outcomes[1].key
 
 
@@ -108,6 +112,7 @@ def test_outbound_items_carry_what_the_outbox_needs() -> None:
 
 def test_segments_integrations_object_can_turn_rokt_off() -> None:
     pipeline = Pipeline(Settings(), default_mappings())
+    integrations: Mapping[str, object]
     for integrations in ({"Rokt Conversions API": False}, {"All": False}):
         [outcome] = pipeline.process(parse_event({**ORDER, "integrations": integrations}))
         assert outcome == Skipped("m-1", OPTED_OUT)
