@@ -4,11 +4,11 @@ delivery state.
     errors.py      the error tree             values.py      the values the roles take and give
     outbox.py      the outbox role (states)   arrivals.py    the arrivals role (leases)
     identities.py  the identities role        admin.py       stats, secrets, life cycle
+    interface.py   `Store`, every role together: what a backend implements
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
 
-`Store` is every role together, what a backend implements (a contract suite in tests/store/
-checks each one). `open_store(settings)` picks the backend from `ROKT_EDGE_DATABASE_URL`'s
-scheme (`BACKENDS`); `edge.settings` accepts the same schemes.
+`open_store(settings)` picks the backend from `ROKT_EDGE_DATABASE_URL`'s scheme (`BACKENDS`);
+`edge.settings` accepts the same schemes.
 """
 
 from __future__ import annotations
@@ -16,19 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from edge.store.admin import Admin
-from edge.store.arrivals import Arrivals
 from edge.store.errors import StoreConfigError
-from edge.store.identities import Identities
-from edge.store.outbox import Outbox
+from edge.store.interface import Store
 
 if TYPE_CHECKING:  # the writer process imports this package: settings (phone numbers) would
     from edge.settings import Settings  # add half to its start
 
-
-class Store(Outbox, Arrivals, Identities, Admin):
-    """Durable storage, every role: the web service, processing, the sender and the commands
-    each use the roles they need."""
+__all__ = ["BACKENDS", "Store", "open_store"]
 
 
 def _sqlite(url: str, settings: Settings, create: bool) -> Store:

@@ -1,6 +1,9 @@
 """Arrivals: what intake requests left, kept until processing settles them.
 
     put_arrival ──▶ waiting ──arrivals(n, lease)──▶ leased to this store ──settle──▶ gone
+                                                         ▲
+    hold_arrival ────────────────────────────────────────┘ (a command that processes what it
+                                                            stores itself: an import)
                        ▲                                │  (outbox items, skip records and
                        │                                │   identities written, the arrivals
                        │                                │   deleted: one transaction)
@@ -35,6 +38,13 @@ class Arrivals(ABC):
     async def put_arrival(self, arrival: Arrival) -> None:
         """Store an intake request's arrival; returns once it is durable. Arrivals put at the
         same time share one transaction (the web service's hot path)."""
+
+    @abstractmethod
+    async def hold_arrival(
+        self, arrival: Arrival, lease_seconds: float = LEASE_SECONDS
+    ) -> StoredArrival:
+        """Store an arrival already leased to this store, durably, for its writer to process and
+        settle itself; should the writer die first, it is swept back like any other."""
 
     @abstractmethod
     async def arrivals(

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from edge.jsontext import encode
 from edge.store import (
-    Store,
     sqlite_arrivals,
     sqlite_conversions,
     sqlite_dedup,
@@ -49,6 +48,7 @@ from edge.store import sqlite_schema as schema
 from edge.store.arrivals import LEASE_SECONDS
 from edge.store.coalesce import Coalescer
 from edge.store.errors import StoreConfigError, StoreUnavailable
+from edge.store.interface import Store
 from edge.store.outbox import Claims
 from edge.store.sqlite_channel import Channel, Deferred, Job, WriterProcess, made
 from edge.store.values import (
@@ -277,6 +277,13 @@ class SQLiteStore(Store):
 
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(arrival)
+
+    async def hold_arrival(
+        self, arrival: Arrival, lease_seconds: float = LEASE_SECONDS
+    ) -> StoredArrival:
+        until = self.clock() + lease_seconds
+        id = await self._run(sqlite_arrivals.hold, arrival, self.owner, until)
+        return StoredArrival(id, arrival)
 
     async def arrivals(
         self, limit: int, lease_seconds: float = LEASE_SECONDS

@@ -62,6 +62,16 @@ def insert(connection: sqlite3.Connection, rows: Sequence[Arrival]) -> None:
         connection.execute(f"{INSERT_HEAD} VALUES {marks}", values)
 
 
+def hold(connection: sqlite3.Connection, arrival: Arrival, owner: str, until: float) -> int:
+    """Store an arrival leased to `owner` already; its id."""
+    id = connection.execute(INSERT, arrival).lastrowid
+    connection.execute(
+        "INSERT INTO arrival_leases (id, owner, until) VALUES (?, ?, ?)", (id, owner, until)
+    )
+    assert id is not None
+    return id
+
+
 # Not held by another owner than the one asking (`?`).
 FREE: Final = "id NOT IN (SELECT id FROM arrival_leases WHERE owner != ?)"
 COLUMNS: Final = (

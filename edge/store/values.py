@@ -20,7 +20,7 @@ UPSTREAM_ERRORS_KEPT: Final = 20
 
 
 class OutboundItem(Protocol):
-    """What the pipeline hands to the outbox (`edge.rokt.pipeline.Outbound` has this shape)."""
+    """What the pipeline hands to the outbox (`edge.pipeline.pipeline.Outbound` has this shape)."""
 
     @property
     def key(self) -> str: ...
@@ -41,7 +41,7 @@ class OutboundItem(Protocol):
 
 
 class SkippedItem(Protocol):
-    """An event that produced nothing to send, and why (`edge.rokt.pipeline.Skipped`)."""
+    """An event that produced nothing to send, and why (`edge.pipeline.pipeline.Skipped`)."""
 
     @property
     def message_id(self) -> str: ...

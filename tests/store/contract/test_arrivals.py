@@ -118,6 +118,35 @@ async def test_an_expired_lease_is_swept_and_its_arrivals_taken_again(
     assert await survivor.sweep_arrivals() == 0
 
 
+async def test_an_arrival_held_by_its_writer_is_its_own_until_settled_or_its_writer_dies(
+    store: Store, backend: Backend, clock: Clock
+) -> None:
+    # Given a command that stores a chunk to process it itself, and another process
+    held = await store.hold_arrival(arrival(1), lease_seconds=30)
+    other = backend.open()
+
+    # Then it is stored as it was put, and no other process takes it while the lease runs
+    assert held.arrival == arrival(1)
+    assert await other.arrivals(10) == []
+    clock.now += 29
+    assert await other.sweep_arrivals() == 0
+    assert await other.arrivals(10) == []
+
+    # and had its writer died, a sweep frees it once the lease has run out
+    clock.now += 2
+    assert await other.sweep_arrivals() == 1
+    assert ages(await other.arrivals(10)) == [1]
+
+
+async def test_an_arrival_held_by_its_writer_is_settled_by_it(
+    store: Store, backend: Backend
+) -> None:
+    held = await store.hold_arrival(arrival(1))
+    result = await store.settle([held.id], Intake(outbound=[conversion(1)]))
+    assert result.stored == 1
+    assert await backend.open().arrivals(10) == []
+
+
 async def test_released_arrivals_wait_in_their_place_for_the_next_taker(
     store: Store, backend: Backend
 ) -> None:

@@ -1,0 +1,13 @@
+"""`Store`: every role together, what a backend implements (tests/store/contract/ checks it)."""
+
+from __future__ import annotations
+
+from edge.store.admin import Admin
+from edge.store.arrivals import Arrivals
+from edge.store.identities import Identities
+from edge.store.outbox import Outbox
+
+
+class Store(Outbox, Arrivals, Identities, Admin):
+    """Durable storage, every role: the web service, processing, the sender and the commands
+    each use the roles they need."""
