@@ -6,9 +6,10 @@ Configuration errors (settings, mappings) surface when the app is created, befor
 listens.
 
     GET  /               what this service is and where to look next (HTML; JSON when asked)
-    POST /e              the first-party beacon (edge.capture.beacon)
-    POST /v1/track …     the server-side tracking API, Segment-compatible, and the paths
-                         analytics.js posts to (/v1/t, /v1/p, …, /v1/b) (edge.tracking_api)
+    POST /e              the first-party beacon (edge.sources.beacon)
+    POST /v1/track …     Segment's tracking API (edge.sources.tracking_api), and the paths
+                         analytics.js posts to, /v1/t … /v1/b (edge.sources.analytics_js): the
+                         routes of every registered source (edge.sources.SOURCES)
     GET  /rokt-edge.js   the browser snippet, with ETag, Cache-Control and gzip
     GET  /healthz        the process is alive
     GET  /readyz         store writable, processing and delivery running, not paused on
@@ -33,7 +34,7 @@ import hmac
 import http
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import httpx
@@ -43,26 +44,22 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from edge import demo
 from edge.assets import read_static
-from edge.capture.beacon import beacon
 from edge.capture.cookies import CookieJar, CookiePolicy
-from edge.capture.ratelimit import RateLimiter
 from edge.delivery.sender import Sender
-from edge.events import Event
 from edge.home import Home
-from edge.metrics import Exposition, Metrics
+from edge.metrics import Metrics
 from edge.pipeline.mapping import load_mappings
 from edge.pipeline.pipeline import Pipeline
-from edge.processing import Processor, Readings
+from edge.processing import Processor
+from edge.service import Edge
 from edge.settings import Settings
+from edge.sources import SOURCES
 from edge.store import Store, open_store
 from edge.store.errors import StoreError
-from edge.store.values import Arrival
-from edge.tracking_api import KEY_FAILURE_BURST, KEY_FAILURE_RATE
-from edge.tracking_api import routes as tracking_routes
 from edge.upstreams import upstream_for
 
 log = logging.getLogger("rokt_edge.app")
@@ -76,61 +73,6 @@ HTTP_ERROR_MESSAGES: Final = {
     404: "nothing is served at this path",
     405: "this path does not take this method (Allow lists those it takes)",
 }
-
-
-class Edge:
-    """What the endpoints share, built by the lifespan; `request.app.state.edge`."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        pipeline: Pipeline,
-        cookies: CookieJar,
-        metrics: Metrics,
-        sender: Sender,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.pipeline = pipeline
-        self.cookies = cookies
-        self.metrics = metrics
-        self.sender = sender
-        self.clock = clock
-        self.exposition = Exposition(metrics, settings.metrics_interval)  # what /metrics serves
-        self.delivery: asyncio.Task[None] | None = None
-        self.processor: Processor | None = None
-        self.processing: asyncio.Task[None] | None = None
-        self.arriving = 0  # requests waiting for their arrival's write (edge.processing)
-        self.readings = Readings()  # intake's reading of each stored request, for processing
-        rate = settings.client_rate_limit
-        self.limiter = RateLimiter(rate, settings.client_rate_burst) if rate > 0 else None
-        # Requests with a wrong write key, per address: refused before their body is read
-        self.key_failures = RateLimiter(KEY_FAILURE_RATE, KEY_FAILURE_BURST)
-        # What the latest events were, for the demo panel (fed by processing); inert otherwise
-        self.recent = demo.Recent(demo.REMEMBERED if demo.shows_traffic(settings) else 0)
-
-    async def commit_arrival(
-        self, arrival: Arrival, events: Sequence[Event], started: float
-    ) -> None:
-        """Store a request's arrival durably (raises StoreError), count its events and wake the
-        processor. `started`: when the request arrived (time.perf_counter)."""
-        self.arriving += 1
-        # Kept before the write: processing may take the arrival as soon as it is committed.
-        self.readings.keep(arrival, list(events))
-        try:
-            await self.store.put_arrival(arrival)
-        except BaseException:
-            self.readings.forget(arrival)
-            raise
-        finally:
-            self.arriving -= 1
-        for event in events:
-            self.metrics.count_received(arrival.source, event.type)
-        self.metrics.observe_ingest(arrival.source, time.perf_counter() - started)
-        if self.processor is not None:
-            self.processor.notify()
 
 
 class Snippet:
@@ -283,9 +225,11 @@ def create_app(
         metrics_ = Metrics(store)
         wire = upstream_for(settings).wire
         sender = Sender(settings, store, wire, metrics=metrics_, transport=transport, clock=clock)
+        # What the latest events were, for the demo panel (told by processing); inert otherwise
+        recent = demo.Recent(demo.REMEMBERED if demo.shows_traffic(settings) else 0)
         edge = Edge(
             settings, store, Pipeline(settings, mappings), CookieJar(secret, policy), metrics_,
-            sender, clock,
+            sender, SOURCES, recent, clock,
         )  # fmt: skip
         app.state.edge = edge
         await edge.exposition.refresh()
@@ -330,15 +274,14 @@ def create_app(
                 max_age=PREFLIGHT_CACHE_SECONDS,
             )
         )
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", Home(settings, bool(demo_routes), f"/{SNIPPET}").respond),
         Route("/favicon.ico", icon()),
-        Route("/e", beacon, methods=["POST"]),
         Route(f"/{SNIPPET}", Snippet().respond, methods=["GET", "HEAD"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        *tracking_routes(),
+        *(route for source in SOURCES for route in source.routes()),
         *demo_routes,
     ]
     exception_handlers = {HTTPException: http_error, Exception: internal_error}

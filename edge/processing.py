@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
-from edge import tracking_api
-from edge.capture import beacon
 from edge.capture.attribution import (
     PROCESSING_FAILED,
     SERVER,
@@ -38,15 +37,17 @@ from edge.capture.attribution import (
     IdentityView,
 )
 from edge.capture.cookies import Visitor
+from edge.delivery.sender import Sender
 from edge.events import Event
 from edge.intake import Collected
-from edge.pipeline.pipeline import Skipped
+from edge.metrics import Metrics
+from edge.pipeline.pipeline import Outcome, Pipeline, Skipped
+from edge.settings import Settings
+from edge.source import Sources
+from edge.store import Store
 from edge.store.arrivals import LEASE_SECONDS
 from edge.store.errors import StoreError
 from edge.store.values import DUPLICATE, Arrival, StoredArrival
-
-if TYPE_CHECKING:
-    from edge.app import Edge
 
 log = logging.getLogger("rokt_edge.processing")
 
@@ -62,7 +63,28 @@ POLL_SECONDS: Final = 1.0  # arrivals left by another process or an earlier run
 SWEEP_SECONDS: Final = LEASE_SECONDS / 2  # arrivals a dead process held are freed this often
 RETRY_SECONDS: Final = 1.0  # after the store failed
 READINGS_KEPT: Final = 8192  # requests whose reading is kept (`Readings`): ~20 MB at most
-BROWSER_SOURCES: Final = frozenset({"beacon", "analytics.js"})  # see `carrier`
+
+
+class Watcher(Protocol):
+    """Told each event processing takes, and where it came from (the demo panel's `Recent`)."""
+
+    def add(self, source: str, event: Event) -> None: ...
+
+
+class Host(Protocol):
+    """What processing takes from the service (`edge.service.Edge`)."""
+
+    settings: Settings
+    store: Store
+    pipeline: Pipeline
+    metrics: Metrics
+    sender: Sender
+    sources: Sources
+    readings: Readings
+    recent: Watcher
+    arriving: int  # requests waiting for their arrival's write
+
+    def clock(self) -> float: ...
 
 
 def pause_for_intake(spent: float, arriving: int, active: bool, lag: float) -> float:
@@ -85,17 +107,10 @@ def shed(waiting: int, age: float | None, max_requests: int, max_seconds: float)
     return waiting >= max_requests or (age is not None and age >= max_seconds)
 
 
-def arrival_events(arrival: Arrival) -> list[Event]:
-    """The valid events of an arrival's body, read again as intake read them."""
-    if arrival.source == "beacon":
-        return beacon.arrived_events(arrival)
-    return tracking_api.arrived_events(arrival)
-
-
-def carrier(arrival: Arrival) -> Carrier:
+def carrier(arrival: Arrival, sources: Sources) -> Carrier:
     """What an arrival's request said about the visitor: a browser's (the beacon, analytics.js)
     is believed, a server's is not (`edge.capture.attribution`)."""
-    if arrival.source not in BROWSER_SOURCES:
+    if not sources[arrival.source].browser:
         return SERVER
     visitor = Visitor(
         arrival.cookie_anonymous_id, arrival.cookie_click_id, arrival.cookie_click_seen_at
@@ -130,7 +145,8 @@ class Readings:
     than any processing would still take (`2 * MAX_LAG`: its arrival was processed by another
     process, or failed) makes room."""
 
-    def __init__(self, limit: int = READINGS_KEPT) -> None:
+    def __init__(self, sources: Sources, limit: int = READINGS_KEPT) -> None:
+        self.sources = sources
         self.limit = limit
         self._kept: dict[_ReadingKey, list[Event]] = {}
 
@@ -148,7 +164,7 @@ class Readings:
     def take(self, arrival: Arrival) -> list[Event]:
         """The arrival's events: intake's reading if kept, else read again."""
         kept = self._kept.pop(_reading_key(arrival), None)
-        return kept if kept is not None else arrival_events(arrival)
+        return kept if kept is not None else self.sources.read(arrival)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -157,7 +173,7 @@ class Readings:
 class Processor:
     """The task that processes arrivals; the web app's lifespan owns it."""
 
-    def __init__(self, edge: Edge) -> None:
+    def __init__(self, edge: Host) -> None:
         self.edge = edge
         self.processed = 0  # arrivals settled by this process
         self.waiting = 0  # arrivals intake announced and not settled yet
@@ -247,7 +263,7 @@ class Processor:
     async def _give_up(self, stored: StoredArrival) -> None:
         collected = Collected()
         try:
-            events = arrival_events(stored.arrival)
+            events = self.edge.sources.read(stored.arrival)
         except Exception:
             log.exception("processing: arrival %s cannot even be read again", stored.id)
             events = []
@@ -262,37 +278,20 @@ class Processor:
 
     async def _process(self, batch: Sequence[StoredArrival]) -> None:
         edge = self.edge
-        view = IdentityView(edge.store.identities)
-        collected = Collected()
-        deadline = time.perf_counter() + SLICE_SECONDS
-        done: list[int] = []
         readings = [edge.readings.take(stored.arrival) for stored in batch]
-        attributions = [
-            Attribution(edge.pipeline, view, stored.arrival.source, carrier(stored.arrival),
-                        stored.arrival.received_at)
-            for stored in batch
-        ]  # fmt: skip
-        # The ids the slice's events will ask about, looked up in one call rather than one per
-        # event (the window is judged per event: this asks for what the oldest could use).
-        since = batch[0].arrival.received_at - edge.settings.attribution_window_days * 86400.0
-        wanted = zip(attributions, readings, strict=True)
-        await view.prefetch((key for a, events in wanted for key in a.lookup_keys(events)), since)
-        for stored, events, attribution in zip(batch, readings, attributions, strict=True):
-            arrival = stored.arrival
-            for event in events:
-                edge.recent.add(arrival.source, event)  # what it was, for the demo panel
-                await attribution.add(event)
-            collected.absorb(attribution)
-            done.append(stored.id)
-            if time.perf_counter() > deadline:  # the rest wait for the next slice, in order
-                break
-        for stored, events in zip(batch[len(done) :], readings[len(done) :], strict=True):
+        view = IdentityView(edge.store.identities)
+        deadline = time.perf_counter() + SLICE_SECONDS
+        done, collected, _ = await attribute(
+            batch, readings, edge.pipeline, view, edge.sources, watch=edge.recent,
+            deadline=deadline,
+        )  # fmt: skip
+        for stored, events in zip(batch[done:], readings[done:], strict=True):
             edge.readings.keep(stored.arrival, events)  # read already: kept for that slice
-        result = await edge.store.settle(done, collected.intake())
-        self.processed += len(done)
-        self.waiting = max(0, self.waiting - len(done))
+        result = await edge.store.settle([stored.id for stored in batch[:done]], collected.intake())
+        self.processed += done
+        self.waiting = max(0, self.waiting - done)
         # The oldest still waiting, as far as this slice knows (the next look tells for sure)
-        self.oldest = batch[len(done)].arrival.received_at if len(done) < len(batch) else None
+        self.oldest = batch[done].arrival.received_at if done < len(batch) else None
         metrics = edge.metrics
         metrics.count_skipped(item.reason for item in collected.skipped)
         metrics.count_skipped([DUPLICATE] * result.deduplicated)
@@ -311,3 +310,52 @@ class Processor:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+class Attributed(NamedTuple):
+    done: int  # arrivals attributed: the slice's first `done`
+    collected: Collected  # what they produced, for one `settle`
+    outcomes: list[list[Outcome]]  # per event of those arrivals, in order
+
+
+async def attribute(
+    batch: Sequence[StoredArrival],
+    readings: Sequence[list[Event]],
+    pipeline: Pipeline,
+    view: IdentityView | None,
+    sources: Sources,
+    *,
+    watch: Watcher | None = None,
+    deadline: float = math.inf,
+) -> Attributed:
+    """The policy around the pipeline, one function for every source: each arrival's events
+    (`readings`), in order, through `Attribution.add` (privacy and bots, enrichment or
+    stitching, the pipeline, identity links), what the source may be believed about taken from
+    its registration (`carrier`); de-duplication follows when the result is settled. Arrivals
+    are taken whole until `deadline` (time.perf_counter) has passed. `view`: None for a dry
+    run, which reads no identity store."""
+    attributions = [
+        Attribution(pipeline, view, stored.arrival.source, carrier(stored.arrival, sources),
+                    stored.arrival.received_at)
+        for stored in batch
+    ]  # fmt: skip
+    if view is not None and batch:
+        # The ids the slice's events will ask about, looked up in one call rather than one per
+        # event (the window is judged per event: this asks for what the oldest could use).
+        window = pipeline.settings.attribution_window_days * 86400.0
+        since = batch[0].arrival.received_at - window
+        wanted = zip(attributions, readings, strict=True)
+        await view.prefetch((key for a, events in wanted for key in a.lookup_keys(events)), since)
+    collected = Collected()
+    outcomes: list[list[Outcome]] = []
+    done = 0
+    for stored, events, attribution in zip(batch, readings, attributions, strict=True):
+        for event in events:
+            if watch is not None:
+                watch.add(stored.arrival.source, event)  # what it was, for the demo panel
+            outcomes.append(await attribution.add(event))
+        collected.absorb(attribution)
+        done += 1
+        if time.perf_counter() > deadline:  # the rest wait for the next slice, in order
+            break
+    return Attributed(done, collected, outcomes)

@@ -11,20 +11,19 @@ from typing import Any
 import httpx
 import pytest
 
-from edge import processing
-from edge.capture.attribution import IdentityView
+from edge.capture.attribution import PROCESSING_FAILED, IdentityView
 from edge.events import iso_ms
 from edge.pipeline import fields
 from edge.processing import (
     BUSY_REQUESTS,
     BUSY_SHARE,
     MAX_LAG,
-    PROCESSING_FAILED,
     Readings,
-    arrival_events,
     pause_for_intake,
 )
 from edge.settings import Settings
+from edge.source import Sources
+from edge.sources import SOURCES
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Arrival, Identity, IdentityUpdate
 from tests.fake_capi import FakeCapi
@@ -168,11 +167,13 @@ def test_processing_takes_the_events_intake_read_instead_of_reading_the_body_aga
     # given an edge whose processing counts the stored bodies it has to read again
     read_again: list[Arrival] = []
 
-    def counted(arrival: Arrival) -> list[Any]:
-        read_again.append(arrival)
-        return arrival_events(arrival)
+    read = Sources.read
 
-    monkeypatch.setattr(processing, "arrival_events", counted)
+    def counted(sources: Sources, arrival: Arrival) -> list[Any]:
+        read_again.append(arrival)
+        return read(sources, arrival)
+
+    monkeypatch.setattr(Sources, "read", counted)
     order = {"type": "track", "event": "Order Completed", "anonymousId": "A", "messageId": "m-1",
              "integrations": {"Rokt Conversions API": {"rtid": "CLICK-1"}},
              "properties": {"order_id": "o-1", "revenue": 42, "currency": "USD"}}  # fmt: skip
@@ -191,10 +192,10 @@ def test_processing_takes_the_events_intake_read_instead_of_reading_the_body_aga
 
 
 def test_a_reading_is_taken_once_and_a_full_store_of_them_keeps_the_oldest() -> None:
-    readings = Readings(limit=2)
+    readings = Readings(SOURCES, limit=2)
     arrivals = [Arrival("beacon", NOW + n, body_of({"type": "page", "messageId": f"m-{n}"}))
                 for n in range(3)]  # fmt: skip
-    kept = [arrival_events(arrival) for arrival in arrivals]
+    kept = [SOURCES.read(arrival) for arrival in arrivals]
     for arrival, events in zip(arrivals, kept, strict=True):
         readings.keep(arrival, events)
     # full, it kept the oldest two (processing takes them first), and each is taken once: the
@@ -210,7 +211,7 @@ def test_a_reading_is_taken_once_and_a_full_store_of_them_keeps_the_oldest() -> 
     for arrival, events in zip(arrivals[:2], kept[:2], strict=True):
         readings.keep(arrival, events)
     late = Arrival("beacon", NOW + 2 * MAX_LAG + 1, body_of({"type": "page", "messageId": "m-9"}))
-    late_events = arrival_events(late)
+    late_events = SOURCES.read(late)
     readings.keep(late, late_events)
     assert readings.take(late) is late_events
     assert readings.take(arrivals[1]) is kept[1]

@@ -1,9 +1,11 @@
-"""Running an import: rows → canonical events → stitching → the pipeline → the outbox.
+"""Running an import: rows → canonical events → an arrival → processing → the outbox.
 
-    read a chunk of rows ─▶ each row, in order: its event (`mapfile.row_event`), checked
-    (`parse_event`), attributed as a server's event (`edge.capture.attribution`: stitching,
-    the pipeline, identity links) ─▶ one durable write per chunk (`Store.put`: outbox items,
-    skip records, identity links; conversions de-duplicated)
+    read a chunk of rows ─▶ each row's event (`mapfile.row_event`), checked (`parse_event`)
+    ─▶ the chunk stored as an arrival held by this command (`edge.sources.imports`) ─▶
+    processed as every source's arrivals are (`edge.processing.attribute`: a server's events,
+    stitched; the pipeline; identity links), row by row in order ─▶ settled: outbox items,
+    skip records, identity links stored, conversions de-duplicated, the arrival forgotten (one
+    transaction). A command killed in between leaves its arrival to the edges on the store.
 
 Import only fills the outbox; the running edge's sender (or `rokt-edge deliver`)
 delivers. A row's message id is stable (its `source_message_id` column, else a hash of the row),
@@ -20,16 +22,17 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from edge.capture.attribution import SERVER, Attribution, IdentityView
-from edge.events import EventError, parse_event
+from edge.capture.attribution import IdentityView
+from edge.events import Event, EventError, parse_event
 from edge.imports.mapfile import ImportMap, RowError, row_event
 from edge.imports.rows import BadRow, Row
 from edge.pipeline.pipeline import Outbound, Pipeline
+from edge.processing import attribute
+from edge.sources import SOURCES, imports
 from edge.store import Store
-from edge.store.values import DUPLICATE
+from edge.store.values import DUPLICATE, StoredArrival
 
 CHUNK_ROWS: Final = 500
-SOURCE: Final = "import"  # in the attribution figures
 EXAMPLES_SHOWN: Final = 5
 
 
@@ -76,38 +79,48 @@ class Importer:
 
     async def _chunk(self, chunk: list[Row | BadRow]) -> None:
         report = self.report
-        dry_run = self.store is None
-        # Rows are attributed in order: a row sees what the rows before it taught (an
-        # identify's link from anonymousId to userId), as a request's events do.
-        view = IdentityView(self.store.identities) if self.store is not None else None
-        attribution = Attribution(self.pipeline, view, SOURCE, SERVER, self.now)
+        events: list[Event] = []
+        numbers: list[int] = []  # the row each event came from
         for row in chunk:
             report.rows += 1
             if isinstance(row, BadRow):
                 report.invalid.append((row.number, row.reason))
                 continue
             try:
-                event = parse_event(row_event(row.values, self.map))
+                events.append(parse_event(row_event(row.values, self.map)))
             except RowError as error:
                 report.invalid.append((row.number, str(error)))
                 continue
             except EventError as error:
                 report.invalid.append((row.number, f"{error.field}: {error.problem}"))
                 continue
-            for outcome in await attribution.add(event):
-                where = {"row": row.number, "messageId": outcome.message_id,
+            numbers.append(row.number)
+        if not events:
+            return
+        arrival = imports.arrival(events, numbers, self.now)
+        if self.store is None:  # a dry run: nothing stored, no identity store read
+            stored, view = StoredArrival(0, arrival), None
+        else:
+            stored = await self.store.hold_arrival(arrival)
+            view = IdentityView(self.store.identities)
+        # Rows are attributed in order: a row sees what the rows before it taught (an
+        # identify's link from anonymousId to userId), as a request's events do.
+        attributed = await attribute([stored], [events], self.pipeline, view, SOURCES)
+        for number, outcomes in zip(numbers, attributed.outcomes, strict=True):
+            for outcome in outcomes:
+                where = {"row": number, "messageId": outcome.message_id,
                          "mapping": outcome.mapping}  # fmt: skip
                 report.warnings.extend({**where, "warning": text} for text in outcome.warnings)
                 if isinstance(outcome, Outbound):
-                    if dry_run:
+                    if self.store is None:
                         report.bodies.append(outcome.body)
                 else:
-                    report.skip(row.number, outcome.reason)
-                    if dry_run:
+                    report.skip(number, outcome.reason)
+                    if self.store is None:
                         report.skips.append({**where, "reason": outcome.reason})
         if self.store is None:
             return
-        result = await self.store.put(attribution.intake())
+        result = await self.store.settle([stored.id], attributed.collected.intake())
         report.queued += result.stored
         report.already += result.duplicates
         if result.deduplicated:  # the store knows which; the skip records name them

@@ -18,85 +18,39 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any, Final, NamedTuple
 
-from starlette.requests import ClientDisconnect, Request, cookie_parser
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from edge.capture.attribution import answer_cookie
 from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.short_form import expand
 from edge.events import ArrivalDefaults, Event, EventError, parse_json
-from edge.logs import Throttled
-from edge.store.errors import StoreError
+from edge.service import Edge
+from edge.settings import Settings
+from edge.source import Source
+from edge.sources.requests import (
+    JSON_TYPES,
+    ORIGIN_REFUSED,
+    Refusal,
+    TooLarge,
+    header_map,
+    origin_allowed,
+    overloaded,
+    rate_limited,
+    read_body,
+    sent_cookie,
+    store,
+)
 from edge.store.values import Arrival
 
-if TYPE_CHECKING:
-    from edge.app import Edge
-    from edge.settings import Settings
-
-log = logging.getLogger("rokt_edge.beacon")
-refused = Throttled(log, logging.ERROR)  # one line per request while the store is down
-
-JSON_TYPES: Final = ("text/plain", "application/json")
-ORIGIN_REFUSED: Final = "this origin may not send events here (see ROKT_EDGE_ALLOWED_ORIGINS)"
+NAME: Final = "beacon"
+PATH: Final = "/e"
 CONTENT_TYPE_REFUSED: Final = "send JSON as text/plain or application/json"
-RATE_LIMITED: Final = "too many requests from this client; retry later"
-STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
-OVERLOADED: Final = "too many events wait to be processed; send them again later"
-OVERLOAD_RETRY_SECONDS: Final = 5
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = {key: str(value) for key, value in extra.pop("headers", {}).items()}
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status, headers)
-
-
-def overloaded() -> JSONResponse:
-    """The answer while processing is too far behind to take more (`edge.processing.shed`)."""
-    return error(503, "overloaded", OVERLOADED, headers={"Retry-After": OVERLOAD_RETRY_SECONDS})
-
-
-class TooLarge(Exception):
-    pass
-
-
-def header_map(request: Request) -> dict[str, str]:
-    """The request's headers, the first of each name, decoded once: Starlette's `Headers.get`
-    scans the raw list at every look-up, and a beacon makes a dozen (ASGI names are lowercase)."""
-    found: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
-        key = name.decode("latin-1")
-        if key not in found:
-            found[key] = value.decode("latin-1")
-    return found
-
-
-async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
-    """The body, refusing to read past `limit` bytes whatever Content-Length claims. Read from
-    the server's messages as they come: Starlette's `body()` goes through an async generator,
-    which costs a beacon more than its JSON does."""
-    if declared is None:
-        declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] != "http.request":  # http.disconnect: the client went away
-            raise ClientDisconnect
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def events_of(document: Any) -> list[Any] | None:
@@ -109,39 +63,6 @@ def events_of(document: Any) -> list[Any] | None:
             return batch
         return [document]
     return None
-
-
-def origin_allowed(origin: str | None, hosts: list[str], allowed: tuple[str, ...]) -> bool:
-    """A text/plain POST needs no CORS preflight, so the browser sends it from any site: the
-    edge itself refuses origins that are neither its own nor in `ROKT_EDGE_ALLOWED_ORIGINS`."""
-    if not origin:  # not a browser's cross-site fetch (curl, a server, an old same-origin beacon)
-        return True
-    if origin.rstrip("/").lower() in allowed:
-        return True
-    return same_origin(origin, hosts)
-
-
-def sent_cookie(headers: Mapping[str, str], name: str) -> str | None:
-    """A cookie's value, the Cookie header parsed only when one was sent (Starlette's
-    `request.cookies` looks for the header afresh)."""
-    return cookie_parser(headers["cookie"]).get(name) if "cookie" in headers else None
-
-
-def same_origin(origin: str, hosts: list[str]) -> bool:
-    """Whether a browser's `Origin` names the host the request was sent to (`request_hosts`)."""
-    try:
-        netloc = urlsplit(origin).netloc
-    except ValueError:  # "http://[": not an origin a browser sends
-        return False
-    return netloc.lower() in hosts
-
-
-class Refusal(Exception):
-    """A request the beacon refuses as a whole; becomes a JSON error response."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.response = error(status, code, message, **extra)
 
 
 class Read(NamedTuple):
@@ -214,8 +135,7 @@ async def beacon(request: Request) -> Response:
     headers = header_map(request)
     ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
     if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
-        wait = edge.limiter.retry_after(ip or "unknown")
-        return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
+        return rate_limited(edge.limiter, ip or "unknown")
     now = edge.clock()
     if edge.processor is not None and edge.processor.overloaded(now):
         return overloaded()
@@ -230,16 +150,14 @@ async def beacon(request: Request) -> Response:
     gpc_on = gpc is not None and gpc.strip() == "1"
     visitor, all_private = answer_cookie(settings, cookie, events, gpc_on, user_agent, now)
     arrival = Arrival(
-        "beacon", now, body,
+        NAME, now, body,
         ip=None if all_private else ip, user_agent=None if all_private else user_agent,
         gpc=gpc_on, cookie_anonymous_id=cookie.anonymous_id,
         cookie_click_id=cookie.click_id, cookie_click_seen_at=cookie.click_seen_at,
     )  # fmt: skip
-    try:
-        await edge.commit_arrival(arrival, events, started)
-    except StoreError as failure:
-        refused.log("beacon: the store could not write (answered 503): %s", failure)
-        return error(503, "store_unavailable", STORE_UNAVAILABLE)
+    unstored = await store(edge, arrival, events, started)
+    if unstored is not None:
+        return unstored
     if problems:
         payload = {"success": True, "accepted": len(events), "errors": problems}
         response: Response = JSONResponse(payload)
@@ -256,3 +174,10 @@ async def beacon(request: Request) -> Response:
 def accepted(count: int) -> bytes:
     """The answer to a request whose events were all stored (the same few, again and again)."""
     return json.dumps({"success": True, "accepted": count}, separators=(",", ":")).encode()
+
+
+def routes() -> list[BaseRoute]:
+    return [Route(PATH, beacon, methods=["POST"])]
+
+
+SOURCE: Final = Source(NAME, browser=True, read=arrived_events, routes=routes)

@@ -3,7 +3,7 @@
     POST /v1/track /v1/identify /v1/page /v1/screen /v1/group /v1/alias     one event
     POST /v1/batch   {"batch": [events], "context": {...}, "integrations": {...}, "sentAt": ...}
     POST /v1/t /v1/i /v1/p /v1/s /v1/g /v1/a, /v1/b (a batch)     the same, as analytics.js
-                     posts them under its `apiHost`; /v1/m (its usage counters) is dropped
+                     posts them under its `apiHost` (`edge.sources.analytics_js`)
 
 Per request:
 
@@ -14,7 +14,8 @@ Per request:
 
 A browser's call (it says its `Origin`, or its events name analytics.js as their library) is
 believed about the shopper, as the beacon is; a server's call never is: its events get what a
-browser showed for the same ids (`edge.capture.attribution`). Cross-origin calls must come from
+browser showed for the same ids (`edge.capture.attribution`): a server's call is stored as this
+source's arrival, a browser's as analytics.js's. Cross-origin calls must come from
 `ROKT_EDGE_ALLOWED_ORIGINS` (CORS, in `edge.app`). Without any write key configured the API
 refuses everything. Authentication, limits and answers: docs/http-api.md#the-tracking-api-post-v1.
 """
@@ -25,53 +26,42 @@ import base64
 import binascii
 import hmac
 import json
-import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from edge.capture.attribution import answer_cookie
-from edge.capture.beacon import (
+from edge.capture.client_ip import client_ip, is_https, request_hosts
+from edge.capture.cookies import Visitor
+from edge.events import ArrivalDefaults, Event, EventError, parse_json
+from edge.service import Edge
+from edge.source import Source
+from edge.sources.requests import (
     JSON_TYPES,
     ORIGIN_REFUSED,
-    RATE_LIMITED,
     Refusal,
     TooLarge,
     error,
     header_map,
     origin_allowed,
     overloaded,
+    rate_limited,
     read_body,
     same_origin,
     sent_cookie,
+    store,
 )
-from edge.capture.client_ip import client_ip, is_https, request_hosts
-from edge.capture.cookies import Visitor
-from edge.events import ArrivalDefaults, Event, EventError, parse_json
-from edge.logs import Throttled
-from edge.store.errors import StoreError
 from edge.store.values import Arrival
 
-if TYPE_CHECKING:
-    from edge.app import Edge
-
-log = logging.getLogger("rokt_edge.tracking_api")
-refused = Throttled(log, logging.ERROR)  # one line per request while the store is down
-
+NAME: Final = "api"  # a server's call
 SINGLE_TYPES: Final = ("track", "identify", "page", "screen", "group", "alias")
-# The paths analytics.js posts to under its `apiHost` (b: a batch, its batching delivery).
-ANALYTICS_JS_PATHS: Final = {
-    "t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias",
-    "b": None,
-}  # fmt: skip
-ANALYTICS_JS_METRICS: Final = "m"  # where analytics.js posts its usage counters
 BROWSER_LIBRARY: Final = "analytics.js"  # context.library.name of analytics.js's events
-BROWSER_SOURCE: Final = "analytics.js"  # an arrival from a browser's call
+BROWSER_SOURCE: Final = "analytics.js"  # a browser's call (`edge.sources.analytics_js`)
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
 # Keys of a request body that describe the request, not the event.
@@ -80,30 +70,17 @@ NO_WRITE_KEYS: Final = (
     "the tracking API is off: no write keys are configured (set ROKT_EDGE_WRITE_KEYS)"
 )
 BAD_WRITE_KEY: Final = "a valid write key is required: HTTP Basic user name, or writeKey"
-STORE_UNAVAILABLE: Final = "the events could not be stored; send them again"
 KEY_FAILURES: Final = "too many requests with a wrong write key from this address; retry later"
-# Requests with a wrong write key an address may make (a burst, then this many a second).
-KEY_FAILURE_BURST: Final = 20
-KEY_FAILURE_RATE: Final = 1.0
 
 
-def routes() -> list[Route]:
-    """The API's routes, for `create_app`: Segment's, and analytics.js's short ones."""
-    single = [Route(f"/v1/{kind}", _single(kind), methods=["POST"]) for kind in SINGLE_TYPES]
-    short = [
-        Route(f"/v1/{path}", _single(kind) if kind else batch, methods=["POST"])
-        for path, kind in ANALYTICS_JS_PATHS.items()
-    ]
-    metrics = Route(f"/v1/{ANALYTICS_JS_METRICS}", ignored, methods=["POST"])
-    return [*single, Route("/v1/batch", batch, methods=["POST"]), *short, metrics]
+def routes() -> list[BaseRoute]:
+    """Segment's routes: one per event type, and the batch."""
+    single = [Route(f"/v1/{kind}", single_endpoint(kind), methods=["POST"])
+              for kind in SINGLE_TYPES]  # fmt: skip
+    return [*single, Route("/v1/batch", batch, methods=["POST"])]
 
 
-async def ignored(request: Request) -> Response:
-    """analytics.js's own usage counters (`/v1/m`): nothing for Rokt, answered and dropped."""
-    return Response(status_code=204)
-
-
-def _single(kind: str) -> Callable[[Request], Awaitable[Response]]:
+def single_endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         return await handle(request, kind)
 
@@ -271,8 +248,7 @@ async def handle(request: Request, kind: str | None) -> Response:
     ip = client_ip(peer, headers, settings.trusted_proxies, settings.client_ip_header)
     failures = edge.key_failures
     if failures.exhausted(ip or "unknown"):  # before the body: a flood of bad keys is cheap
-        wait = failures.retry_after(ip or "unknown")
-        return error(429, "rate_limited", KEY_FAILURES, headers={"Retry-After": wait})
+        return rate_limited(failures, ip or "unknown", KEY_FAILURES)
     header = headers.get("authorization")
     if basic_user(header) is not None and not authorize(header, None, keys):
         failures.allow(ip or "unknown")
@@ -305,8 +281,7 @@ async def handle(request: Request, kind: str | None) -> Response:
     visitor: Visitor | None = None
     if from_browser(origin, events):
         if edge.limiter is not None and not edge.limiter.allow(ip or "unknown"):
-            wait = edge.limiter.retry_after(ip or "unknown")
-            return error(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": wait})
+            return rate_limited(edge.limiter, ip or "unknown")
         user_agent, gpc = headers.get("user-agent"), headers.get("sec-gpc", "").strip() == "1"
         cookie = edge.cookies.read(sent_cookie(headers, settings.cookie_name))
         visitor, all_private = answer_cookie(settings, cookie, events, gpc, user_agent, received_at)
@@ -319,12 +294,10 @@ async def handle(request: Request, kind: str | None) -> Response:
         if origin and not same_origin(origin, hosts):
             visitor = None  # a cookie set in answer to another site's call would be third-party
     else:
-        arrival = Arrival("api", received_at, body, kind=kind)
-    try:
-        await edge.commit_arrival(arrival, events, started)
-    except StoreError as failure:
-        refused.log("tracking API: the store could not write (answered 503): %s", failure)
-        return error(503, "store_unavailable", STORE_UNAVAILABLE)
+        arrival = Arrival(NAME, received_at, body, kind=kind)
+    unstored = await store(edge, arrival, events, started)
+    if unstored is not None:
+        return unstored
     payload: dict[str, Any] = {"success": True}
     if problems:
         payload.update(accepted=len(events), errors=problems)
@@ -348,3 +321,6 @@ def _library(event: Event) -> Any:
     context = event.body.get("context")
     library = context.get("library") if isinstance(context, dict) else None
     return library.get("name") if isinstance(library, dict) else None
+
+
+SOURCE: Final = Source(NAME, browser=False, read=arrived_events, routes=routes)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.delivery import packing
+from edge.jsontext import encode
 from edge.store.outbox import Claims
 from edge.upstreams.capi import contract as capi
 from edge.upstreams.capi.contract import MAX_BATCHES_PER_REQUEST, MAX_BODY_BYTES
@@ -20,7 +21,7 @@ def batch(n: int, padding: int) -> dict[str, Any]:
 
 def as_claims(batches: list[dict[str, Any]]) -> Claims:
     """The batches as a claim from the outbox would hold them."""
-    texts = [capi.encode(b).decode() for b in batches]
+    texts = [encode(b).decode() for b in batches]
     return Claims.of(range(len(texts)), texts, [0] * len(texts))
 
 
@@ -37,12 +38,12 @@ def test_each_request_is_as_full_as_the_limits_allow(paddings: list[int]) -> Non
     )
     for group in groups:
         count = group.stop - group.start
-        body = capi.encode(batches[group] if count > 1 else batches[group.start])
+        body = encode(batches[group] if count > 1 else batches[group.start])
         assert path_and_body(claims[group]) == (capi.path_for(count), body)
         assert count <= MAX_BATCHES_PER_REQUEST
         assert len(body) <= MAX_BODY_BYTES or count == 1
         if group.stop < len(batches) and count < MAX_BATCHES_PER_REQUEST:
-            assert len(capi.encode(batches[group.start : group.stop + 1])) > MAX_BODY_BYTES
+            assert len(encode(batches[group.start : group.stop + 1])) > MAX_BODY_BYTES
 
 
 def test_a_hundred_small_batches_make_one_request_and_the_next_starts_another() -> None:

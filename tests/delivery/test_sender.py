@@ -13,11 +13,11 @@ import pytest
 
 from edge import __version__
 from edge.delivery.verdict import redact
+from edge.jsontext import encode
 from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import EXPIRED, REJECTED, Intake
-from edge.upstreams.capi import contract as capi
 from tests.fake_capi import API_KEY, API_SECRET, FakeCapi, Reply, errors
 from tests.outbound import conversion, conversions
 from tests.sending import eventually, make_sender, quick_settings, running, settled
@@ -72,7 +72,7 @@ async def test_a_single_batch_goes_to_events(fake: FakeCapi, store: SQLiteStore)
 
     [request] = fake.requests()
     assert request.path == "/events"
-    assert request.body == capi.encode(item.body)
+    assert request.body == encode(item.body)
 
 
 async def test_a_202_with_errors_fails_only_the_batches_it_names(
@@ -330,8 +330,8 @@ async def test_dry_run_sends_nothing_and_keeps_the_exact_bodies(
     assert (stats.delivered, stats.delivered_dry_run, stats.dry_run_bodies) == (120, 120, 2)
     newest, oldest = await store.dry_run_bodies(10)
     assert oldest.path == "/bulkevents"
-    assert oldest.body == capi.encode([item.body for item in items[:100]]).decode()
-    assert newest.body == capi.encode([item.body for item in items[100:]]).decode()
+    assert oldest.body == encode([item.body for item in items[:100]]).decode()
+    assert newest.body == encode([item.body for item in items[100:]]).decode()
 
 
 async def test_the_rate_limit_spreads_batches_over_time(fake: FakeCapi, store: SQLiteStore) -> None:

@@ -8,9 +8,9 @@ from contextlib import closing
 
 import pytest
 
+from edge.jsontext import encode
 from edge.store.sqlite import SQLiteStore
 from edge.store.values import Intake
-from edge.upstreams.capi import contract as capi
 from tests.outbound import conversion, conversions
 from tests.store.conftest import Clock
 from tests.store.contract.steps import record_in_a_dry_run
@@ -44,7 +44,7 @@ async def test_items_recorded_in_a_dry_run_go_back_to_the_queue_exactly_as_they_
     stats = await store.stats()
     assert (stats.pending, stats.delivered, stats.delivered_dry_run) == (3, 0, 0)
     claims = await store.claim(10, lease_seconds=60)
-    assert claims.bodies == [capi.encode(item.body).decode() for item in items]
+    assert claims.bodies == [encode(item.body).decode() for item in items]
     assert list(claims.timestamps) == [item.timestamp_ms for item in items]
     # and, once really delivered, their bodies are gone as any delivered item's
     await store.ack(claims.ids)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from edge.jsontext import encode
 from edge.store import Store
 from edge.store.values import REJECTED, DeadLetter, Intake
-from edge.upstreams.capi import contract as capi
 from tests.outbound import conversion, conversions
 from tests.store.conftest import Clock
 from tests.store.contract.steps import record_in_a_dry_run
@@ -52,5 +52,5 @@ async def test_since_replays_the_dry_runs_stored_from_then_on(store: Store, cloc
     # Then the recent one waits to be sent; the older stays as it was recorded
     assert replayed == 1
     [claim] = await store.claim(10, lease_seconds=60)
-    assert claim.body == capi.encode(recent.body).decode()
+    assert claim.body == encode(recent.body).decode()
     assert (await store.stats()).delivered_dry_run == 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from edge.jsontext import encode
 from edge.store import Store
 from edge.store.values import EXPIRED, REJECTED, DeadLetter, Intake
-from edge.upstreams.capi import contract as capi
 from tests.outbound import conversion, conversions, skipped
 from tests.store.conftest import Clock
 from tests.store.contract.backends import Backend
@@ -24,7 +24,7 @@ async def test_put_items_come_back_in_order_exactly_as_encoded(
 
     claims = await store.claim(10, lease_seconds=60)
 
-    assert [claim.body for claim in claims] == [capi.encode(i.body).decode() for i in items]
+    assert [claim.body for claim in claims] == [encode(i.body).decode() for i in items]
     assert [claim.timestamp_ms for claim in claims] == [item.timestamp_ms for item in items]
     assert [backend.attempts(claim.id) for claim in claims] == [0, 0, 0]
 
