@@ -60,6 +60,7 @@ from edge.settings import Settings
 from edge.sources import SOURCES
 from edge.store import Store, open_store
 from edge.store.errors import StoreError
+from edge.store.liveness import Liveness
 from edge.upstreams import upstream_for
 
 log = logging.getLogger("rokt_edge.app")
@@ -237,6 +238,9 @@ def create_app(
         edge.processor = Processor(edge)
         edge.processing = asyncio.create_task(edge.processor.run(), name="rokt-edge-processing")
         edge.delivery = asyncio.create_task(sender.run(), name="rokt-edge-delivery")
+        # This process alive on the store; a dead one's leases and claims taken back at once
+        liveness = Liveness(store, freed=edge.wake)
+        beating = asyncio.create_task(liveness.run(), name="rokt-edge-liveness")
         if settings.dry_run:
             log.warning(
                 "DRY RUN: nothing is sent to Rokt; what would be sent is recorded (%s). Set "
@@ -254,6 +258,8 @@ def create_app(
             await _finish(edge.processing, "processing", "its arrivals wait for the next start")
             sender.stop()
             await _finish(edge.delivery, "delivery", "its leases will expire and be swept")
+            liveness.stop()
+            await _finish(beating, "liveness", "its owner will be judged silent")
             exposing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await exposing

@@ -226,6 +226,7 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
     from edge.delivery.sender import Sender, log
     from edge.logs import configure_logging
     from edge.store import open_store
+    from edge.store.liveness import Liveness
     from edge.upstreams import upstream_for
 
     configure_logging(settings.log_format)
@@ -233,6 +234,7 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
 
     async def deliver() -> None:
         sender = Sender(settings, store, upstream_for(settings).wire)
+        liveness = Liveness(store, freed=sender.notify)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, sender.stop)
@@ -240,7 +242,12 @@ def _deliver(args: argparse.Namespace, settings: Settings) -> int:
             "delivering to %s (%s; dry run: %s)",
             settings.upstream_url, settings.upstream, settings.dry_run,
         )  # fmt: skip
-        await sender.run()
+        beating = asyncio.create_task(liveness.run(), name="rokt-edge-liveness")
+        try:
+            await sender.run()
+        finally:
+            liveness.stop()
+            await beating
 
     try:
         asyncio.run(deliver())

@@ -188,6 +188,10 @@ class Processor:
         self.waiting += 1
         self._wake.set()
 
+    def wake(self) -> None:
+        """Arrivals may be free to take (a dead process's leases were freed): look now."""
+        self._wake.set()
+
     def overloaded(self, now: float) -> bool:
         """Whether intake must refuse requests for now (`shed`)."""
         settings = self.edge.settings

@@ -63,6 +63,13 @@ class Edge:
         # Requests with a wrong write key, per address: refused before their body is read
         self.key_failures = RateLimiter(KEY_FAILURE_RATE, KEY_FAILURE_BURST)
 
+    def wake(self) -> None:
+        """Arrivals and items may be free to take (a dead process's were freed): processing and
+        delivery look now rather than at their next poll."""
+        if self.processor is not None:
+            self.processor.wake()
+        self.sender.notify()
+
     async def commit_arrival(
         self, arrival: Arrival, events: Sequence[Event], started: float
     ) -> None:

@@ -4,6 +4,7 @@ delivery state.
     errors.py      the error tree             values.py      the values the roles take and give
     outbox.py      the outbox role (states)   arrivals.py    the arrivals role (leases)
     identities.py  the identities role        admin.py       stats, secrets, life cycle
+    owners.py      the processes holding leases, alive while they beat (liveness.py: the loop)
     interface.py   `Store`, every role together: what a backend implements
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
 

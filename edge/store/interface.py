@@ -6,8 +6,9 @@ from edge.store.admin import Admin
 from edge.store.arrivals import Arrivals
 from edge.store.identities import Identities
 from edge.store.outbox import Outbox
+from edge.store.owners import Owners
 
 
-class Store(Outbox, Arrivals, Identities, Admin):
+class Store(Outbox, Arrivals, Identities, Owners, Admin):
     """Durable storage, every role: the web service, processing, the sender and the commands
     each use the roles they need."""

@@ -41,6 +41,7 @@ from edge.store import (
     sqlite_conversions,
     sqlite_dedup,
     sqlite_identity,
+    sqlite_owners,
     sqlite_recent,
     sqlite_writer,
 )
@@ -62,6 +63,7 @@ from edge.store.values import (
     IdentityUpdate,
     Intake,
     ItemId,
+    Owner,
     Paused,
     PutResult,
     Recent,
@@ -332,7 +334,8 @@ class SQLiteStore(Store):
 
     async def claim(self, limit: int, lease_seconds: float) -> Claims:
         now = self.clock()
-        return await self._run(schema.claim, limit, now, now + lease_seconds, durable=False)
+        until = now + lease_seconds
+        return await self._run(schema.claim, limit, now, until, self.owner, durable=False)
 
     async def ack(self, ids: Sequence[ItemId], *, dry_run: bool = False) -> None:
         await self._run(schema.ack, ids, self.clock(), dry_run, durable=False)
@@ -411,6 +414,19 @@ class SQLiteStore(Store):
 
     async def set_paused(self, paused: Paused | None) -> None:
         await self._run(schema.set_paused, paused)
+
+    async def heartbeat(self) -> None:
+        host, pid, _ = self.owner.split("/")
+        await self._run(sqlite_owners.beat, self.owner, host, int(pid), self.clock(), durable=False)
+
+    async def sweep_dead_owners(self, silent_seconds: float, gone: Sequence[str] = ()) -> int:
+        silent_before = self.clock() - silent_seconds
+        return await self._run(
+            sqlite_owners.sweep_dead, silent_before, list(gone), self.owner, durable=False
+        )
+
+    async def owners(self) -> list[Owner]:
+        return await self._run(sqlite_owners.listed, durable=False)
 
     async def stats(self) -> Stats:
         return await self._run(_stats, self.clock())
@@ -505,6 +521,7 @@ def _stats(connection: sqlite3.Connection, now: float) -> Stats:
         arrivals=arrivals,
         oldest_arrival=oldest_arrival,
         conversions=sqlite_conversions.shares(connection, now),
+        owners=sqlite_owners.listed(connection),
     )
 
 

@@ -23,7 +23,13 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from edge.store import sqlite_arrivals, sqlite_conversions, sqlite_dedup, sqlite_identity
+from edge.store import (
+    sqlite_arrivals,
+    sqlite_conversions,
+    sqlite_dedup,
+    sqlite_identity,
+    sqlite_owners,
+)
 from edge.store.outbox import Claims
 from edge.store.values import (
     DeadLetter,
@@ -37,9 +43,10 @@ from edge.store.values import (
 
 # 2: bodies moved out of the outbox rows; 3: states moved out of them; 4: delivered is implicit,
 # the queue holds each item's event time (a claim reads no outbox row); 5: identities keep hashed
-# emails and mobiles, conversions are counted (`sqlite_conversions`). Arrival leases came later
-# as a table of their own (`sqlite_arrivals`), created where missing: older code ignores it.
-VERSION: Final = 5
+# emails and mobiles, conversions are counted (`sqlite_conversions`); 6: a claim names its
+# owner (`sqlite_owners`). Arrival leases came later as a table of their own (`sqlite_arrivals`),
+# created where missing: older code ignores it.
+VERSION: Final = 6
 PAUSED: Final = "paused"
 _TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 DEAD_MESSAGES_SHOWN: Final = 10
@@ -61,7 +68,8 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_until REAL,                  -- claimed until; NULL: pending
     last_error TEXT,
-    timestamp_ms INTEGER NOT NULL DEFAULT 0  -- outbox.timestamp_ms, read by every claim
+    timestamp_ms INTEGER NOT NULL DEFAULT 0, -- outbox.timestamp_ms, read by every claim
+    owner TEXT                         -- who claimed it (`sqlite_owners`), while claimed
 );
 CREATE TABLE IF NOT EXISTS dry_runs (
     id INTEGER PRIMARY KEY             -- outbox.id of an item delivered in a dry run
@@ -112,7 +120,7 @@ def create(connection: sqlite3.Connection) -> None:
         migrate += MIGRATE_FROM_3
     tables = (
         TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
-        + sqlite_conversions.TABLE
+        + sqlite_conversions.TABLE + sqlite_owners.TABLE
     )  # fmt: skip
     if version == VERSION and all(_exists(connection, name) for name in _TABLE.findall(tables)):
         return  # nothing to write: a store opens on a full disk (`rokt-edge status` does)
@@ -121,7 +129,13 @@ def create(connection: sqlite3.Connection) -> None:
             f"ALTER TABLE identities ADD COLUMN {column};"
             for column in sqlite_identity.ADDED_COLUMNS
         )
+    if _exists(connection, "queue") and not _has_column(connection, "queue", "owner"):
+        migrate += "ALTER TABLE queue ADD COLUMN owner TEXT;"  # schemas 3 to 5
     connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
+
+
+def _has_column(connection: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})"))
 
 
 def _exists(connection: sqlite3.Connection, table: str) -> bool:
@@ -206,7 +220,9 @@ def put(
 # writer process as a handful of objects, not thousands.
 
 
-def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) -> Claims:
+def claim(
+    connection: sqlite3.Connection, limit: int, now: float, until: float, owner: str
+) -> Claims:
     # The first `limit` due pending items with their bodies, in id order, then one UPDATE over
     # their id range: every due pending item between the first and the last id is among them
     # (ORDER BY id LIMIT), and the writer's transaction holds the lock between the two.
@@ -221,9 +237,9 @@ def claim(connection: sqlite3.Connection, limit: int, now: float, until: float) 
     if not count:
         return Claims([], b"", [], [])
     leased = connection.execute(
-        "UPDATE queue SET lease_until = ?"
+        "UPDATE queue SET lease_until = ?, owner = ?"
         " WHERE id BETWEEN ? AND ? AND lease_until IS NULL AND available_at <= ?",
-        (until, first, last, now),
+        (until, owner, first, last, now),
     ).rowcount
     lengths = list(map(int, sizes.split(","))) if sizes is not None else []
     if not count == leased == len(lengths):

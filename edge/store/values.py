@@ -192,6 +192,20 @@ class Paused:
 
 
 @dataclass(frozen=True, slots=True)
+class Owner:
+    """A process that holds (or may hold) leases on the store: one incarnation of an edge, or of
+    `rokt-edge deliver` (`edge.store.owners`)."""
+
+    owner: str  # the incarnation's id, `Store.owner`: host/pid/random
+    host: str
+    pid: int
+    started_at: float  # its first heartbeat
+    seen_at: float  # its last
+    arrivals: int = 0  # arrival leases it holds
+    items: int = 0  # outbox items it has claimed
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """What `rokt-edge status`, readiness and `/metrics` report."""
 
@@ -210,6 +224,7 @@ class Stats:
     arrivals: int = 0  # intake requests not processed yet
     oldest_arrival: float | None = None  # when the oldest of them came
     conversions: list[ConversionShare] = field(default_factory=list)  # by source and window
+    owners: list[Owner] = field(default_factory=list)  # the processes on the store, alive or not
 
 
 @dataclass(frozen=True, slots=True)
