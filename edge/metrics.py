@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from edge.store import Store
 from edge.store.errors import StoreError
+from edge.store.liveness import SILENT_SECONDS
 from edge.store.values import Conversion, ConversionShare
 
 log = logging.getLogger("rokt_edge.metrics")
@@ -220,6 +221,16 @@ class StoreCollector(Collector):
         for reason, count in sorted(stats.dead.items()):
             dead.add_metric([reason], count)
         yield dead
+        processes = GaugeMetricFamily(
+            f"{PREFIX}_store_processes",
+            "Processes on the store (edges, deliver commands): alive (beat within "
+            f"{SILENT_SECONDS:g} s) or silent (dead; their leases are freed).",
+            labels=["state"],
+        )
+        alive = sum(self.clock() - owner.seen_at < SILENT_SECONDS for owner in stats.owners)
+        processes.add_metric(["alive"], alive)
+        processes.add_metric(["silent"], len(stats.owners) - alive)
+        yield processes
         yield from _attribution(stats.conversions)
 
 

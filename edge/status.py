@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from edge.settings import Settings
+from edge.store.liveness import SILENT_SECONDS
 from edge.store.values import Stats
 
 SETTINGS_FROM: Final = (
@@ -98,6 +99,18 @@ def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
             }
             for share in stats.conversions
         ],
+        "processes": [  # the edges (and deliver commands) on this store
+            {
+                "host": owner.host,
+                "pid": owner.pid,
+                "alive": now - owner.seen_at < SILENT_SECONDS,
+                "started": iso(owner.started_at),
+                "seen_age_seconds": round(now - owner.seen_at, 1),
+                "arrivals_held": owner.arrivals,
+                "items_claimed": owner.items,
+            }
+            for owner in stats.owners
+        ],
     }
 
 
@@ -121,8 +134,23 @@ def text(doc: dict[str, Any]) -> str:
             ),
             f"dry-run bodies  {doc['dry_run_bodies_kept']:,} kept",
             *_attribution_lines(doc["conversions"]),
+            *_process_lines(doc["processes"]),
         ]
     )
+
+
+def _process_lines(processes: list[dict[str, Any]]) -> list[str]:
+    """The processes on the store (a fleet's edges), each alive or silent, and what it holds."""
+    alive = sum(process["alive"] for process in processes)
+    lines = [f"processes       {alive} alive on this store"]
+    for process in processes:
+        state = "alive" if process["alive"] else "silent"
+        lines.append(
+            f"  {process['host']}/{process['pid']:<8} {state}, seen "
+            f"{_ago(process['seen_age_seconds'])} ago, since {process['started']}; holds "
+            f"{process['arrivals_held']:,} arrivals, {process['items_claimed']:,} items"
+        )
+    return lines
 
 
 def _attribution_lines(shares: list[dict[str, Any]]) -> list[str]:

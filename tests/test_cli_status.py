@@ -169,3 +169,33 @@ def test_status_into_a_reader_that_stops_early_ends_quietly(database: Path) -> N
     )  # fmt: skip
     os.close(write)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_status_names_the_processes_on_the_store_alive_or_silent(tmp_path: Path) -> None:
+    # Given a store shared by two edges: one beating now and holding two items, one that went
+    # silent a minute ago
+    path = tmp_path / "edge.db"
+    silent = SQLiteStore(path, clock=lambda: time.time() - 60)
+    alive = SQLiteStore(path)
+
+    async def fill() -> None:
+        await silent.heartbeat()
+        await alive.heartbeat()
+        await alive.put(Intake(outbound=conversions(2)))
+        await alive.claim(2, 60)
+
+    asyncio.run(fill())
+    silent.close()
+    alive.close()
+
+    # Then status says which is alive and what each holds
+    result = run_cli("status", "--json", env=env_for(path))
+    assert result.returncode == 0, result.stderr
+    processes = json.loads(result.stdout)["processes"]
+    assert [(p["alive"], p["items_claimed"], p["pid"]) for p in processes] == [
+        (False, 0, os.getpid()),
+        (True, 2, os.getpid()),
+    ]
+    text = run_cli("status", env=env_for(path)).stdout
+    assert "processes       1 alive on this store" in text
+    assert "silent, seen 1m" in text

@@ -36,6 +36,20 @@ def test_queue_gauges_come_from_the_store(tmp_path: Path) -> None:
     assert "rokt_edge_store_up 1.0" in text
 
 
+def test_the_processes_on_the_store_are_counted_alive_or_silent(tmp_path: Path) -> None:
+    # given two edges on one store: one beat a second ago, the other a minute ago
+    alive = SQLiteStore(tmp_path / "edge.db", clock=lambda: 1059.0)
+    silent = SQLiteStore(tmp_path / "edge.db", clock=lambda: 1000.0)
+    asyncio.run(alive.heartbeat())
+    asyncio.run(silent.heartbeat())
+    text = Metrics(alive, clock=lambda: 1060.0).render().decode()
+    alive.close()
+    silent.close()
+
+    assert 'rokt_edge_store_processes{state="alive"} 1.0' in text
+    assert 'rokt_edge_store_processes{state="silent"} 1.0' in text
+
+
 def test_a_store_that_cannot_answer_shows_as_down(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "edge.db")
     metrics = Metrics(store)
