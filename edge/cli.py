@@ -21,6 +21,12 @@ from edge.store.errors import StoreError
 # 3 the service did not start.
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+MAX_WORKERS = 64
+SHARED_STORES = ("postgresql:", "postgres:")  # stores several processes serve from at once
+WORKERS_NEED_SHARED = (
+    "several serving processes need a PostgreSQL store (ROKT_EDGE_DATABASE_URL="
+    "postgresql://…); a SQLite store is written by one process: run one edge per SQLite file"
+)
 EXIT_STARTUP = 3  # the service did not start (uvicorn's own code for it)
 BUSY_PORT_HINT = " (another process is listening there: stop it, or choose another --port)"
 # The collector's thresholds while serving (`tune_collector`): youngest, middle, oldest.
@@ -62,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="serving processes sharing the port (1); more than one needs a PostgreSQL store",
+    )
     serve.set_defaults(run=_serve)
 
     deliver = commands.add_parser(
@@ -157,6 +170,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_WORKERS}, not {text!r}")
+    return count
+
+
 def tune_collector() -> None:
     """Fewer, cheaper passes of the cyclic garbage collector in the serving process.
 
@@ -178,6 +201,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from edge.store import open_store
 
     configure_logging(settings.log_format)
+    if args.workers > 1 and not settings.database_url.startswith(SHARED_STORES):
+        print(f"rokt-edge serve: --workers {args.workers}: {WORKERS_NEED_SHARED}", file=sys.stderr)
+        return EXIT_USAGE
     # Where a browser on this machine reaches it, for the start-up line naming the demo.
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     try:
@@ -213,10 +239,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         server.raise_open_files_limit()  # before the connection cap is fitted to it
         port = listener.getsockname()[1]
         serving = Server(server.config(app, settings, host=args.host, port=port))
-        tune_collector()
-        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT is a normal stop
-            serving.run(sockets=[listener])
-    return 0 if serving.started else EXIT_STARTUP
+
+        def run() -> int:
+            tune_collector()
+            with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: SIGINT: a normal stop
+                serving.run(sockets=[listener])
+            return 0 if serving.started else EXIT_STARTUP
+
+        if args.workers == 1:
+            return run()
+        from edge.workers import supervise
+
+        return supervise(args.workers, run)
 
 
 def _deliver(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,9 +12,11 @@ from tests.conftest import ROOT
 
 PACKAGE = ROOT / "edge"
 
-# Top to bottom. A module belongs to the layer of the longest prefix that names it.
+# Top to bottom. A module belongs to the layer of the longest prefix that names it ("edge" names
+# the package's own __init__ only).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry points", ("edge.__main__", "edge.cli", "edge.server", "edge.config_docs")),
+    ("entry points", ("edge.__main__", "edge.cli", "edge.workers", "edge.server",
+                      "edge.config_docs")),
     ("web service", ("edge.app", "edge.demo", "edge.home")),
     ("commands", ("edge.imports", "edge.preview", "edge.status", "edge.recent")),
     ("sources", ("edge.sources",)),
@@ -65,7 +67,8 @@ def layer_of(module: str) -> int:
     best, found = -1, -1
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            within = module.startswith(prefix + ".") and prefix != "edge"
+            if (module == prefix or within) and len(prefix) > best:
                 best, found = len(prefix), index
     return found
 
