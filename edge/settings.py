@@ -34,6 +34,7 @@ SQLITE_PREFIX: Final = "sqlite:///"
 # settings sit below the store and do not import it).
 DATABASE_URLS: Final[Mapping[str, str]] = {
     "sqlite": "sqlite:///relative/path.db or sqlite:////absolute/path.db",
+    "postgresql": "postgresql://user:password@host:5432/database",
 }
 # The default store, one place whatever the working directory: the XDG data directory
 # (`default_database_path`), written as the docs show it; resolved when settings are built.
@@ -308,7 +309,9 @@ class Settings:
         "The store: `sqlite:////absolute/path.db`, or `sqlite:///relative/path.db` from the "
         "working directory. The default is one place whatever the working directory "
         "(XDG_DATA_HOME unset: `~/.local/share/rokt-edge/rokt-edge.db`), and only its folder is "
-        "created (0700); another folder must exist.",
+        "created (0700); another folder must exist. A fleet of edges shares "
+        "`postgresql://user:password@host:5432/database` (libpq's URL; the schema is created "
+        "and migrated by the edges).",
     )
     secret_key: str | None = _setting(
         None, _text, "Signs cookies. Unset: generated once, kept in the store.", secret=True

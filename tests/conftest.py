@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -34,6 +35,14 @@ def run_cli(
         timeout=60,
         check=False,
     )
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test saying why a service or tool it needs is missing; under CI=true, where
+    everything must be there, fail it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: these tests must run)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,6 +7,7 @@ delivery state.
     owners.py      the processes holding leases, alive while they beat (liveness.py: the loop)
     interface.py   `Store`, every role together: what a backend implements
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
+    postgres.py    the fleet's backend (postgres_*.py: plans, group commit, schema, tables)
 
 `open_store(settings)` picks the backend from `ROKT_EDGE_DATABASE_URL`'s scheme (`BACKENDS`);
 `edge.settings` accepts the same schemes.
@@ -32,8 +33,17 @@ def _sqlite(url: str, settings: Settings, create: bool) -> Store:
     return open_url(url, settings, create=create)
 
 
+def _postgresql(url: str, settings: Settings, create: bool) -> Store:
+    from edge.store.postgres import open_url
+
+    return open_url(url, settings, create=create)
+
+
 # Each backend by the URL scheme that names it: how to open one from the settings.
-BACKENDS: Final[Mapping[str, Callable[[str, Settings, bool], Store]]] = {"sqlite": _sqlite}
+BACKENDS: Final[Mapping[str, Callable[[str, Settings, bool], Store]]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgresql,
+}
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:

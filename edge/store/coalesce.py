@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -29,10 +28,11 @@ class Coalescer(Generic[Row]):
     def __init__(
         self,
         submit: Callable[[Callable[[], Job]], asyncio.Future[Any]],
-        write: Callable[[sqlite3.Connection, list[Row]], None],
+        write: Callable[..., Any],
     ) -> None:
         """`submit` hands a deferred job to the store (raising when it is closed); `write`,
-        a module-level function, writes rows inside the writer's transaction."""
+        a module-level function, writes rows inside the store's transaction (SQLite's writer
+        calls `write(connection, rows)`; PostgreSQL's runs the plan `write(rows)` makes)."""
         self._submit = submit
         self._write = write
         self._lock = threading.Lock()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,12 +29,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import unavailable
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request
@@ -60,13 +60,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 # ---- what the machine has -----------------------------------------------------------------------
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip the test saying why; under CI=true, where everything must be there, fail it."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: these tests must run)", pytrace=False)
-    pytest.skip(reason)
 
 
 def package_dir(package: str) -> Path:

@@ -1,0 +1,99 @@
+"""The PostgreSQL store's arrivals (the states drawn in `edge.store.arrivals`), each a plan
+(`edge.store.postgres_plan`).
+
+Intake's arrivals are written with a binary COPY, one statement and so a transaction by itself:
+the fastest way in of those measured (bench/store_drivers.py). A lease is a narrow row of
+`arrival_leases`; taking a slice locks the oldest arrivals no other holder's lease covers with
+`FOR UPDATE SKIP LOCKED` (edges taking slices at once skip each other's) and writes their leases
+with `ON CONFLICT … WHERE owner = this one`, so an arrival another edge leased meanwhile is left
+out rather than taken twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from edge.store.postgres_plan import Plan, Query, Result
+from edge.store.values import Arrival, StoredArrival
+
+COLUMNS: Final = (
+    "source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
+    " cookie_click_id, cookie_click_seen_at"
+)
+TYPES: Final = ("text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8")
+COPY: Final = f"COPY arrivals ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+
+def insert(rows: Sequence[Arrival]) -> Plan[None]:
+    """Arrivals are named tuples in the table's column order."""
+    yield Query(COPY, rows, copy=TYPES, alone=True)
+
+
+HOLD: Final = f"""
+WITH held AS (
+    INSERT INTO arrivals ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    RETURNING id
+), leased AS (
+    INSERT INTO arrival_leases (id, owner, until) SELECT id, %s, %s FROM held
+)
+SELECT id FROM held
+"""
+
+
+def hold(arrival: Arrival, owner: str, until: float) -> Plan[int]:
+    """Store an arrival leased to `owner` already; its id."""
+    done: Result = yield Query(HOLD, (*arrival, owner, until), alone=True)
+    return int(done.rows[0][0])
+
+
+LEASE: Final = f"""
+WITH free AS (
+    SELECT id FROM arrivals
+    WHERE NOT EXISTS (
+        SELECT 1 FROM arrival_leases
+        WHERE arrival_leases.id = arrivals.id AND arrival_leases.owner <> %(owner)s)
+    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+), leased AS (
+    INSERT INTO arrival_leases AS lease (id, owner, until)
+    SELECT id, %(owner)s, %(until)s FROM free
+    ON CONFLICT (id) DO UPDATE SET until = excluded.until WHERE lease.owner = excluded.owner
+    RETURNING id
+)
+SELECT id, {COLUMNS} FROM arrivals JOIN leased USING (id) ORDER BY id
+"""
+
+
+def lease(limit: int, owner: str, until: float) -> Plan[list[StoredArrival]]:
+    """The oldest `limit` arrivals no other owner holds, in the order they came, leased to
+    `owner` until `until` (its own renewed)."""
+    found: Result = yield Query(LEASE, {"limit": limit, "owner": owner, "until": until}, alone=True)
+    return stored(found.rows)
+
+
+def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:
+    return [StoredArrival(row[0], Arrival(*row[1:])) for row in rows]
+
+
+def delete(ids: Sequence[int]) -> list[Query]:
+    """Statements that forget settled arrivals, for the settle's transaction."""
+    return [
+        Query("DELETE FROM arrivals WHERE id = ANY(%s::bigint[])", (list(ids),)),
+        Query("DELETE FROM arrival_leases WHERE id = ANY(%s::bigint[])", (list(ids),)),
+    ]
+
+
+def release(ids: Sequence[int], owner: str) -> Plan[None]:
+    yield Query(
+        "DELETE FROM arrival_leases WHERE id = ANY(%s::bigint[]) AND owner = %s",
+        (list(ids), owner),
+        alone=True,
+    )
+
+
+def sweep(now: float) -> Plan[int]:
+    done: Result = yield Query("DELETE FROM arrival_leases WHERE until < %s", (now,), alone=True)
+    return done.affected
+
+
+COUNT: Final = "SELECT count(*), min(received_at) FROM arrivals"

@@ -1,0 +1,201 @@
+"""Plans: the PostgreSQL store's operations written once, run on a synchronous or an asynchronous
+connection (psycopg has both; the store needs both: the commands and the metrics thread call it
+without an event loop).
+
+A plan is a generator: it yields a `Query` and is sent its `Result`, or yields a list of queries
+and is sent their results, the list sent in one round trip (psycopg's pipeline mode); it returns
+the operation's value. It never commits: the runner puts it in a transaction (`transact`), or
+several plans in one (`edge.store.postgres_commit`). A plan whose first query is `alone` is that
+one statement, a transaction by itself, and runs without BEGIN and COMMIT (two round trips
+fewer: a claim, an ack, a COPY of arrivals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import psycopg
+
+T = TypeVar("T")
+
+
+class Query(NamedTuple):
+    sql: str
+    params: Any = None  # a sequence or mapping; with `many`, a list of them; with `copy`, the rows
+    many: bool = False  # executemany
+    copy: Sequence[str] | None = None  # COPY … FROM STDIN (FORMAT BINARY): the columns' types
+    alone: bool = False  # the plan's only statement: run as its own transaction
+
+
+class Result(NamedTuple):
+    rows: list[tuple[Any, ...]]
+    affected: int  # rows the statement changed (-1 when the driver cannot tell)
+
+
+Step = Query | list[Query]
+Plan = Generator[Step, Any, T]
+READ: bytes = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"  # one snapshot for every count
+
+
+class PlanError(RuntimeError):
+    """A plan that breaks the rules above: a bug."""
+
+
+# -- on an asynchronous connection ---------------------------------------------------------------
+
+
+async def transact(
+    connection: psycopg.AsyncConnection[Any], plan: Plan[T], *, read: bool = False
+) -> T:
+    """`plan` in a transaction of its own on `connection` (autocommit), committed; `read`: a
+    read-only snapshot."""
+    try:
+        step = next(plan)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    if isinstance(step, Query) and step.alone:
+        return _last(plan, await _one(connection, step))
+    await connection.execute(READ if read else b"BEGIN")
+    try:
+        value = await finish(connection, plan, step)
+        await connection.execute(b"COMMIT")
+    except BaseException:
+        await rollback(connection)
+        raise
+    return value
+
+
+async def finish(connection: psycopg.AsyncConnection[Any], plan: Plan[T], step: Step) -> T:
+    """The rest of `plan`, from its `step` already taken, inside the caller's transaction."""
+    try:
+        while True:
+            reply = await _step(connection, step)
+            try:
+                step = plan.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
+
+
+async def rollback(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Roll back what the connection began, if it still can (a lost one is dropped anyway)."""
+    if not connection.closed and connection.info.transaction_status != IDLE:
+        try:
+            await connection.execute(b"ROLLBACK")
+        except psycopg.Error:
+            await connection.close()
+
+
+async def _step(connection: psycopg.AsyncConnection[Any], step: Step) -> Result | list[Result]:
+    if isinstance(step, Query):
+        return await _one(connection, step)
+    if len(step) == 1:
+        return [await _one(connection, step[0])]
+    cursors = []
+    async with connection.pipeline() as pipeline:
+        for query in step:
+            cursor = connection.cursor()
+            cursors.append(cursor)
+            if query.many:
+                await cursor.executemany(query.sql, query.params)
+            else:
+                await cursor.execute(query.sql, query.params)
+        await pipeline.sync()
+    return [Result(await c.fetchall() if c.description else [], c.rowcount) for c in cursors]
+
+
+async def _one(connection: psycopg.AsyncConnection[Any], query: Query) -> Result:
+    async with connection.cursor() as cursor:
+        if query.copy is not None:
+            async with cursor.copy(query.sql) as copy:
+                copy.set_types(query.copy)
+                for row in query.params:
+                    await copy.write_row(row)
+        elif query.many:
+            await cursor.executemany(query.sql, query.params)
+        else:
+            await cursor.execute(query.sql, query.params)
+        return Result(await cursor.fetchall() if cursor.description else [], cursor.rowcount)
+
+
+# -- on a synchronous connection (the same, without await) ---------------------------------------
+
+
+def transact_sync(connection: psycopg.Connection[Any], plan: Plan[T], *, read: bool = False) -> T:
+    try:
+        step = next(plan)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    if isinstance(step, Query) and step.alone:
+        return _last(plan, _one_sync(connection, step))
+    connection.execute(READ if read else b"BEGIN")
+    try:
+        value = _finish_sync(connection, plan, step)
+        connection.execute(b"COMMIT")
+    except BaseException:
+        if not connection.closed and connection.info.transaction_status != IDLE:
+            try:
+                connection.execute(b"ROLLBACK")
+            except psycopg.Error:
+                connection.close()
+        raise
+    return value
+
+
+def _finish_sync(connection: psycopg.Connection[Any], plan: Plan[T], step: Step) -> T:
+    try:
+        while True:
+            reply = _step_sync(connection, step)
+            try:
+                step = plan.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
+
+
+def _step_sync(connection: psycopg.Connection[Any], step: Step) -> Result | list[Result]:
+    if isinstance(step, Query):
+        return _one_sync(connection, step)
+    if len(step) == 1:
+        return [_one_sync(connection, step[0])]
+    cursors = []
+    with connection.pipeline() as pipeline:
+        for query in step:
+            cursor = connection.cursor()
+            cursors.append(cursor)
+            if query.many:
+                cursor.executemany(query.sql, query.params)
+            else:
+                cursor.execute(query.sql, query.params)
+        pipeline.sync()
+    return [Result(c.fetchall() if c.description else [], c.rowcount) for c in cursors]
+
+
+def _one_sync(connection: psycopg.Connection[Any], query: Query) -> Result:
+    with connection.cursor() as cursor:
+        if query.copy is not None:
+            with cursor.copy(query.sql) as copy:
+                copy.set_types(query.copy)
+                for row in query.params:
+                    copy.write_row(row)
+        elif query.many:
+            cursor.executemany(query.sql, query.params)
+        else:
+            cursor.execute(query.sql, query.params)
+        return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+
+
+def _last(plan: Plan[T], result: Result) -> T:
+    """What `plan` makes of the result of its only statement, run alone."""
+    try:
+        plan.send(result)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    plan.close()
+    raise PlanError("a plan went on after a statement run alone")
+
+
+IDLE = psycopg.pq.TransactionStatus.IDLE
