@@ -37,7 +37,7 @@ from prometheus_client import Counter
 
 from edge import __version__
 from edge.delivery.backoff import backoff
-from edge.delivery.ratelimit import TokenBucket
+from edge.delivery.ratelimit import SharedBucket, budget_name
 from edge.delivery.verdict import MESSAGE_CHARS, Kind, Verdict, redact
 from edge.delivery.wire import MAX_AGE_SECONDS, Request, Wire, WireFactory
 from edge.metrics import Metrics
@@ -92,7 +92,7 @@ class Sender:
         self._queue: asyncio.Queue[Request | None] = asyncio.Queue(ahead)
         self._room = asyncio.Event()  # the queue has room (see _enqueue)
         self._room.set()
-        self._bucket = TokenBucket(settings.rate_limit)
+        self._bucket = SharedBucket(store, budget_name(settings), settings.rate_limit)
         self._hold_until = 0.0  # no request starts before (429, upstream trouble)
         self._probe_at = 0.0  # while paused: the next probe is not sent before
         self._failures = 0  # in a row, for the backoff

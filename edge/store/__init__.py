@@ -5,6 +5,7 @@ delivery state.
     outbox.py      the outbox role (states)   arrivals.py    the arrivals role (leases)
     identities.py  the identities role        admin.py       stats, secrets, life cycle
     owners.py      the processes holding leases, alive while they beat (liveness.py: the loop)
+    budgets.py     token buckets shared by every process on the store (the upstream's limit)
     interface.py   `Store`, every role together: what a backend implements
     sqlite.py      the embedded backend (sqlite_*.py: its writer, the channel to it, tables)
     postgres.py    the fleet's backend (postgres_*.py: plans, group commit, schema, tables)

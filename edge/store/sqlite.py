@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 from edge.jsontext import encode
 from edge.store import (
     sqlite_arrivals,
+    sqlite_budgets,
     sqlite_conversions,
     sqlite_dedup,
     sqlite_identity,
@@ -414,6 +415,9 @@ class SQLiteStore(Store):
 
     async def set_paused(self, paused: Paused | None) -> None:
         await self._run(schema.set_paused, paused)
+
+    async def take_budget(self, name: str, rate: float, count: float) -> float:
+        return await self._run(sqlite_budgets.take, name, rate, count, self.clock(), durable=False)
 
     async def heartbeat(self) -> None:
         host, pid, _ = self.owner.split("/")

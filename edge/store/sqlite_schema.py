@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from edge.store import (
     sqlite_arrivals,
+    sqlite_budgets,
     sqlite_conversions,
     sqlite_dedup,
     sqlite_identity,
@@ -120,7 +121,7 @@ def create(connection: sqlite3.Connection) -> None:
         migrate += MIGRATE_FROM_3
     tables = (
         TABLES + sqlite_identity.TABLE + sqlite_dedup.TABLE + sqlite_arrivals.TABLE
-        + sqlite_conversions.TABLE + sqlite_owners.TABLE
+        + sqlite_conversions.TABLE + sqlite_owners.TABLE + sqlite_budgets.TABLE
     )  # fmt: skip
     if version == VERSION and all(_exists(connection, name) for name in _TABLE.findall(tables)):
         return  # nothing to write: a store opens on a full disk (`rokt-edge status` does)
