@@ -12,6 +12,7 @@ a duplicate, unless the first was dead-lettered; outside it, it replaces the ent
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
@@ -64,8 +65,7 @@ def put(args: PutArgs, also: Sequence[Query] = ()) -> Plan[PutResult]:
         ]
         rows = kept
     queries = [_store(rows, skipped, args.conversions, args.now)]
-    if args.identities:
-        queries.append(_identities(args.identities, args.now))
+    queries += _identities(args.identities, args.now)
     if updates:
         queries.append(_replace(updates))
     results: list[Result] = yield [*queries, *also]
@@ -78,32 +78,32 @@ def put(args: PutArgs, also: Sequence[Query] = ()) -> Plan[PutResult]:
 # the skip records, and the conversions among the new items counted: one statement.
 STORE: Final = """
 WITH given AS (
-    SELECT * FROM unnest(%(keys)s::text[], %(mappings)s::text[], %(message_ids)s::text[],
-        %(times)s::bigint[], %(bodies)s::text[])
+    SELECT * FROM unnest(%(keys)b::text[], %(mappings)b::text[], %(message_ids)b::text[],
+        %(times)b::bigint[], %(bodies)b::text[])
         WITH ORDINALITY AS given (key, mapping, message_id, timestamp_ms, body, n)
 ), first AS (
     SELECT DISTINCT ON (key) * FROM given ORDER BY key, n
 ), stored AS (
     INSERT INTO outbox (key, mapping, message_id, timestamp_ms, created_at)
-    SELECT key, mapping, message_id, timestamp_ms, %(now)s FROM first ORDER BY n
+    SELECT key, mapping, message_id, timestamp_ms, %(now)b FROM first ORDER BY n
     ON CONFLICT (key) DO NOTHING
     RETURNING id, key, timestamp_ms
 ), queued AS (
     INSERT INTO queue (id, available_at, timestamp_ms)
-    SELECT id, %(now)s, timestamp_ms FROM stored
+    SELECT id, %(now)b, timestamp_ms FROM stored
 ), kept AS (
     INSERT INTO bodies (id, body) SELECT stored.id, first.body FROM stored JOIN first USING (key)
 ), skips AS (
     INSERT INTO skipped (key, message_id, mapping, reason, created_at)
-    SELECT key, message_id, mapping, reason, %(now)s
-    FROM unnest(%(skip_keys)s::text[], %(skip_ids)s::text[], %(skip_mappings)s::text[],
-        %(skip_reasons)s::text[]) AS skip (key, message_id, mapping, reason)
+    SELECT key, message_id, mapping, reason, %(now)b
+    FROM unnest(%(skip_keys)b::text[], %(skip_ids)b::text[], %(skip_mappings)b::text[],
+        %(skip_reasons)b::text[]) AS skip (key, message_id, mapping, reason)
     ON CONFLICT (key) DO NOTHING
 ), counted AS (
     INSERT INTO conversion_counts (bucket, source, click_id, email, count)
-    SELECT %(bucket)s, c.source, c.click_id, c.email, count(*)
-    FROM unnest(%(conversion_keys)s::text[], %(sources)s::text[], %(clicks)s::boolean[],
-        %(emails)s::boolean[]) AS c (key, source, click_id, email)
+    SELECT %(bucket)b, c.source, c.click_id, c.email, count(*)
+    FROM unnest(%(conversion_keys)b::text[], %(sources)b::text[], %(clicks)b::boolean[],
+        %(emails)b::boolean[]) AS c (key, source, click_id, email)
     JOIN stored USING (key)
     GROUP BY c.source, c.click_id, c.email ORDER BY c.source, c.click_id, c.email
     ON CONFLICT (bucket, source, click_id, email)
@@ -140,17 +140,17 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 CLAIM_KEYS: Final = """
 INSERT INTO dedup (key, outbox_key, timestamp_ms)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) ORDER BY 1
+SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[]) ORDER BY 1
 ON CONFLICT (key) DO NOTHING
 """
 FIRST_COPIES: Final = """
 SELECT d.key, d.outbox_key, d.timestamp_ms, dead.id IS NOT NULL FROM dedup d
 LEFT JOIN outbox o ON o.key = d.outbox_key LEFT JOIN dead ON dead.id = o.id
-WHERE d.key = ANY(%s::text[]) ORDER BY d.key FOR UPDATE OF d
+WHERE d.key = ANY(%b::text[]) ORDER BY d.key FOR UPDATE OF d
 """
 REPLACE: Final = """
 UPDATE dedup SET outbox_key = given.outbox_key, timestamp_ms = given.timestamp_ms
-FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS given (key, outbox_key, timestamp_ms)
+FROM unnest(%b::text[], %b::text[], %b::bigint[]) AS given (key, outbox_key, timestamp_ms)
 WHERE dedup.key = given.key
 """
 
@@ -203,7 +203,8 @@ _REPLACES: Final = """
 UPSERT: Final = f"""
 INSERT INTO identities AS identities (key, click_id, click_seen_at, ip, user_agent, seen_at,
     email_sha256, mobile_sha256)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::float8[], %b::text[], %b::text[], %b::float8[],
+    %b::text[], %b::text[]) ORDER BY 1
 ON CONFLICT (key) DO UPDATE SET
     click_id = CASE WHEN {_REPLACES} THEN excluded.click_id ELSE identities.click_id END,
     click_seen_at = CASE WHEN {_REPLACES} THEN excluded.click_seen_at
@@ -218,20 +219,22 @@ ON CONFLICT (key) DO UPDATE SET
 """
 
 
-def _identities(updates: Sequence[IdentityUpdate], now: float) -> Query:
-    # One statement per key (a key may come twice in one intake, and one INSERT may not update
-    # a row twice), in key order: two edges lock the rows they share in the same order. The
-    # sort is stable: one key's updates keep the order they were made in.
-    rows = sorted(
-        [
-            (key, item.click_id, item.click_seen_at if item.click_id else None, item.ip,
-             item.user_agent, now, item.email_sha256, item.mobile_sha256)
-            for item in updates
-            for key in item.keys
-        ],
-        key=lambda row: row[0],
-    )  # fmt: skip
-    return Query(UPSERT, rows, many=True)
+def _identities(updates: Sequence[IdentityUpdate], now: float) -> list[Query]:
+    """One statement a round: the first update of each key, then the second of each key that
+    has one, and so on; no statement updates a row twice (PostgreSQL refuses it), and each key's
+    updates keep their order. Rows go in key order, so edges lock the rows they share in order."""
+    rounds: list[list[tuple[Any, ...]]] = []
+    made: Counter[str] = Counter()
+    for item in updates:
+        click_seen_at = item.click_seen_at if item.click_id else None
+        for key in item.keys:
+            row = (key, item.click_id, click_seen_at, item.ip, item.user_agent, now,
+                   item.email_sha256, item.mobile_sha256)  # fmt: skip
+            if made[key] == len(rounds):
+                rounds.append([])
+            rounds[made[key]].append(row)
+            made[key] += 1
+    return [Query(UPSERT, _columns(sorted(rows, key=lambda row: row[0]), 8)) for rows in rounds]
 
 
 def _text(body: dict[str, Any]) -> str:

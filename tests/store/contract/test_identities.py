@@ -138,3 +138,24 @@ async def test_the_visitors_seen_last_come_first_with_the_keys_they_are_known_by
     first = Identity("X", clock.now - 10, "1.1.1.1", "UA/1", clock.now - 10)
     assert sorted(latest[1:], key=lambda found: found[0]) == [("a:A", first), ("u:U", first)]
     assert store.recent_identities_sync(1) == latest[:1]
+
+
+async def test_one_intake_teaching_a_visitor_several_things_applies_them_in_order(
+    store: Store, clock: Clock
+) -> None:
+    # Given one request whose events show a visitor's old click, a newer one, then a new address
+    # (a batch from the tracking API), and another visitor's beside them
+    updates = [
+        IdentityUpdate(("a:A",), "OLD", clock.now - 100, "1.1.1.1", "UA/1"),
+        IdentityUpdate(("a:B",), "OTHER", clock.now, None, None),
+        IdentityUpdate(("a:A", "u:U"), "NEW", clock.now, None, None),
+        IdentityUpdate(("a:A",), "OLD", clock.now - 100, "2.2.2.2", None),
+    ]
+
+    await store.put(Intake(identities=updates))
+
+    # Then each key holds what the updates made of it, one after the other
+    found = await store.identities(["a:A", "u:U", "a:B"], since=0)
+    assert found["a:A"] == Identity("NEW", clock.now, "2.2.2.2", "UA/1", clock.now)
+    assert found["u:U"] == Identity("NEW", clock.now, None, None, clock.now)
+    assert found["a:B"].click_id == "OTHER"
