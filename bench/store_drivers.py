@@ -9,11 +9,12 @@ same server (issue 21: which driver the PostgreSQL backend uses).
 
 the arrivals written each way the driver allows: psycopg `executemany` (which pipelines),
 psycopg with the transaction's BEGIN and COMMIT in the same pipeline (one round trip a group),
-one INSERT over `unnest` of arrays, and a binary COPY (one statement: a transaction by itself);
-asyncpg `executemany`, `unnest` and `copy_records_to_table`. Both drivers async, on uvloop as
-the service runs; both with synchronous_commit on (the server's default: what the store uses)
-and off (the driver's own cost shows). Prints µs a group and a row, the CPU time this process
-spent (what the edge's event loop pays), and psycopg's best over asyncpg's best.
+one INSERT over `unnest` of arrays (sent in binary), and a binary COPY (one statement: a
+transaction by itself); asyncpg `executemany`, `unnest` and `copy_records_to_table`. Both
+drivers async, on uvloop as the service runs; both with synchronous_commit on (the server's
+default: what the store uses) and off (the driver's own cost shows). Prints µs a group and a
+row, the CPU time this process spent (what the edge's event loop pays), and psycopg's best over
+asyncpg's best.
 
     python bench/store_drivers.py [--rows N] [--group G] [--claims C] [--url ADMIN_URL]
 
@@ -64,11 +65,12 @@ UNNEST = (
     " $3::bytea[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], $9::text[],"
     " $10::bigint[])"
 )
-CLAIM = (
+CLAIM = (  # the ids and the bodies back as one row each, as the store reads a claim
     "WITH claimed AS (UPDATE queue SET lease_until = $1, owner = 'bench' WHERE id IN ("
     " SELECT id FROM queue WHERE lease_until IS NULL AND available_at <= $2 ORDER BY id"
     " LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id, body)"
-    " SELECT array_agg(id ORDER BY id), string_agg(body, ',' ORDER BY id) FROM claimed"
+    " SELECT string_agg(id::text, ',' ORDER BY id),"
+    " convert_to(string_agg(body, ',' ORDER BY id), 'UTF8') FROM claimed"
 )
 COPY = f"COPY arrivals ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 TYPES = ["text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8"]
@@ -93,10 +95,11 @@ def columns(group: list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*group, strict=True)]
 
 
-def pg(sql: str) -> str:
-    """asyncpg's $n placeholders as psycopg's %s (the statements above are written once)."""
+def pg(sql: str, mark: str = "%s") -> str:
+    """asyncpg's $n placeholders as psycopg's (the statements above are written once); `mark`
+    %b: parameters sent in binary, as the store sends its arrays."""
     for n in range(10, 0, -1):
-        sql = sql.replace(f"${n}", "%s")
+        sql = sql.replace(f"${n}", mark)
     return sql
 
 
@@ -125,7 +128,7 @@ async def psycopg_unnest(url: str, batches: list[list[tuple[Any, ...]]]) -> None
         for batch in batches:
             async with connection.pipeline() as pipeline:
                 await connection.execute("BEGIN")
-                await connection.execute(pg(UNNEST), columns(batch))
+                await connection.execute(pg(UNNEST, "%b"), columns(batch))
                 await connection.execute("COMMIT")
                 await pipeline.sync()
 
@@ -176,8 +179,8 @@ async def psycopg_claims(url: str, claims: int, size: int) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
         for _ in range(claims):
             cursor = await connection.execute(pg(CLAIM), (2e9, 1.8e9, size))
-            ids, _bodies = await cursor.fetchone() or (None, None)
-            await connection.execute(pg(ACK), (ids,))
+            ids, _bodies = await cursor.fetchone() or ("", b"")
+            await connection.execute(pg(ACK, "%b"), ([int(id) for id in ids.split(",")],))
 
 
 async def asyncpg_claims(url: str, claims: int, size: int) -> None:
@@ -185,7 +188,7 @@ async def asyncpg_claims(url: str, claims: int, size: int) -> None:
     try:
         for _ in range(claims):
             ids, _bodies = await connection.fetchrow(CLAIM, 2e9, 1.8e9, size)
-            await connection.execute(ACK, ids)
+            await connection.execute(ACK, [int(id) for id in ids.split(",")])
     finally:
         await connection.close()
 
@@ -245,7 +248,7 @@ async def main(admin: str, count: int, size: int, claims: int) -> None:
     inserts: dict[str, Callable[[str, list[list[tuple[Any, ...]]]], Awaitable[None]]] = {
         "psycopg executemany": psycopg_executemany,
         "psycopg pipeline (BEGIN…COMMIT)": psycopg_pipeline,
-        "psycopg unnest, pipelined": psycopg_unnest,
+        "psycopg unnest (binary), pipelined": psycopg_unnest,
         "psycopg COPY (binary), no BEGIN": psycopg_copy,
         "asyncpg executemany": asyncpg_executemany,
         "asyncpg unnest": asyncpg_unnest,
@@ -265,7 +268,7 @@ async def main(admin: str, count: int, size: int, claims: int) -> None:
                 lambda insert=insert: insert(url, batches), lambda: reset(url)
             )
             print(
-                f"  {name:<32} {wall / len(batches) * 1e6:6.0f} µs a group"
+                f"  {name:<36} {wall / len(batches) * 1e6:6.0f} µs a group"
                 f" ({wall / count * 1e6:5.1f} a row), CPU {cpu / count * 1e6:5.1f} µs a row"
             )
         print(f"  psycopg's best / asyncpg's best: {ratio(figures)}")
@@ -279,7 +282,7 @@ async def main(admin: str, count: int, size: int, claims: int) -> None:
             lambda run=run: run(url, claims, 100), lambda: reset(url, queued)
         )
         print(
-            f"  {name:<32} {wall / claims * 1e6:6.0f} µs a claim + ack,"
+            f"  {name:<36} {wall / claims * 1e6:6.0f} µs a claim + ack,"
             f" CPU {cpu / claims * 1e6:5.0f} µs"
         )
     print(f"  psycopg / asyncpg: {ratio(cycle)}")
