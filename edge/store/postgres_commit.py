@@ -186,7 +186,10 @@ class GroupCommit:
                         continue
                     futures.append(future)
                 if jobs:
-                    outcomes = await self._commit(jobs)
+                    try:
+                        outcomes = await self._commit(jobs)
+                    except Exception as error:  # a bug: failed loudly, never left waiting
+                        outcomes = [(False, error)] * len(jobs)
                     for future, (ok, value) in zip(futures, outcomes, strict=True):
                         if future.done():
                             continue

@@ -126,3 +126,24 @@ async def test_edges_leasing_arrivals_at_once_take_disjoint_ones_each_in_order(
     assert all(each == sorted(each) for each in ids)
     every = [id for taken in ids for id in taken]
     assert len(every) == len(set(every)) == 200
+
+
+async def test_a_store_serves_another_event_loop_beside_its_own(database: Postgres) -> None:
+    # Given a store in use on this loop (its connections are this loop's)
+    store = database.open()
+    await store.put(Intake(outbound=conversions(1)))
+
+    # When another thread's loop uses it too (a test serving the app in a thread does)
+    def elsewhere() -> int:
+        async def work() -> int:
+            await store.put_arrival(arrival(1))
+            await store.put(Intake(outbound=conversions(2)))
+            return len(await store.arrivals(10))
+
+        return asyncio.run(work())
+
+    taken = await asyncio.to_thread(elsewhere)
+
+    # Then both loops' writes are there
+    assert taken == 1
+    assert (await store.stats()).pending == 2
