@@ -144,7 +144,8 @@ def _database_url(value: Any) -> str:
     text = _text(value) or ""
     scheme = text.split(":", 1)[0]
     no_path = scheme == "sqlite" and (not text.startswith(SQLITE_PREFIX) or text == SQLITE_PREFIX)
-    if scheme not in DATABASE_URLS or no_path:
+    no_host = scheme == "postgresql" and not text.startswith("postgresql://")
+    if scheme not in DATABASE_URLS or no_path or no_host:
         raise ValueError(f"must be {' or '.join(DATABASE_URLS.values())}")
     return text
 

@@ -86,6 +86,7 @@ def test_the_config_file_can_be_named_in_the_environment(tmp_path: Path) -> None
         ("ROKT_EDGE_UPSTREAM", "kafka", "ROKT_EDGE_UPSTREAM = 'kafka': must be capi or event-api"),
         ("ROKT_EDGE_ROKT_URL", "ftp://x", "ROKT_EDGE_ROKT_URL = 'ftp://x': must be an http"),
         ("ROKT_EDGE_DATABASE_URL", "mysql://x", "ROKT_EDGE_DATABASE_URL = 'mysql://x': must be"),
+        ("ROKT_EDGE_DATABASE_URL", "postgresql:edge", "= 'postgresql:edge': must be"),
         ("ROKT_EDGE_TRUSTED_PROXIES", "10.0.0.0/8,nope", "'nope' is not an IP address or CIDR"),
         ("ROKT_EDGE_ALLOWED_ORIGINS", "shop.example", "'shop.example' is not an origin"),
         ("ROKT_EDGE_PHONE_REGION", "XX", "ROKT_EDGE_PHONE_REGION = 'XX': must be a two-letter"),

@@ -29,9 +29,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+import psycopg
+
 from edge.store import postgres_admin as admin
 from edge.store import postgres_arrivals as arrivals
-from edge.store import postgres_owners
+from edge.store import postgres_budgets, postgres_owners
 from edge.store import postgres_outbox as outbox
 from edge.store.arrivals import LEASE_SECONDS
 from edge.store.coalesce import Coalescer
@@ -111,6 +113,10 @@ class PostgresStore(Store):
         # How the server lists its connections (pg_stat_activity): the owner's last two parts.
         self.application_name = "rokt-edge " + self.owner.split("/", 1)[1]
         self._options = {"application_name": self.application_name}
+        try:  # a URL libpq cannot read is the setting's fault, not the server's
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as error:
+            raise StoreConfigError(f"{self.where}: {error}".strip()) from None
         self._max_group = MAX_GROUP if group_commit else 1
         self._closed = False
         self._sync = SyncConnections(url, self._options)
@@ -327,6 +333,11 @@ class PostgresStore(Store):
 
     async def owners(self) -> list[Owner]:
         return await self._transact(postgres_owners.listed, read=True)
+
+    # -- budgets -----------------------------------------------------------------------------
+
+    async def take_budget(self, name: str, rate: float, count: float) -> float:
+        return await self._transact(postgres_budgets.take, name, rate, count, self.clock())
 
     # -- admin -------------------------------------------------------------------------------
 

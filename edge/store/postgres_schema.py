@@ -115,6 +115,12 @@ CREATE TABLE owners (
     started_at double precision NOT NULL,  -- its first heartbeat
     seen_at double precision NOT NULL      -- its last
 );
+-- Token buckets every edge takes from (`edge.store.budgets`): the upstream's rate limit.
+CREATE TABLE budgets (
+    name text PRIMARY KEY,
+    tokens double precision NOT NULL,      -- negative: in debt
+    updated_at double precision NOT NULL
+);
 """,
     ),
 )

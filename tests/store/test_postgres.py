@@ -79,6 +79,11 @@ def test_an_unreachable_server_is_unavailable_saying_where_but_not_the_password(
     assert shown("postgresql://edge@host/db") == "postgresql://edge@host/db"
 
 
+def test_a_url_libpq_cannot_read_is_a_configuration_error() -> None:
+    with pytest.raises(StoreConfigError, match=r"invalid URI query parameter"):
+        PostgresStore("postgresql://edge:s3cret@127.0.0.1/edge?colour=blue")
+
+
 async def test_two_edges_putting_the_same_conversion_at_once_store_it_once(
     database: Postgres,
 ) -> None:
