@@ -21,6 +21,7 @@ COLUMNS: Final = (
     "source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
     " cookie_click_id, cookie_click_seen_at"
 )
+QUALIFIED: Final = ", ".join(f"arrivals.{column.strip()}" for column in COLUMNS.split(","))
 TYPES: Final = ("text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8")
 COPY: Final = f"COPY arrivals ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
@@ -60,15 +61,32 @@ WITH free AS (
     ON CONFLICT (id) DO UPDATE SET until = excluded.until WHERE lease.owner = excluded.owner
     RETURNING id
 )
-SELECT id, {COLUMNS} FROM arrivals JOIN leased USING (id) ORDER BY id
+SELECT locked.count, arrivals.id, {QUALIFIED}
+FROM (SELECT count(*) FROM free) AS locked
+LEFT JOIN (arrivals JOIN leased USING (id)) ON true
+ORDER BY arrivals.id
 """
+TRIES: Final = 5  # statements a slice may take when other edges keep leasing what it locked
 
 
 def lease(limit: int, owner: str, until: float) -> Plan[list[StoredArrival]]:
     """The oldest `limit` arrivals no other owner holds, in the order they came, leased to
-    `owner` until `until` (its own renewed)."""
-    found: Result = yield Query(LEASE, {"limit": limit, "owner": owner, "until": until}, alone=True)
-    return stored(found.rows)
+    `owner` until `until` (its own renewed).
+
+    An arrival another edge leased after this statement began is seen free, locked (that edge's
+    lock is gone with its commit), then refused by the lease's `WHERE`: the slice would come
+    back short though others wait. The statement is then made again (a statement sees what
+    was committed before it began), this store's own leases renewed with the rest."""
+    taken: list[StoredArrival] = []
+    for _ in range(TRIES):
+        found: Result = yield Query(
+            LEASE, {"limit": limit, "owner": owner, "until": until}, alone=True
+        )
+        locked = found.rows[0][0]
+        taken = stored([row[1:] for row in found.rows if row[1] is not None])
+        if len(taken) == locked:
+            break
+    return taken
 
 
 def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:

@@ -5,9 +5,9 @@ without an event loop).
 A plan is a generator: it yields a `Query` and is sent its `Result`, or yields a list of queries
 and is sent their results, the list sent in one round trip (psycopg's pipeline mode); it returns
 the operation's value. It never commits: the runner puts it in a transaction (`transact`), or
-several plans in one (`edge.store.postgres_commit`). A plan whose first query is `alone` is that
-one statement, a transaction by itself, and runs without BEGIN and COMMIT (two round trips
-fewer: a claim, an ack, a COPY of arrivals).
+several plans in one (`edge.store.postgres_commit`). A plan whose queries are `alone` runs each
+as a transaction by itself, without BEGIN and COMMIT (two round trips fewer: a claim, an ack, a
+COPY of arrivals); in a group, it runs inside the group's transaction like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Query(NamedTuple):
     params: Any = None  # a sequence or mapping; with `many`, a list of them; with `copy`, the rows
     many: bool = False  # executemany
     copy: Sequence[str] | None = None  # COPY … FROM STDIN (FORMAT BINARY): the columns' types
-    alone: bool = False  # the plan's only statement: run as its own transaction
+    alone: bool = False  # a statement that is a transaction by itself (so are the plan's others)
 
 
 class Result(NamedTuple):
@@ -54,8 +54,12 @@ async def transact(
         step = next(plan)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    if isinstance(step, Query) and step.alone:
-        return _last(plan, await _one(connection, step))
+    while isinstance(step, Query) and step.alone:
+        try:
+            step = plan.send(await _one(connection, step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        _still_alone(plan, step)
     await connection.execute(READ if read else b"BEGIN")
     try:
         value = await finish(connection, plan, step)
@@ -128,8 +132,12 @@ def transact_sync(connection: psycopg.Connection[Any], plan: Plan[T], *, read: b
         step = next(plan)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    if isinstance(step, Query) and step.alone:
-        return _last(plan, _one_sync(connection, step))
+    while isinstance(step, Query) and step.alone:
+        try:
+            step = plan.send(_one_sync(connection, step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        _still_alone(plan, step)
     connection.execute(READ if read else b"BEGIN")
     try:
         value = _finish_sync(connection, plan, step)
@@ -188,14 +196,11 @@ def _one_sync(connection: psycopg.Connection[Any], query: Query) -> Result:
         return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
 
 
-def _last(plan: Plan[T], result: Result) -> T:
-    """What `plan` makes of the result of its only statement, run alone."""
-    try:
-        plan.send(result)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    plan.close()
-    raise PlanError("a plan went on after a statement run alone")
+def _still_alone(plan: Plan[Any], step: Step) -> None:
+    """A plan that began with statements run alone yields no other kind."""
+    if not (isinstance(step, Query) and step.alone):
+        plan.close()
+        raise PlanError("a plan went on after a statement run alone with one that is not")
 
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
