@@ -3,10 +3,10 @@
 
 Intake's arrivals are written with a binary COPY, one statement and so a transaction by itself:
 the fastest way in of those measured (bench/store_drivers.py). A lease is a narrow row of
-`arrival_leases`; taking a slice locks the oldest arrivals no other holder's lease covers with
-`FOR UPDATE SKIP LOCKED` (edges taking slices at once skip each other's) and writes their leases
-with `ON CONFLICT … WHERE owner = this one`, so an arrival another edge leased meanwhile is left
-out rather than taken twice.
+`arrival_leases`. Edges take slices one at a time (an advisory lock for the lease's short
+transaction: `LOCK`); a slice locks the oldest arrivals no other holder's lease covers with
+`FOR UPDATE SKIP LOCKED` (not waiting for a settle under way) and writes their leases with `ON
+CONFLICT … WHERE owner = this one`, so an arrival is never leased to two edges at once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ COLUMNS: Final = (
     "source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
     " cookie_click_id, cookie_click_seen_at"
 )
-QUALIFIED: Final = ", ".join(f"arrivals.{column.strip()}" for column in COLUMNS.split(","))
 TYPES: Final = ("text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8")
 COPY: Final = f"COPY arrivals ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
@@ -48,6 +47,12 @@ def hold(arrival: Arrival, owner: str, until: float) -> Plan[int]:
     return int(done.rows[0][0])
 
 
+# Leases are taken one edge at a time: each lease's transaction first takes this lock (the
+# store's schema's), so its statement sees every lease committed before it. Without it, an
+# arrival another edge leased after the statement began would be seen free, locked (that edge's
+# lock gone with its commit), then refused by the lease's WHERE, eating the slice's LIMIT.
+LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))"
+LEASING: Final = 0x6C656173  # "leas"
 LEASE: Final = f"""
 WITH free AS (
     SELECT id FROM arrivals
@@ -61,32 +66,16 @@ WITH free AS (
     ON CONFLICT (id) DO UPDATE SET until = excluded.until WHERE lease.owner = excluded.owner
     RETURNING id
 )
-SELECT locked.count, arrivals.id, {QUALIFIED}
-FROM (SELECT count(*) FROM free) AS locked
-LEFT JOIN (arrivals JOIN leased USING (id)) ON true
-ORDER BY arrivals.id
+SELECT id, {COLUMNS} FROM arrivals JOIN leased USING (id) ORDER BY id
 """
-TRIES: Final = 5  # statements a slice may take when other edges keep leasing what it locked
 
 
 def lease(limit: int, owner: str, until: float) -> Plan[list[StoredArrival]]:
     """The oldest `limit` arrivals no other owner holds, in the order they came, leased to
-    `owner` until `until` (its own renewed).
-
-    An arrival another edge leased after this statement began is seen free, locked (that edge's
-    lock is gone with its commit), then refused by the lease's `WHERE`: the slice would come
-    back short though others wait. The statement is then made again (a statement sees what
-    was committed before it began), this store's own leases renewed with the rest."""
-    taken: list[StoredArrival] = []
-    for _ in range(TRIES):
-        found: Result = yield Query(
-            LEASE, {"limit": limit, "owner": owner, "until": until}, alone=True
-        )
-        locked = found.rows[0][0]
-        taken = stored([row[1:] for row in found.rows if row[1] is not None])
-        if len(taken) == locked:
-            break
-    return taken
+    `owner` until `until` (its own renewed); one round trip and the commit."""
+    params = {"limit": limit, "owner": owner, "until": until}
+    _, found = yield [Query(LOCK, (LEASING,)), Query(LEASE, params)]
+    return stored(found.rows)
 
 
 def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import psycopg
 
 from edge.store.errors import StoreUnavailable
-from edge.store.postgres_plan import IDLE, Plan, finish, rollback, transact
+from edge.store.postgres_plan import BEGIN, IDLE, Plan, Query, finish, rollback, transact
 
 # A job: a function that makes a plan, and its arguments; or a callable that makes one when its
 # group is handed over (`edge.store.coalesce.Coalescer`).
@@ -213,11 +213,12 @@ class GroupCommit:
     ) -> list[Outcome]:
         if len(jobs) > 1:
             try:
-                await connection.execute(b"BEGIN")
                 values = []
+                begin: Query | None = BEGIN  # sent with the first job's first statements
                 for function, args in jobs:
                     plan = function(*args)
-                    values.append(await finish(connection, plan, next(plan)))
+                    values.append(await finish(connection, plan, next(plan), begin))
+                    begin = None
                 await connection.execute(b"COMMIT")
             except Exception:
                 if connection.closed:

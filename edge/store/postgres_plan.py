@@ -35,7 +35,8 @@ class Result(NamedTuple):
 
 Step = Query | list[Query]
 Plan = Generator[Step, Any, T]
-READ: bytes = b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"  # one snapshot for every count
+BEGIN: Query = Query("BEGIN")
+READ: Query = Query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot throughout
 
 
 class PlanError(RuntimeError):
@@ -60,9 +61,8 @@ async def transact(
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         _still_alone(plan, step)
-    await connection.execute(READ if read else b"BEGIN")
     try:
-        value = await finish(connection, plan, step)
+        value = await finish(connection, plan, step, READ if read else BEGIN)
         await connection.execute(b"COMMIT")
     except BaseException:
         await rollback(connection)
@@ -70,11 +70,15 @@ async def transact(
     return value
 
 
-async def finish(connection: psycopg.AsyncConnection[Any], plan: Plan[T], step: Step) -> T:
-    """The rest of `plan`, from its `step` already taken, inside the caller's transaction."""
+async def finish(
+    connection: psycopg.AsyncConnection[Any], plan: Plan[T], step: Step, begin: Query | None = None
+) -> T:
+    """The rest of `plan`, from its `step` already taken, inside the caller's transaction;
+    `begin`: the statement that begins it, sent with the first step."""
     try:
         while True:
-            reply = await _step(connection, step)
+            reply = await _step(connection, step, begin)
+            begin = None
             try:
                 step = plan.send(reply)
             except StopIteration as done:
@@ -92,7 +96,16 @@ async def rollback(connection: psycopg.AsyncConnection[Any]) -> None:
             await connection.close()
 
 
-async def _step(connection: psycopg.AsyncConnection[Any], step: Step) -> Result | list[Result]:
+async def _step(
+    connection: psycopg.AsyncConnection[Any], step: Step, begin: Query | None = None
+) -> Result | list[Result]:
+    if begin is not None:
+        if _copies(step):
+            await _one(connection, begin)
+        else:
+            replies = await _step(connection, [begin, *_queries(step)])
+            assert isinstance(replies, list)
+            return replies[1] if isinstance(step, Query) else replies[1:]
     if isinstance(step, Query):
         return await _one(connection, step)
     if len(step) == 1:
@@ -138,9 +151,8 @@ def transact_sync(connection: psycopg.Connection[Any], plan: Plan[T], *, read: b
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         _still_alone(plan, step)
-    connection.execute(READ if read else b"BEGIN")
     try:
-        value = _finish_sync(connection, plan, step)
+        value = _finish_sync(connection, plan, step, READ if read else BEGIN)
         connection.execute(b"COMMIT")
     except BaseException:
         if not connection.closed and connection.info.transaction_status != IDLE:
@@ -152,10 +164,13 @@ def transact_sync(connection: psycopg.Connection[Any], plan: Plan[T], *, read: b
     return value
 
 
-def _finish_sync(connection: psycopg.Connection[Any], plan: Plan[T], step: Step) -> T:
+def _finish_sync(
+    connection: psycopg.Connection[Any], plan: Plan[T], step: Step, begin: Query | None
+) -> T:
     try:
         while True:
-            reply = _step_sync(connection, step)
+            reply = _step_sync(connection, step, begin)
+            begin = None
             try:
                 step = plan.send(reply)
             except StopIteration as done:
@@ -164,7 +179,16 @@ def _finish_sync(connection: psycopg.Connection[Any], plan: Plan[T], step: Step)
         plan.close()
 
 
-def _step_sync(connection: psycopg.Connection[Any], step: Step) -> Result | list[Result]:
+def _step_sync(
+    connection: psycopg.Connection[Any], step: Step, begin: Query | None = None
+) -> Result | list[Result]:
+    if begin is not None:
+        if _copies(step):
+            _one_sync(connection, begin)
+        else:
+            replies = _step_sync(connection, [begin, *_queries(step)])
+            assert isinstance(replies, list)
+            return replies[1] if isinstance(step, Query) else replies[1:]
     if isinstance(step, Query):
         return _one_sync(connection, step)
     if len(step) == 1:
@@ -194,6 +218,15 @@ def _one_sync(connection: psycopg.Connection[Any], query: Query) -> Result:
         else:
             cursor.execute(query.sql, query.params)
         return Result(cursor.fetchall() if cursor.description else [], cursor.rowcount)
+
+
+def _queries(step: Step) -> list[Query]:
+    return [step] if isinstance(step, Query) else step
+
+
+def _copies(step: Step) -> bool:
+    """Whether `step` has a COPY, which cannot go in a pipeline."""
+    return any(query.copy is not None for query in _queries(step))
 
 
 def _still_alone(plan: Plan[Any], step: Step) -> None:

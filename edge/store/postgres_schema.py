@@ -17,7 +17,7 @@ import psycopg
 
 from edge.store.errors import StoreConfigError
 
-LOCK: Final = 0x726F6B74_65646765  # pg_advisory_xact_lock's key: "roktedge"
+MIGRATING: Final = 0x6D696772  # pg_advisory_xact_lock's first key ("migr"); the second: the schema
 VERSION_TABLE: Final = "rokt_edge_schema"
 
 # Each migration once, in order; a released one is never edited (add the next instead).
@@ -136,7 +136,9 @@ def migrate(connection: psycopg.Connection[Any], *, create: bool = True) -> None
     if current is None and not create:
         raise StoreConfigError("no rokt-edge store in this database (`rokt-edge serve` makes it)")
     with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+        connection.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (MIGRATING,)
+        )
         connection.execute(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version integer NOT NULL)")
         current = _version(connection) or 0  # again, under the lock: another edge may have
         if current > VERSION:
