@@ -13,6 +13,7 @@ from typing import Final
 
 from edge.capture.cookies import CookieJar
 from edge.capture.ratelimit import RateLimiter
+from edge.capture.stitch import arrival_keys
 from edge.delivery.sender import Sender
 from edge.events import Event
 from edge.metrics import Exposition, Metrics
@@ -76,6 +77,7 @@ class Edge:
         """Store a request's arrival durably (raises StoreError), count its events and wake the
         processor. `started`: when the request arrived (time.perf_counter)."""
         self.arriving += 1
+        arrival = arrival._replace(keys=arrival_keys(events, arrival.cookie_anonymous_id))
         # Kept before the write: processing may take the arrival as soon as it is committed.
         self.readings.keep(arrival, list(events))
         try:

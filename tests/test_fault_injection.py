@@ -159,10 +159,13 @@ def order(mode: str, n: int) -> dict[str, Any]:
 class Load:
     """Two browsers posting beacons and a backend posting tracking API batches (1 to 3 events a
     request), each request resent until it is answered 2xx, as the snippet and Segment's
-    libraries resend; `acknowledged()` are the message ids of events a 2xx answered."""
+    libraries resend; `acknowledged()` are the message ids of events a 2xx answered.
 
-    def __init__(self, url: str, events: list[dict[str, Any]]) -> None:
-        self.url = url
+    Given several edges' URLs (a fleet behind a load balancer), the senders start on different
+    edges and a request that gets no answer, or a 5xx, is resent to the next edge."""
+
+    def __init__(self, url: str | list[str], events: list[dict[str, Any]]) -> None:
+        self.urls = [url] if isinstance(url, str) else url
         self._events = events
         self._next = 0
         self._acknowledged: list[str] = []
@@ -172,7 +175,12 @@ class Load:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._threads = [
-            threading.Thread(target=self._run, args=(kind,), name=f"load-{kind}-{i}", daemon=True)
+            threading.Thread(
+                target=self._run,
+                args=(kind, i % len(self.urls)),
+                name=f"load-{kind}-{i}",
+                daemon=True,
+            )
             for i, kind in enumerate(("beacon", "beacon", "api"))
         ]
 
@@ -207,11 +215,16 @@ class Load:
             self._next = min(len(self._events), start + 1 + start % 3)
             return self._events[start : self._next]
 
-    def _run(self, kind: str) -> None:
+    def _run(self, kind: str, first: int) -> None:
         try:
-            with httpx.Client(base_url=self.url, timeout=5) as client:
+            with contextlib.ExitStack() as stack:
+                clients = [
+                    stack.enter_context(httpx.Client(base_url=url, timeout=5)) for url in self.urls
+                ]
+                at = first
                 while not self._stop.is_set() and (events := self._take()):
-                    while not self._stop.is_set() and not self._post(client, kind, events):
+                    while not self._stop.is_set() and not self._post(clients[at], kind, events):
+                        at = (at + 1) % len(clients)  # the next edge, if there is one
                         time.sleep(0.05)  # the server is down, or its store: resend soon
                     time.sleep(0.005)
         except BaseException as error:  # reported by the main thread

@@ -18,6 +18,8 @@ enrichment does, so a merchant can see why a conversion carries the click id it 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any, Final
 
 from edge.capture.enrich import EVENT, Enriched, Known, click_of, event_click_id, with_click
@@ -40,6 +42,16 @@ def identity_keys(event: Event) -> tuple[str, ...]:
     if event.type == "alias" and "previousId" in body:
         keys += [f"a:{body['previousId']}", f"u:{body['previousId']}"]
     return tuple(keys)
+
+
+def arrival_keys(events: Iterable[Event], cookie_anonymous_id: str | None = None) -> str:
+    """The identity keys a request's events may read or teach (the cookie's anonymousId too:
+    enrichment gives it to an event without one), sorted, as a JSON array: the arrival's
+    `keys`."""
+    keys = {key for event in events for key in identity_keys(event)}
+    if cookie_anonymous_id:
+        keys.add(f"a:{cookie_anonymous_id}")
+    return json.dumps(sorted(keys), ensure_ascii=False, separators=(",", ":"))
 
 
 def identity_click(identity: Identity | None) -> Known | None:

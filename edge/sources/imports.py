@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
+from edge.capture.stitch import arrival_keys
 from edge.events import Event
 from edge.jsontext import encode
 from edge.source import Source
@@ -24,7 +25,7 @@ NAME: Final = "import"
 def arrival(events: Sequence[Event], rows: Sequence[int], received_at: float) -> Arrival:
     """A chunk of an import, the events in file order with their row numbers."""
     body = {"rows": list(rows), "batch": [event.body for event in events]}
-    return Arrival(NAME, received_at, encode(body))
+    return Arrival(NAME, received_at, encode(body), keys=arrival_keys(events))
 
 
 def arrived_events(arrival: Arrival) -> list[Event]:

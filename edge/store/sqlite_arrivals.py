@@ -9,6 +9,7 @@ bytes, not the arrival's body again.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS arrivals (
     gpc INTEGER NOT NULL DEFAULT 0,
     cookie_anonymous_id TEXT,          -- the visitor cookie the request carried
     cookie_click_id TEXT,
-    cookie_click_seen_at INTEGER
+    cookie_click_seen_at INTEGER,
+    keys TEXT                          -- its identity keys, a JSON array (Arrival.keys)
 );
 -- The arrivals a processor holds (`lease`): none of another holder's is taken until it is
 -- released, settled, or swept back once expired.
@@ -40,11 +42,11 @@ CREATE TABLE IF NOT EXISTS arrival_leases (
 
 INSERT_HEAD: Final = (
     "INSERT INTO arrivals (source, received_at, body, kind, ip, user_agent, gpc,"
-    " cookie_anonymous_id, cookie_click_id, cookie_click_seen_at)"
+    " cookie_anonymous_id, cookie_click_id, cookie_click_seen_at, keys)"
 )
-ROW_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+ROW_MARKS: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT: Final = f"{INSERT_HEAD} VALUES {ROW_MARKS}"
-ROWS_PER_STATEMENT: Final = 1000  # 10,000 parameters: SQLite allows 32,766 by default
+ROWS_PER_STATEMENT: Final = 1000  # 11,000 parameters: SQLite allows 32,766 by default
 
 
 def insert(connection: sqlite3.Connection, rows: Sequence[Arrival]) -> None:
@@ -76,33 +78,67 @@ def hold(connection: sqlite3.Connection, arrival: Arrival, owner: str, until: fl
 FREE: Final = "id NOT IN (SELECT id FROM arrival_leases WHERE owner != ?)"
 COLUMNS: Final = (
     "id, source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
-    " cookie_click_id, cookie_click_seen_at"
+    " cookie_click_id, cookie_click_seen_at, keys"
+)
+LEASE_ONE: Final = (
+    "INSERT INTO arrival_leases (id, owner, until) VALUES (?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET until = excluded.until"
 )
 
 
 def lease(connection: sqlite3.Connection, limit: int, owner: str, until: float) -> list[Any]:
     """The oldest `limit` arrivals that no other owner holds, in the order they came, leased to
-    `owner` until `until` (its own renewed); as rows, for `stored` (plain tuples cross from the
-    writer process faster than named ones)."""
+    `owner` until `until` (its own renewed), but for those that must wait (`in_order`); as rows,
+    for `stored` (plain tuples cross from the writer process faster than named ones)."""
     rows = connection.execute(
         f"SELECT {COLUMNS} FROM arrivals WHERE {FREE} ORDER BY id LIMIT ?", (owner, limit)
     ).fetchall()
-    if rows:  # one statement: the rows between the first and the last are those just read
+    if not rows:
+        return rows
+    others = connection.execute(
+        "SELECT arrivals.id, arrivals.keys FROM arrival_leases JOIN arrivals USING (id)"
+        " WHERE owner != ? AND arrivals.id < ?",
+        (owner, rows[-1][0]),
+    ).fetchall()
+    taken = in_order(rows, others) if others else rows
+    if len(taken) == len(rows):  # one statement: the rows between the first and the last
         connection.execute(
             f"INSERT INTO arrival_leases (id, owner, until) SELECT id, ?1, ?2 FROM arrivals"
             f" WHERE id BETWEEN ?3 AND ?4 AND {FREE.replace('?', '?1')}"
             " ON CONFLICT (id) DO UPDATE SET until = excluded.until",
             (owner, until, rows[0][0], rows[-1][0]),
         )
-    return rows
+    else:
+        connection.executemany(LEASE_ONE, [(row[0], owner, until) for row in taken])
+    return taken
+
+
+def in_order(
+    candidates: Sequence[tuple[Any, ...]], held: Sequence[tuple[int, str | None]]
+) -> list[tuple[Any, ...]]:
+    """The candidates (rows: id first, keys last, in id order) that may be processed now: not
+    one sharing an identity key with an older arrival another process holds (`held`: id and
+    keys), nor with an older candidate left to wait for that reason."""
+    blocked = [(id, set(json.loads(keys))) for id, keys in held if keys]
+    waiting: set[str] = set()
+    taken = []
+    for row in candidates:
+        keys = set(json.loads(row[-1])) if row[-1] else set()
+        older = set().union(*(held_keys for id, held_keys in blocked if id < row[0]))
+        if keys & (older | waiting):
+            waiting |= keys
+            continue
+        taken.append(row)
+    return taken
 
 
 def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:
     return [
         StoredArrival(
-            id, Arrival(source, at, body, kind, ip, agent, bool(gpc), anonymous, click, seen)
+            id,
+            Arrival(source, at, body, kind, ip, agent, bool(gpc), anonymous, click, seen, keys),
         )
-        for id, source, at, body, kind, ip, agent, gpc, anonymous, click, seen in rows
+        for id, source, at, body, kind, ip, agent, gpc, anonymous, click, seen, keys in rows
     ]
 
 

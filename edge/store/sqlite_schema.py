@@ -45,9 +45,9 @@ from edge.store.values import (
 # 2: bodies moved out of the outbox rows; 3: states moved out of them; 4: delivered is implicit,
 # the queue holds each item's event time (a claim reads no outbox row); 5: identities keep hashed
 # emails and mobiles, conversions are counted (`sqlite_conversions`); 6: a claim names its
-# owner (`sqlite_owners`). Arrival leases came later as a table of their own (`sqlite_arrivals`),
-# created where missing: older code ignores it.
-VERSION: Final = 6
+# owner (`sqlite_owners`); 7: an arrival names its identity keys. Arrival leases came later as
+# a table of their own (`sqlite_arrivals`), created where missing: older code ignores it.
+VERSION: Final = 7
 PAUSED: Final = "paused"
 _TABLE: Final = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 DEAD_MESSAGES_SHOWN: Final = 10
@@ -132,6 +132,8 @@ def create(connection: sqlite3.Connection) -> None:
         )
     if _exists(connection, "queue") and not _has_column(connection, "queue", "owner"):
         migrate += "ALTER TABLE queue ADD COLUMN owner TEXT;"  # schemas 3 to 5
+    if _exists(connection, "arrivals") and not _has_column(connection, "arrivals", "keys"):
+        migrate += "ALTER TABLE arrivals ADD COLUMN keys TEXT;"  # schemas 5 and 6
     connection.executescript(f"BEGIN; {tables} {migrate} PRAGMA user_version = {VERSION}; COMMIT;")
 
 

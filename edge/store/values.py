@@ -153,6 +153,10 @@ class Arrival(NamedTuple):
     cookie_anonymous_id: str | None = None  # the visitor cookie the request carried
     cookie_click_id: str | None = None
     cookie_click_seen_at: int | None = None
+    # The identity keys its events may read or teach, a JSON array (`edge.capture.stitch.
+    # arrival_keys`): arrivals that share one are processed in the order they came, whichever
+    # processes take them (`edge.store.arrivals`). None: it shares none (not known).
+    keys: str | None = None
 
 
 class StoredArrival(NamedTuple):

@@ -79,6 +79,30 @@ async def test_two_processes_take_disjoint_arrivals_each_in_the_order_they_came(
     assert ages(await store.arrivals(10)) == [0, 1]
 
 
+async def test_an_arrival_waits_while_an_older_one_of_the_same_visitor_is_held_elsewhere(
+    store: Store, backend: Backend
+) -> None:
+    # Given a visitor's beacon (its click) taken by one edge, then the shop's backend naming
+    # that visitor as a customer and reporting the order, a later order of the same customer,
+    # and another visitor's beacon
+    await store.put_arrival(arrival(1, keys='["a:visitor"]'))
+    await store.put_arrival(arrival(2, keys='["a:visitor","u:customer"]'))
+    await store.put_arrival(arrival(3, keys='["u:customer"]'))
+    await store.put_arrival(arrival(4, keys='["a:someone-else"]'))
+    [beacon] = await store.arrivals(1)
+    other = backend.open()
+
+    # Then another edge takes only what does not depend on the beacon: stitching needs the
+    # beacon's click before the order that follows it, whoever processes which
+    assert ages(await other.arrivals(10)) == [4]
+
+    # and once the beacon is settled (and that edge stops, giving back what it took next), the
+    # rest follow, in the order they came
+    await store.settle([beacon.id], Intake())
+    await store.release_arrivals([])
+    assert ages(await other.arrivals(10)) == [2, 3, 4]
+
+
 async def test_what_a_process_took_and_did_not_settle_comes_first_in_its_next_slice(
     store: Store,
 ) -> None:
