@@ -15,13 +15,16 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from edge.store.postgres_plan import Plan, Query, Result
+from edge.store.sqlite_arrivals import in_order
 from edge.store.values import Arrival, StoredArrival
 
 COLUMNS: Final = (
     "source, received_at, body, kind, ip, user_agent, gpc, cookie_anonymous_id,"
-    " cookie_click_id, cookie_click_seen_at"
+    " cookie_click_id, cookie_click_seen_at, keys"
 )
-TYPES: Final = ("text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8")
+TYPES: Final = (
+    "text", "float8", "bytea", "text", "text", "text", "bool", "text", "text", "int8", "text",
+)  # fmt: skip
 COPY: Final = f"COPY arrivals ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
 
@@ -32,7 +35,7 @@ def insert(rows: Sequence[Arrival]) -> Plan[None]:
 
 HOLD: Final = f"""
 WITH held AS (
-    INSERT INTO arrivals ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO arrivals ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     RETURNING id
 ), leased AS (
     INSERT INTO arrival_leases (id, owner, until) SELECT id, %s, %s FROM held
@@ -53,29 +56,40 @@ def hold(arrival: Arrival, owner: str, until: float) -> Plan[int]:
 # lock gone with its commit), then refused by the lease's WHERE, eating the slice's LIMIT.
 LOCK: Final = "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))"
 LEASING: Final = 0x6C656173  # "leas"
-LEASE: Final = f"""
-WITH free AS (
-    SELECT id FROM arrivals
-    WHERE NOT EXISTS (
-        SELECT 1 FROM arrival_leases
-        WHERE arrival_leases.id = arrivals.id AND arrival_leases.owner <> %(owner)s)
-    ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-), leased AS (
-    INSERT INTO arrival_leases AS lease (id, owner, until)
-    SELECT id, %(owner)s, %(until)s FROM free
-    ON CONFLICT (id) DO UPDATE SET until = excluded.until WHERE lease.owner = excluded.owner
-    RETURNING id
-)
-SELECT id, {COLUMNS} FROM arrivals JOIN leased USING (id) ORDER BY id
+CANDIDATES: Final = f"""
+SELECT id, {COLUMNS} FROM arrivals
+WHERE NOT EXISTS (
+    SELECT 1 FROM arrival_leases
+    WHERE arrival_leases.id = arrivals.id AND arrival_leases.owner <> %(owner)s)
+ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+"""
+# What other edges hold, for `in_order` (their slices: a few thousand rows at most).
+HELD: Final = """
+SELECT arrivals.id, arrivals.keys FROM arrival_leases JOIN arrivals USING (id)
+WHERE arrival_leases.owner <> %(owner)s AND arrivals.keys IS NOT NULL
+"""
+LEASE: Final = """
+INSERT INTO arrival_leases AS lease (id, owner, until)
+SELECT unnest(%(ids)s::bigint[]), %(owner)s, %(until)s
+ON CONFLICT (id) DO UPDATE SET until = excluded.until WHERE lease.owner = excluded.owner
 """
 
 
 def lease(limit: int, owner: str, until: float) -> Plan[list[StoredArrival]]:
     """The oldest `limit` arrivals no other owner holds, in the order they came, leased to
-    `owner` until `until` (its own renewed); one round trip and the commit."""
+    `owner` until `until` (its own renewed), but for those that must wait for an older one of
+    the same visitor held elsewhere (`in_order`)."""
     params = {"limit": limit, "owner": owner, "until": until}
-    _, found = yield [Query(LOCK, (LEASING,)), Query(LEASE, params)]
-    return stored(found.rows)
+    _, candidates, held = yield [
+        Query(LOCK, (LEASING,)),
+        Query(CANDIDATES, params),
+        Query(HELD, params),
+    ]
+    rows = candidates.rows
+    taken = in_order(rows, held.rows) if rows and held.rows else rows
+    if taken:
+        yield Query(LEASE, {**params, "ids": [row[0] for row in taken]})
+    return stored(taken)
 
 
 def stored(rows: Sequence[tuple[Any, ...]]) -> list[StoredArrival]:

@@ -123,6 +123,9 @@ CREATE TABLE budgets (
 );
 """,
     ),
+    # An arrival names the identity keys its events may read or teach (`Arrival.keys`): the
+    # arrivals of one visitor are processed in the order they came, whichever edge takes them.
+    (2, "ALTER TABLE arrivals ADD COLUMN keys text;"),
 )
 VERSION: Final = MIGRATIONS[-1][0]
 

@@ -16,7 +16,7 @@ from edge.settings import load_settings
 from edge.store import open_store
 from edge.store.errors import StoreConfigError, StoreUnavailable
 from edge.store.postgres import PostgresStore, shown
-from edge.store.postgres_schema import VERSION
+from edge.store.postgres_schema import MIGRATIONS, VERSION
 from edge.store.values import Intake
 from tests.outbound import conversions
 from tests.store.conftest import Clock
@@ -54,6 +54,24 @@ def test_edges_starting_at_once_make_the_schema_once(database: Postgres) -> None
     # Then each opened the store, and the schema was made once
     assert failures == []
     assert database._read("SELECT version FROM rokt_edge_schema") == [(VERSION,)]
+
+
+def test_a_store_made_by_an_earlier_rokt_edge_is_migrated_at_open(database: Postgres) -> None:
+    # Given a store at schema 1, holding an arrival
+    [(_, first)] = [migration for migration in MIGRATIONS if migration[0] == 1]
+    database.admin.execute(first.encode())
+    database.admin.execute("CREATE TABLE rokt_edge_schema (version integer NOT NULL)")
+    database.admin.execute("INSERT INTO rokt_edge_schema VALUES (1)")
+    database.admin.execute(
+        "INSERT INTO arrivals (source, received_at, body) VALUES ('beacon', 1, '\\x7b7d')"
+    )
+
+    # When an edge of this version opens it
+    database.open()
+
+    # Then it is at this version, and what it held is still there
+    assert database._read("SELECT version FROM rokt_edge_schema") == [(VERSION,)]
+    assert database._read("SELECT body, keys FROM arrivals") == [(b"{}", None)]
 
 
 def test_a_database_from_a_newer_rokt_edge_is_refused(database: Postgres) -> None:
