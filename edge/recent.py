@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from edge.settings import Settings
+from edge.settings import Settings, without_password
 from edge.status import iso
 from edge.store.values import DEAD, SKIPPED, Outcome, Recent
 
@@ -21,7 +21,7 @@ PERSONAL_DATA: Final = "as stored: hashed where the mapping hashes it, raw other
 
 def document(recent: Recent, settings: Settings) -> dict[str, Any]:
     return {
-        "store": settings.database_url,
+        "store": without_password(settings.database_url),
         "personal_data": PERSONAL_DATA,
         "outcomes": [_outcome(outcome) for outcome in recent.outcomes],
         "dry_run_requests": [

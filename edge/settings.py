@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,8 @@ EventApiAuth = Literal["v2", "v1"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SQLITE_PREFIX: Final = "sqlite:///"
+# scheme:[//]user:password@ at the start of a URL (the password: group 2)
+_CREDENTIALS: Final = re.compile(r"^([a-z][a-z0-9+.-]*:(?://)?[^:@/]*):([^@/]*)@", re.IGNORECASE)
 # The URL forms of the stores `edge.store.BACKENDS` opens, by scheme (a test keeps them equal:
 # settings sit below the store and do not import it).
 DATABASE_URLS: Final[Mapping[str, str]] = {
@@ -148,6 +151,13 @@ def _database_url(value: Any) -> str:
     if scheme not in DATABASE_URLS or no_path or no_host:
         raise ValueError(f"must be {' or '.join(DATABASE_URLS.values())}")
     return text
+
+
+def without_password(url: str) -> str:
+    """A URL with its password masked (`postgresql://edge:***@db/shop`), for messages, logs
+    and `status`, whether or not the URL is one a store accepts; other text as it is."""
+    found = _CREDENTIALS.match(url)
+    return f"{found.group(1)}:***@{url[found.end() :]}" if found else url
 
 
 def default_database_path(environ: Mapping[str, str]) -> Path:
@@ -505,7 +515,10 @@ def load_settings(
         try:
             values[spec.name] = spec.metadata["parse"](value)
         except ValueError as error:
-            shown = "(hidden)" if spec.metadata["secret"] else repr(value)
+            if spec.metadata["secret"]:
+                shown = "(hidden)"
+            else:
+                shown = repr(without_password(value) if isinstance(value, str) else value)
             raise SettingsError(f"{where} = {shown}: {error}") from None
     key, secret = env_name("api_key"), env_name("api_secret")
     if bool(values.get("api_key")) != bool(values.get("api_secret")):

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from edge.settings import Settings
+from edge.settings import Settings, without_password
 from edge.store.liveness import SILENT_SECONDS
 from edge.store.values import Stats
 
@@ -53,7 +53,7 @@ def document(stats: Stats, settings: Settings, now: float) -> dict[str, Any]:
     else:
         delivery = "sending"
     return {
-        "store": settings.database_url,
+        "store": without_password(settings.database_url),
         "upstream": settings.upstream_url,
         "delivery": delivery,
         "settings_from": SETTINGS_FROM,  # for upstream and dry run

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from edge.config_docs import render
-from edge.settings import Settings, SettingsError, documented_settings, env_name, load_settings
+from edge.settings import (
+    Settings,
+    SettingsError,
+    documented_settings,
+    env_name,
+    load_settings,
+    without_password,
+)
 from tests.conftest import ROOT
 
 
@@ -215,3 +222,13 @@ def test_a_dry_run_is_chosen_by_having_no_credentials_or_explicitly() -> None:
 def test_any_origin_is_refused_since_the_edge_answers_with_credentials() -> None:
     with pytest.raises(SettingsError, match="'\\*' would allow every site"):
         load_settings({"ROKT_EDGE_ALLOWED_ORIGINS": "*"})
+
+
+def test_a_database_password_is_never_shown() -> None:
+    url = "postgresql://edge:s3cret@db.shop.internal:5432/edge"
+    assert without_password(url) == "postgresql://edge:***@db.shop.internal:5432/edge"
+    assert without_password("sqlite:////var/lib/edge.db") == "sqlite:////var/lib/edge.db"
+    # a URL the settings refuse is quoted in the error without its password
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"ROKT_EDGE_DATABASE_URL": "postgresql:edge:s3cret@db/edge"})
+    assert "s3cret" not in str(refused.value)

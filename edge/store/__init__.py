@@ -56,5 +56,8 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
     backend = BACKENDS.get(scheme)
     if backend is None:
         supported = f"supported: {', '.join(BACKENDS)}"
-        raise StoreConfigError(f"{url!r}: no store for the scheme {scheme!r} ({supported})")
+        from edge.settings import without_password  # here only: see TYPE_CHECKING above
+
+        shown = without_password(url)
+        raise StoreConfigError(f"{shown!r}: no store for the scheme {scheme!r} ({supported})")
     return backend(url, settings, create)

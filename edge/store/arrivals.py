@@ -1,14 +1,14 @@
 """Arrivals: what intake requests left, kept until processing settles them.
 
+    hold_arrival (a command that processes what it stores itself: an import) ──┐
+                                                                               ▼
     put_arrival ──▶ waiting ──arrivals(n, lease)──▶ leased to this store ──settle──▶ gone
-                                                         ▲
-    hold_arrival ────────────────────────────────────────┘ (a command that processes what it
-                                                            stores itself: an import)
                        ▲                                │  (outbox items, skip records and
                        │                                │   identities written, the arrivals
                        │                                │   deleted: one transaction)
                        ├───────release_arrivals─────────┤
-                       └─────────sweep_arrivals─────────┘ (lease expired: its holder died or hung)
+                       └─────────sweep_arrivals─────────┘ (lease expired: its holder died or hung;
+                                                          or its holder known dead: owners.py)
 
 A lease names its holder, the store object that took it (one per process: a process
 incarnation), so that processes sharing a store process disjoint arrivals: `arrivals` takes the
@@ -16,15 +16,22 @@ oldest arrivals that no other holder's lease covers, in the order they came, and
 this store until `lease_seconds` from now. An arrival this store already holds is taken again,
 first, with its lease renewed: processing may take a slice and settle only its beginning (the
 rest waits for the next slice, in order), or fail to settle and try again. A killed process's
-arrivals wait for their lease to expire and a sweep to free them; duplicates that a process which
-only hung may then make are harmless (outbox items are stored once per key).
+arrivals are freed once it is known dead (`edge.store.owners`), at the latest when their lease
+expires and a sweep frees them; duplicates that a process which only hung may then make are
+harmless (outbox items are stored once per key).
+
+Arrivals that share an identity key (`Arrival.keys`: a visitor's anonymousId or userId) are
+processed in the order they came, whichever processes take them: one is not leased while an
+older one sharing a key is held by another process (`in_order`), so a conversion is stitched
+after the beacon and identify that came before it.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from edge.store.values import Arrival, Intake, PutResult, StoredArrival
 
@@ -66,3 +73,22 @@ class Arrivals(ABC):
     @abstractmethod
     async def sweep_arrivals(self) -> int:
         """Free the arrivals whose lease expired, whoever held them; how many."""
+
+
+def in_order(
+    candidates: Sequence[tuple[Any, ...]], held: Sequence[tuple[int, str | None]]
+) -> list[tuple[Any, ...]]:
+    """The candidates (rows: id first, keys last, in id order) that may be processed now: not
+    one sharing an identity key with an older arrival another process holds (`held`: id and
+    keys), nor with an older candidate left to wait for that reason."""
+    blocked = [(id, set(json.loads(keys))) for id, keys in held if keys]
+    waiting: set[str] = set()
+    taken = []
+    for row in candidates:
+        keys = set(json.loads(row[-1])) if row[-1] else set()
+        older = set().union(*(held_keys for id, held_keys in blocked if id < row[0]))
+        if keys & (older | waiting):
+            waiting |= keys
+            continue
+        taken.append(row)
+    return taken

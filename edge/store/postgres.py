@@ -27,10 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 
+from edge.settings import without_password
 from edge.store import postgres_admin as admin
 from edge.store import postgres_arrivals as arrivals
 from edge.store import postgres_budgets, postgres_owners
@@ -84,15 +84,6 @@ def open_url(url: str, settings: Settings, *, create: bool) -> PostgresStore:
     return PostgresStore(url, dedup_window=settings.dedup_window_hours * 3600.0, create=create)
 
 
-def shown(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
-
-
 class PostgresStore(Store):
     def __init__(
         self,
@@ -104,7 +95,7 @@ class PostgresStore(Store):
         create: bool = True,
     ) -> None:
         self.url = url
-        self.where = shown(url)
+        self.where = without_password(url)
         self.clock = clock
         self.dedup_window = dedup_window  # seconds between two copies of one conversion
         self.transactions = 0  # commits made, for tests and benchmarks (group commit)

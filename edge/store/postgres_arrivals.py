@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from edge.store.arrivals import in_order
 from edge.store.postgres_plan import Plan, Query, Result
-from edge.store.sqlite_arrivals import in_order
 from edge.store.values import Arrival, StoredArrival
 
 COLUMNS: Final = (

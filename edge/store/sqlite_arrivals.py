@@ -9,11 +9,11 @@ bytes, not the arrival's body again.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
+from edge.store.arrivals import in_order
 from edge.store.values import Arrival, StoredArrival
 
 TABLE: Final = """
@@ -110,25 +110,6 @@ def lease(connection: sqlite3.Connection, limit: int, owner: str, until: float) 
         )
     else:
         connection.executemany(LEASE_ONE, [(row[0], owner, until) for row in taken])
-    return taken
-
-
-def in_order(
-    candidates: Sequence[tuple[Any, ...]], held: Sequence[tuple[int, str | None]]
-) -> list[tuple[Any, ...]]:
-    """The candidates (rows: id first, keys last, in id order) that may be processed now: not
-    one sharing an identity key with an older arrival another process holds (`held`: id and
-    keys), nor with an older candidate left to wait for that reason."""
-    blocked = [(id, set(json.loads(keys))) for id, keys in held if keys]
-    waiting: set[str] = set()
-    taken = []
-    for row in candidates:
-        keys = set(json.loads(row[-1])) if row[-1] else set()
-        older = set().union(*(held_keys for id, held_keys in blocked if id < row[0]))
-        if keys & (older | waiting):
-            waiting |= keys
-            continue
-        taken.append(row)
     return taken
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import load_settings
+from edge.settings import load_settings, without_password
 from edge.store import open_store
 from edge.store.errors import StoreConfigError, StoreUnavailable
-from edge.store.postgres import PostgresStore, shown
+from edge.store.postgres import PostgresStore
 from edge.store.postgres_schema import MIGRATIONS, VERSION
 from edge.store.values import Intake
 from tests.outbound import conversions
@@ -94,7 +94,7 @@ def test_an_unreachable_server_is_unavailable_saying_where_but_not_the_password(
     with pytest.raises(StoreUnavailable, match=r"postgresql://edge:\*\*\*@127.0.0.1:9/edge") as e:
         PostgresStore(url)
     assert "s3cret" not in str(e.value)
-    assert shown("postgresql://edge@host/db") == "postgresql://edge@host/db"
+    assert without_password("postgresql://edge@host/db") == "postgresql://edge@host/db"
 
 
 def test_a_url_libpq_cannot_read_is_a_configuration_error() -> None:
