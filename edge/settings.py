@@ -271,6 +271,18 @@ def _cookie_name(value: Any) -> str:
     return text
 
 
+# A path as a route matches it: "/" then RFC 3986 path characters, none escaped ("%") and no
+# "{" (a route parameter).
+_ROUTE_PATH: Final = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")
+
+
+def _route_path(value: Any) -> str:
+    text = _text(value)
+    if text is None or not _ROUTE_PATH.fullmatch(text):
+        raise ValueError("must be a path such as /shopify/orders (no query, no spaces)")
+    return text
+
+
 def _log_format(value: Any) -> str:
     if value not in ("text", "json"):
         raise ValueError("must be text or json")
@@ -347,6 +359,16 @@ class Settings:
         _origins,
         "Origins allowed to call the beacon and analytics.js's /v1/* cross-origin (default: "
         "same origin).",
+    )
+    shopify_orders_path: str = _setting(
+        "/shopify/orders", _route_path, "Path of the Shopify order webhook (`POST`)."
+    )
+    shopify_webhook_secret: str | None = _setting(
+        None,
+        _text,
+        "Signing secret of the Shopify order webhook (it checks `X-Shopify-Hmac-Sha256`, "
+        "HMAC-SHA256 of the body). Unset: the webhook refuses everything (401).",
+        secret=True,
     )
     phone_region: str = _setting(
         "US", _region, "Region assumed for phone numbers written without a country code."

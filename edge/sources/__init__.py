@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Final
 
 from edge.source import Sources
-from edge.sources import analytics_js, beacon, imports, tracking_api
+from edge.sources import analytics_js, beacon, imports, shopify_orders, tracking_api
 
 SOURCES: Final = Sources(
     (
@@ -26,5 +26,6 @@ SOURCES: Final = Sources(
         tracking_api.SOURCE,
         analytics_js.SOURCE,
         imports.SOURCE,
+        shopify_orders.SOURCE,
     )
 )
