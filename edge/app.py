@@ -287,7 +287,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        *(route for source in SOURCES for route in source.routes()),
+        *(route for source in SOURCES for route in source.routes(settings)),
         *demo_routes,
     ]
     exception_handlers = {HTTPException: http_error, Exception: internal_error}

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from starlette.routing import BaseRoute
 
 from edge.events import Event
+from edge.settings import Settings
 from edge.store.values import Arrival
 
 
-def no_routes() -> Sequence[BaseRoute]:
+def no_routes(settings: Settings) -> Sequence[BaseRoute]:
     """A source with no door on the web service (an import, run as a command)."""
     return ()
 
@@ -32,8 +33,9 @@ class Source:
     browser: bool
     # The events of a stored arrival, exactly as intake read them when it stored the request.
     read: Callable[[Arrival], list[Event]]
-    # The routes it answers on; built once per app (a source may keep per-app state in them).
-    routes: Callable[[], Sequence[BaseRoute]] = no_routes
+    # The routes it answers on, for the app's settings; built once per app (a source may keep
+    # per-app state in them).
+    routes: Callable[[Settings], Sequence[BaseRoute]] = no_routes
 
 
 class UnknownSource(LookupError):

@@ -4,6 +4,7 @@
     tracking_api.py  POST /v1/track … /v1/batch: Segment's HTTP tracking API, for servers
     analytics_js.py  POST /v1/t … /v1/b: analytics.js (Segment's browser library) pointed here
     imports.py       rokt-edge import: an export's rows, a chunk at a time
+    shopify_orders.py  POST /shopify/orders: Shopify's order webhook, HMAC-verified
     requests.py      what the doors share: reading a request, errors, the durable write
 
 Each source module says how its requests are read, checked and answered, and exports one

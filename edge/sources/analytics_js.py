@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from edge.settings import Settings
 from edge.source import Source
 from edge.sources.tracking_api import BROWSER_SOURCE, arrived_events, batch, single_endpoint
 
@@ -35,7 +36,7 @@ async def ignored(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def routes() -> list[BaseRoute]:
+def routes(settings: Settings) -> list[BaseRoute]:
     short: list[BaseRoute] = [
         Route(f"/v1/{path}", single_endpoint(kind) if kind else batch, methods=["POST"])
         for path, kind in PATHS.items()

@@ -176,7 +176,7 @@ def accepted(count: int) -> bytes:
     return json.dumps({"success": True, "accepted": count}, separators=(",", ":")).encode()
 
 
-def routes() -> list[BaseRoute]:
+def routes(settings: Settings) -> list[BaseRoute]:
     return [Route(PATH, beacon, methods=["POST"])]
 
 

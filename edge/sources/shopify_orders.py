@@ -34,15 +34,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from starlette.datastructures import URLPath
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, NoMatchFound, Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from edge.capture.enrich import INTEGRATION
 from edge.events import ArrivalDefaults, Event, EventError, parse_json, parse_timestamp
@@ -50,6 +48,7 @@ from edge.jsontext import encode
 from edge.logs import Throttled
 from edge.pipeline.mapping import CLICK_ID_PARAMS
 from edge.service import Edge
+from edge.settings import Settings
 from edge.source import Source
 from edge.sources.requests import (
     Refusal,
@@ -275,39 +274,8 @@ async def receive(request: Request) -> Response:
     return JSONResponse({"success": True})
 
 
-class ConfiguredRoute(BaseRoute):
-    """`POST` at the path the settings name (ROKT_EDGE_SHOPIFY_ORDERS_PATH). `Source.routes`
-    is called without the settings, so the route is made at the first request, from the
-    settings of the edge serving it (`request.app.state.edge`)."""
-
-    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self.endpoint = endpoint
-        self._route: Route | None = None
-
-    def _served(self, scope: Scope) -> Route | None:
-        if self._route is None:
-            edge: Edge | None = getattr(scope["app"].state, "edge", None)
-            if edge is None:  # not started (no request is served before the lifespan)
-                return None
-            path = edge.settings.shopify_orders_path
-            self._route = Route(path, self.endpoint, methods=["POST"])
-        return self._route
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        route = self._served(scope) if scope["type"] == "http" else None
-        return (Match.NONE, {}) if route is None else route.matches(scope)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._served(scope)
-        assert route is not None, "handled only after it matched"
-        await route.handle(scope, receive, send)
-
-    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
-        raise NoMatchFound(name, path_params)
-
-
-def routes() -> list[BaseRoute]:
-    return [ConfiguredRoute(receive)]
+def routes(settings: Settings) -> list[BaseRoute]:
+    return [Route(settings.shopify_orders_path, receive, methods=["POST"])]
 
 
 SOURCE: Final = Source(NAME, browser=False, read=arrived_events, routes=routes)

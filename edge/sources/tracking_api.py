@@ -40,6 +40,7 @@ from edge.capture.client_ip import client_ip, is_https, request_hosts
 from edge.capture.cookies import Visitor
 from edge.events import ArrivalDefaults, Event, EventError, parse_json
 from edge.service import Edge
+from edge.settings import Settings
 from edge.source import Source
 from edge.sources.requests import (
     JSON_TYPES,
@@ -73,7 +74,7 @@ BAD_WRITE_KEY: Final = "a valid write key is required: HTTP Basic user name, or 
 KEY_FAILURES: Final = "too many requests with a wrong write key from this address; retry later"
 
 
-def routes() -> list[BaseRoute]:
+def routes(settings: Settings) -> list[BaseRoute]:
     """Segment's routes: one per event type, and the batch."""
     single = [Route(f"/v1/{kind}", single_endpoint(kind), methods=["POST"])
               for kind in SINGLE_TYPES]  # fmt: skip
