@@ -56,7 +56,8 @@ class CapiWire:
         # then merges headers: an eighth of the event loop's time per request. The URLs are
         # joined once here, and `send` builds the request itself; the client still sends it
         # (its credentials, pool and proxies).
-        base = str(client.base_url)  # httpx ends it with a slash
+        base = str(client.base_url)  # httpx ends it with a slash, unless it is a bare host
+        base = base if base.endswith("/") else base + "/"
         self._urls = {
             path: httpx.URL(base + path.lstrip("/")) for path in (EVENTS_PATH, BULK_EVENTS_PATH)
         }
