@@ -40,11 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120"
+Request = Callable[[int, int], bytes]  # (port, n) -> the bytes of request n
 
 BARE_APP = """
 from starlette.applications import Starlette
@@ -126,17 +128,21 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
     return status
 
 
-async def saturate(port: int, connections: int, seconds: float) -> dict[str, Any]:
+async def saturate(
+    ports: Sequence[int], connections: int, seconds: float, request: Request = request_bytes
+) -> dict[str, Any]:
+    """C connections, spread evenly over the ports, each sending the next request as soon as
+    the last is answered."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
     counter = iter(range(10**9))
 
-    async def connection() -> None:
+    async def connection(port: int) -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.perf_counter() < deadline:
-            data = request_bytes(port, next(counter))
+            data = request(port, next(counter))
             started = time.perf_counter()
             status = await exchange(reader, writer, data)
             latencies.append(time.perf_counter() - started)
@@ -144,42 +150,59 @@ async def saturate(port: int, connections: int, seconds: float) -> dict[str, Any
         writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(connections)))
+    await asyncio.gather(*(connection(ports[i % len(ports)]) for i in range(connections)))
     elapsed = time.perf_counter() - started
     return summary(latencies, elapsed, errors)
 
 
-async def fixed_rate(port: int, rate: float, seconds: float, connections: int) -> dict[str, Any]:
-    """Open loop: request i is due at start + i/rate; latency counts from when it was due."""
+async def fixed_rate(
+    ports: Sequence[int],
+    rate: float,
+    seconds: float,
+    connections: int,
+    request: Request = request_bytes,
+) -> dict[str, Any]:
+    """Open loop: request n is due at start + n/rate, sent to ports[n % len(ports)] (the
+    connections spread evenly over the ports); latency counts from when it was due. `answered`:
+    when each request n was answered 2xx, by time.monotonic() (on Linux, one clock for every
+    process)."""
     total = int(rate * seconds)
-    due_queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    queues: list[asyncio.Queue[tuple[int, float]]] = [asyncio.Queue() for _ in ports]
     latencies: list[float] = []
+    answered: dict[int, float] = {}
     errors = 0
 
-    async def connection() -> None:
+    async def connection(port: int, due_queue: asyncio.Queue[tuple[int, float]]) -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while True:
             n, due = await due_queue.get()
             if n < 0:
                 break
-            status = await exchange(reader, writer, request_bytes(port, n))
+            status = await exchange(reader, writer, request(port, n))
             latencies.append(time.perf_counter() - due)
+            if 200 <= status < 300:
+                answered[n] = time.monotonic()
             errors += status >= 300 and status != 204
         writer.close()
 
-    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    workers = [
+        asyncio.create_task(connection(ports[i % len(ports)], queues[i % len(ports)]))
+        for i in range(connections)
+    ]
     start = time.perf_counter() + 0.05
     for n in range(total):
         due = start + n / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        due_queue.put_nowait((n, due))
-    for _ in workers:
-        due_queue.put_nowait((-1, 0.0))
+        queues[n % len(ports)].put_nowait((n, due))
+    for i in range(connections):
+        queues[i % len(ports)].put_nowait((-1, 0.0))
     await asyncio.gather(*workers)
-    return summary(latencies, time.perf_counter() - start, errors)
+    result = summary(latencies, time.perf_counter() - start, errors)
+    result["answered"] = answered
+    return result
 
 
 def summary(latencies: list[float], elapsed: float, errors: int) -> dict[str, Any]:
@@ -194,7 +217,9 @@ def summary(latencies: list[float], elapsed: float, errors: int) -> dict[str, An
     }
 
 
-def load(port: int, args: argparse.Namespace, phase: str, out: Any) -> None:
+def load(
+    ports: Sequence[int], args: argparse.Namespace, phase: str, request: Request, out: Any
+) -> None:
     """Runs in its own process, so the load generator never shares the server's core."""
     try:
         import uvloop
@@ -203,14 +228,17 @@ def load(port: int, args: argparse.Namespace, phase: str, out: Any) -> None:
     except ImportError:
         pass
     if phase == "saturation":
-        out.send(asyncio.run(saturate(port, args.connections, args.seconds)))
+        phase_run = saturate(ports, args.connections, args.seconds, request)
     else:
-        out.send(asyncio.run(fixed_rate(port, args.rate, args.seconds, args.connections)))
+        phase_run = fixed_rate(ports, args.rate, args.seconds, args.connections, request)
+    out.send(asyncio.run(phase_run))
 
 
-def in_child(port: int, args: argparse.Namespace, phase: str) -> dict[str, Any]:
+def in_child(
+    ports: Sequence[int], args: argparse.Namespace, phase: str, request: Request = request_bytes
+) -> dict[str, Any]:
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    worker = multiprocessing.Process(target=load, args=(port, args, phase, sender))
+    worker = multiprocessing.Process(target=load, args=(ports, args, phase, request, sender))
     worker.start()
     result: dict[str, Any] = receiver.recv()
     worker.join()
@@ -227,10 +255,11 @@ def waiting_arrivals(database: Path | None) -> int:
         return int(store.execute("SELECT count(*) FROM arrivals").fetchone()[0])
 
 
-def drain(database: Path | None) -> float:
-    """Seconds until every answered request has been processed (the burst's backlog)."""
+def drain(waiting: Callable[[], int]) -> float:
+    """Seconds until every answered request has been processed (the burst's backlog): until
+    `waiting()` (the requests answered, not processed yet) is 0."""
     started = time.perf_counter()
-    while waiting_arrivals(database) > 0 and time.perf_counter() - started < 300:
+    while waiting() > 0 and time.perf_counter() - started < 300:
         time.sleep(0.05)
     return time.perf_counter() - started
 
@@ -252,17 +281,17 @@ def measure(
     port: int, pid: int, args: argparse.Namespace, database: Path | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     cpu_before = cpu_seconds(pid)
-    saturation = in_child(port, args, "saturation")
+    saturation = in_child([port], args, "saturation")
     # The edge answers a burst at intake's pace and processes it just after: the fixed rate is
     # measured once that backlog is done (how long it took is printed), as steady traffic.
-    saturation["drain_s"] = drain(database)
+    saturation["drain_s"] = drain(lambda: waiting_arrivals(database))
     # The rate the server keeps up with, processing included: the burst's requests over the
     # time until the last of them was processed.
     saturation["sustained"] = saturation["requests"] / (
         saturation["elapsed"] + saturation["drain_s"]
     )
-    steady = in_child(port, args, "fixed rate")
-    saturation["drain_s"] += drain(database)
+    steady = in_child([port], args, "fixed rate")
+    saturation["drain_s"] += drain(lambda: waiting_arrivals(database))
     # CPU per request counts both phases' requests, and everything done for them (processing
     # included): the server's whole cost of one beacon, a figure that other work on a shared
     # machine disturbs far less than throughput.
