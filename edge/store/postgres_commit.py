@@ -33,6 +33,11 @@ Job = tuple[Callable[..., Plan[Any]], tuple[Any, ...]]
 Deferred = Callable[[], Job]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the exception)
 CONNECT_TIMEOUT: Final = 5  # seconds: an unreachable server fails requests fast (503)
+# Connections prepare no statements (`prepare_threshold=None`): each is planned with its own
+# values. A plan psycopg prepared while a table was young (identities, arrivals, the queue: not
+# analyzed yet) kept scanning it whole as it grew, per slice: PostgreSQL's CPU per beacon grew
+# with the backlog (8 ms a beacon in a 30,000-beacon burst, bench/fleet.py). It also lets the
+# edge run behind pgbouncer in transaction mode.
 
 
 def made(job: Job | Deferred) -> Job:
@@ -76,8 +81,9 @@ class Connections:
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(
-            self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **self.options
-        )
+            self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+            prepare_threshold=None, **self.options,
+        )  # fmt: skip
 
     def _give(self, connection: psycopg.AsyncConnection[Any]) -> None:
         if self.closed or connection.closed or connection.info.transaction_status != IDLE:
@@ -112,8 +118,9 @@ class SyncConnections:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
             connection = psycopg.Connection.connect(
-                self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **self.options
-            )
+                self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                prepare_threshold=None, **self.options,
+            )  # fmt: skip
         try:
             yield connection
         finally:
