@@ -22,7 +22,7 @@ from edge.store.errors import StoreError
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 MAX_WORKERS = 64
-SHARED_STORES = ("postgresql:", "postgres:")  # stores several processes serve from at once
+SHARED_STORES = ("postgresql:",)  # stores several processes serve from at once
 WORKERS_NEED_SHARED = (
     "several serving processes need a PostgreSQL store (ROKT_EDGE_DATABASE_URL="
     "postgresql://…); a SQLite store is written by one process: run one edge per SQLite file"
