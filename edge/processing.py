@@ -9,7 +9,8 @@
 Arrivals are processed in the order they came, a slice at a time, and their events one by one
 (`edge.capture.attribution`), each seeing what the events before it taught (`IdentityView`). A
 slice is leased to this process (`edge.store.arrivals`): processes sharing a store take disjoint
-arrivals, and a dead one's are swept back once their lease expired.
+arrivals, a visitor's in order, and a dead one's are freed once it is known dead
+(`edge.store.owners`) or its lease expired.
 Intake keeps priority (`pause_for_intake`) until the oldest arrival has waited `MAX_LAG`; the
 backlog is bounded (`shed`); the events intake read are kept for processing (`Readings`). An
 arrival, which holds personal data unhashed, is deleted only by the transaction that stores what
