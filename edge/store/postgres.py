@@ -50,8 +50,9 @@ from edge.store.postgres_commit import (
     unavailable,
 )
 from edge.store.postgres_plan import Plan, transact, transact_sync
-from edge.store.postgres_put import PutArgs, put, put_args
+from edge.store.postgres_put import put
 from edge.store.postgres_schema import migrate
+from edge.store.put_rows import PutArgs, put_args
 from edge.store.values import (
     UPSTREAM_ERRORS_KEPT,
     Arrival,

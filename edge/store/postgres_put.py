@@ -14,41 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
-from edge.jsontext import encode
 from edge.store.postgres_plan import Plan, Query, Result
-from edge.store.values import DUPLICATE, Conversion, IdentityUpdate, Intake, PutResult
+from edge.store.put_rows import PutArgs
+from edge.store.values import DUPLICATE, Conversion, IdentityUpdate, PutResult
 
 BUCKET_SECONDS: Final = 60  # conversion counts, by minute (as `edge.store.sqlite_conversions`)
-
-
-class PutArgs(NamedTuple):
-    """An intake made ready in the caller's thread (bodies encoded), for `put`."""
-
-    rows: list[tuple[str, str, str, int, str]]  # key, mapping, message id, time (ms), body
-    skipped: list[tuple[str, str, str | None, str]]  # key, message id, mapping, reason
-    identities: list[IdentityUpdate]
-    checks: list[tuple[str, str | None, int]]  # key, dedup key, time (ms)
-    window_ms: int  # the de-duplication window
-    now: float
-    conversions: list[Conversion]
-
-
-def put_args(intake: Intake, now: float, window_seconds: float) -> PutArgs:
-    rows = [
-        (item.key, item.mapping, item.message_id, item.timestamp_ms, _text(item.body))
-        for item in intake.outbound
-    ]
-    skipped = [
-        (f"{item.mapping or ''}\n{item.message_id}", item.message_id, item.mapping, item.reason)
-        for item in intake.skipped
-    ]
-    checks = [(item.key, item.dedup_key, item.timestamp_ms) for item in intake.outbound]
-    return PutArgs(
-        rows, skipped, list(intake.identities), checks, round(window_seconds * 1000), now,
-        list(intake.conversions),
-    )  # fmt: skip
 
 
 def put(args: PutArgs, also: Sequence[Query] = ()) -> Plan[PutResult]:
@@ -235,7 +207,3 @@ def _identities(updates: Sequence[IdentityUpdate], now: float) -> list[Query]:
             rounds[made[key]].append(row)
             made[key] += 1
     return [Query(UPSERT, _columns(sorted(rows, key=lambda row: row[0]), 8)) for rows in rounds]
-
-
-def _text(body: dict[str, Any]) -> str:
-    return encode(body).decode("utf-8")

@@ -35,7 +35,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
-from edge.jsontext import encode
 from edge.store import (
     sqlite_arrivals,
     sqlite_budgets,
@@ -52,6 +51,7 @@ from edge.store.coalesce import Coalescer
 from edge.store.errors import StoreConfigError, StoreUnavailable
 from edge.store.interface import Store
 from edge.store.outbox import Claims
+from edge.store.put_rows import PutArgs, put_args
 from edge.store.sqlite_channel import Channel, Deferred, Job, WriterProcess, made
 from edge.store.values import (
     DUPLICATE,
@@ -61,7 +61,6 @@ from edge.store.values import (
     DeadLetter,
     DryRunBody,
     Identity,
-    IdentityUpdate,
     Intake,
     ItemId,
     Owner,
@@ -261,22 +260,7 @@ class SQLiteStore(Store):
         return self._run_sync(_put, self._put_args(intake))
 
     def _put_args(self, intake: Intake) -> PutArgs:
-        # Encoding happens in the caller's thread, so the writer only writes.
-        now = self.clock()
-        rows = [
-            (item.key, item.mapping, item.message_id, item.timestamp_ms, _text(item.body), now)
-            for item in intake.outbound
-        ]
-        skipped = [
-            (f"{item.mapping or ''}\n{item.message_id}", item.message_id, item.mapping, item.reason)
-            for item in intake.skipped
-        ]
-        checks = [(item.key, item.dedup_key, item.timestamp_ms) for item in intake.outbound]
-        window_ms = round(self.dedup_window * 1000)
-        return PutArgs(
-            rows, skipped, list(intake.identities), checks, window_ms, now,
-            list(intake.conversions),
-        )  # fmt: skip
+        return put_args(intake, self.clock(), self.dedup_window)
 
     async def put_arrival(self, arrival: Arrival) -> None:
         await self._arrivals.put(arrival)
@@ -465,16 +449,6 @@ class _Ahead(NamedTuple):
 # -- the jobs that are more than one schema function (run in the writer) --------------------
 
 
-class PutArgs(NamedTuple):
-    rows: list[tuple[str, str, str, int, str, float]]  # key, mapping, message id, time, body, now
-    skipped: list[tuple[str, str, str | None, str]]  # key, message id, mapping, reason
-    identities: list[IdentityUpdate]
-    checks: list[tuple[str, str | None, int]]  # key, dedup key, time (ms)
-    window_ms: int  # the de-duplication window
-    now: float
-    conversions: list[Conversion]
-
-
 def _put(connection: sqlite3.Connection, args: PutArgs) -> PutResult:
     rows, skipped, identities, checks, window_ms, now, conversions = args
     kept, dropped = rows, skipped
@@ -527,7 +501,3 @@ def _stats(connection: sqlite3.Connection, now: float) -> Stats:
         conversions=sqlite_conversions.shares(connection, now),
         owners=sqlite_owners.listed(connection),
     )
-
-
-def _text(body: dict[str, Any]) -> str:
-    return encode(body).decode("utf-8")

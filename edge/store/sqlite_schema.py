@@ -185,7 +185,7 @@ ALTER TABLE outbox_3 RENAME TO outbox;
 
 def put(
     connection: sqlite3.Connection,
-    rows: list[tuple[str, str, str, int, str, float]],
+    rows: list[tuple[str, str, str, int, str]],
     skipped: list[tuple[str, str, str | None, str]],
     now: float,
 ) -> PutResult:
@@ -195,7 +195,7 @@ def put(
     cursor = connection.executemany(
         "INSERT INTO outbox (key, mapping, message_id, timestamp_ms, created_at)"
         " VALUES (?1, ?2, ?3, ?4, ?6) ON CONFLICT (key) DO NOTHING",
-        rows,
+        [(*row, now) for row in rows],
     )
     stored = max(cursor.rowcount, 0) if rows else 0
     if stored:
