@@ -11,22 +11,15 @@ import secrets
 from collections.abc import Sequence
 from typing import Final
 
+from edge.store.outcomes import items_query, newest
 from edge.store.postgres_arrivals import COUNT as ARRIVALS
 from edge.store.postgres_owners import LISTED as OWNERS
 from edge.store.postgres_owners import owners
 from edge.store.postgres_plan import Plan, Query, Result
 from edge.store.values import (
-    DEAD,
-    DELIVERED,
-    DRY_RUN,
-    IN_FLIGHT,
-    PENDING,
-    RETRYING,
-    SKIPPED,
     ConversionShare,
     DryRunBody,
     Identity,
-    Outcome,
     Paused,
     Recent,
     Stats,
@@ -97,26 +90,7 @@ def stats(now: float) -> Plan[Stats]:
     )
 
 
-# An item's state is where it is: queued (pending, retrying or in flight), dead, or neither
-# (delivered; recorded in a dry run when `dry_runs` names it).
-ITEMS: Final = f"""
-SELECT outbox.created_at,
-    CASE WHEN queue.id IS NOT NULL AND queue.lease_until IS NOT NULL THEN '{IN_FLIGHT}'
-         WHEN queue.id IS NOT NULL AND queue.attempts > 0 THEN '{RETRYING}'
-         WHEN queue.id IS NOT NULL THEN '{PENDING}'
-         WHEN dead.id IS NOT NULL THEN '{DEAD}'
-         WHEN dry_runs.id IS NOT NULL THEN '{DRY_RUN}'
-         ELSE '{DELIVERED}' END,
-    outbox.message_id, outbox.mapping, dead.reason, coalesce(dead.message, queue.last_error),
-    dead.at, bodies.body
-FROM (SELECT id, created_at, message_id, mapping FROM outbox ORDER BY id DESC LIMIT %(limit)s)
-    AS outbox
-LEFT JOIN queue ON queue.id = outbox.id
-LEFT JOIN dead ON dead.id = outbox.id
-LEFT JOIN dry_runs ON dry_runs.id = outbox.id
-LEFT JOIN bodies ON bodies.id = outbox.id
-ORDER BY outbox.id DESC
-"""
+ITEMS: Final = items_query("%(limit)s")
 SKIPS: Final = (
     "SELECT created_at, message_id, mapping, reason FROM skipped ORDER BY seq DESC LIMIT %(limit)s"
 )
@@ -125,12 +99,7 @@ BODIES: Final = "SELECT at, path, body FROM dry_run_bodies ORDER BY id DESC LIMI
 
 def recent(limit: int) -> Plan[Recent]:
     items, skips, bodies = yield [Query(sql, {"limit": limit}) for sql in (ITEMS, SKIPS, BODIES)]
-    outcomes = [Outcome(*row) for row in items.rows] + [
-        Outcome(at, SKIPPED, message_id, mapping, reason)
-        for at, message_id, mapping, reason in skips.rows
-    ]
-    outcomes.sort(key=lambda outcome: outcome.at, reverse=True)
-    return Recent(outcomes[:limit], [DryRunBody(*row) for row in bodies.rows])
+    return Recent(newest(items.rows, skips.rows, limit), [DryRunBody(*row) for row in bodies.rows])
 
 
 # -- identities --------------------------------------------------------------------------------
