@@ -80,3 +80,24 @@ def event_api() -> Iterator[FakeEventApi]:
     fake = FakeEventApi()
     with serving(fake):
         yield fake
+
+
+@pytest.fixture
+def fleet_database() -> Iterator[str]:
+    """A URL naming a schema of its own in the PostgreSQL test database, for edges run as a
+    fleet (skipped, saying why, without a PostgreSQL server; failed under CI=true)."""
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg
+
+    from tests.store.contract.backends import test_database  # imports this module
+
+    database = test_database()
+    schema = f"fleet_{secrets.token_hex(6)}"
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{database}?options={quote(f'-csearch_path={schema}')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

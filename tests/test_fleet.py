@@ -6,20 +6,15 @@ when its leases run out."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-import psycopg
-import pytest
 
 from tests.fake_capi import FakeCapi, Reply
-from tests.store.contract import backends
 from tests.test_fault_injection import (
     CHROME,
     WRITE_KEY,
@@ -36,20 +31,6 @@ EVENTS = 600
 DELIVERED_WITHIN = 10.0  # seconds from the load's end to the last event at Rokt
 SLOW_UPSTREAM = 0.2  # seconds the fake Rokt takes to answer each request
 LEASE = "120"  # the default: what a dead edge's claims would wait without owners
-
-
-@pytest.fixture
-def fleet_database() -> Iterator[str]:
-    """A URL naming a schema of its own in the test database (skipped, saying why, without a
-    PostgreSQL server; failed under CI=true)."""
-    database = backends.test_database()
-    schema = f"fleet_{secrets.token_hex(6)}"
-    with psycopg.connect(database, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield f"{database}?options={quote(f'-csearch_path={schema}')}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ from tests.test_fault_injection import (
     report,
     wait_for,
 )
-from tests.test_fleet import fleet_database  # noqa: F401 (a fixture)
 
 
 class Relay:
@@ -91,7 +90,7 @@ def relayed(url: str) -> Iterator[tuple[Relay, str]]:
 
 def test_a_database_outage_answers_503_loses_nothing_and_the_edge_reconnects_by_itself(
     tmp_path: Path,
-    fleet_database: str,  # noqa: F811
+    fleet_database: str,
 ) -> None:
     orders = [order("outage", n) for n in range(20)]
     with FakeCapi() as fake, relayed(fleet_database) as (relay, url), contextlib.ExitStack() as s:

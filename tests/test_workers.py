@@ -15,7 +15,6 @@ import httpx
 from tests.conftest import ROOT, run_cli
 from tests.fake_capi import FakeCapi
 from tests.test_fault_injection import WRITE_KEY, edge_env, free_port, order, wait_for
-from tests.test_fleet import fleet_database  # noqa: F401 (a fixture)
 
 
 def test_several_workers_on_a_sqlite_store_are_refused_saying_what_they_need(
@@ -37,7 +36,7 @@ def test_a_worker_count_that_is_not_one_to_64_is_refused() -> None:
 
 def test_two_workers_on_postgresql_share_the_port_and_stop_together(
     tmp_path: Path,
-    fleet_database: str,  # noqa: F811
+    fleet_database: str,
 ) -> None:
     with FakeCapi() as fake:
         env = edge_env(tmp_path / "unused.db", fake) | {"ROKT_EDGE_DATABASE_URL": fleet_database}
